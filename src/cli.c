@@ -1,0 +1,183 @@
+/* cli.c - parse the command line into struct cli_opts. */
+#include "cli.h"
+#include "log.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char cli_usage[] =
+    "usage: moonring [options] [SCRIPT [ARGS...]]\n"
+    "  SCRIPT defaults to the built-in echo handler; ARGS reach it as `arg`\n"
+    "  -b, --bind ADDR          address to listen on (default 127.0.0.1;\n"
+    "                           \"::\" for IPv6, \"unix:/path\" for a Unix socket)\n"
+    "  -p, --port N             TCP port (default 7000; 0 picks a free one)\n"
+    "  -w, --workers N|auto     worker processes (default 1)\n"
+    "  -t, --test               load the script, report errors, exit\n"
+    "      --no-reload          do not watch the script for changes\n"
+    "      --log-level L        error|warn|info|debug (default info)\n"
+    "      --max-conns N        connections per worker (default: fd limit)\n"
+    "      --buffers N          receive buffers per worker, a power of two\n"
+    "                           (default 1024)\n"
+    "      --buffer-size B      bytes per receive buffer (default 16384)\n"
+    "      --shutdown-timeout S seconds to drain on SIGTERM (default 10)\n"
+    "      --user NAME          drop root after binding\n"
+    "  -h, --help               show this help\n"
+    "  -V, --version            show the version\n";
+
+enum { O_NO_RELOAD = 256, O_LOG_LEVEL, O_MAX_CONNS, O_BUFFERS, O_BUFFER_SIZE,
+       O_SHUTDOWN_TIMEOUT, O_USER };
+
+static const struct option longopts[] = {
+    { "bind", required_argument, NULL, 'b' },
+    { "port", required_argument, NULL, 'p' },
+    { "workers", required_argument, NULL, 'w' },
+    { "test", no_argument, NULL, 't' },
+    { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, 'V' },
+    { "no-reload", no_argument, NULL, O_NO_RELOAD },
+    { "log-level", required_argument, NULL, O_LOG_LEVEL },
+    { "max-conns", required_argument, NULL, O_MAX_CONNS },
+    { "buffers", required_argument, NULL, O_BUFFERS },
+    { "buffer-size", required_argument, NULL, O_BUFFER_SIZE },
+    { "shutdown-timeout", required_argument, NULL, O_SHUTDOWN_TIMEOUT },
+    { "user", required_argument, NULL, O_USER },
+    { NULL, 0, NULL, 0 },
+};
+
+/* Strict decimal: the whole string, within [lo, hi]. */
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static const char *optname(int c)
+{
+    for (const struct option *o = longopts; o->name; o++)
+        if (o->val == c)
+            return o->name;
+    return "?";
+}
+
+/* Apply one option with its argument; returns 0 or -1 with err filled. */
+static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
+{
+    long v;
+    double d;
+    char *end;
+
+    switch (c) {
+    case 'b':
+        if (!*a)
+            goto bad;
+        o->bind = a;
+        return 0;
+    case 'p':
+        if (parse_long(a, 0, 65535, &v))
+            goto bad;
+        o->port = (int)v;
+        return 0;
+    case 'w':
+        if (strcmp(a, "auto") == 0) {
+            o->workers = 0;
+            return 0;
+        }
+        if (parse_long(a, 1, 1024, &v))
+            goto bad;
+        o->workers = (int)v;
+        return 0;
+    case O_LOG_LEVEL:
+        if ((o->log_level = log_level_parse(a)) < 0)
+            goto bad;
+        return 0;
+    case O_MAX_CONNS:
+        if (parse_long(a, 1, 1 << 24, &v))
+            goto bad;
+        o->max_conns = (unsigned)v;
+        return 0;
+    case O_BUFFERS:
+        /* the kernel's provided-buffer rings hold at most 32768 entries */
+        if (parse_long(a, 1, 32768, &v) || (v & (v - 1)))
+            goto bad;
+        o->buffers = (unsigned)v;
+        return 0;
+    case O_BUFFER_SIZE:
+        if (parse_long(a, 64, 1 << 24, &v))
+            goto bad;
+        o->buffer_size = (unsigned)v;
+        return 0;
+    case O_SHUTDOWN_TIMEOUT:
+        errno = 0;
+        d = strtod(a, &end);
+        if (errno || end == a || *end || !(d >= 0 && d <= 86400))
+            goto bad;
+        o->shutdown_timeout = d;
+        return 0;
+    case O_USER:
+        if (!*a)
+            goto bad;
+        o->user = a;
+        return 0;
+    }
+bad:
+    snprintf(err, n, "invalid value '%s' for --%s", a, optname(c));
+    return -1;
+}
+
+static void defaults(struct cli_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->bind = "127.0.0.1";
+    o->port = 7000;
+    o->workers = 1;
+    o->log_level = LOG_INFO;
+    o->buffers = 1024;
+    o->buffer_size = 16384;
+    o->shutdown_timeout = 10;
+}
+
+enum cli_result cli_parse(int argc, char **argv, struct cli_opts *o,
+                          char *err, size_t errlen)
+{
+    defaults(o);
+    optind = 0; /* glibc: full re-initialisation, so tests can call us twice */
+    opterr = 0;
+    int c;
+    /* '+': stop at the first non-option, which is the script; the rest
+     * belongs to the script, like `lua script.lua -x` */
+    while ((c = getopt_long(argc, argv, "+:b:p:w:thV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 't': o->test_only = 1; break;
+        case 'h': return CLI_HELP;
+        case 'V': return CLI_VERSION;
+        case O_NO_RELOAD: o->no_reload = 1; break;
+        case ':':
+            snprintf(err, errlen, "option '%s' needs a value", argv[optind - 1]);
+            return CLI_ERROR;
+        case '?':
+            if (optopt)
+                snprintf(err, errlen, "unknown option '-%c'", optopt);
+            else
+                snprintf(err, errlen, "unknown option '%s'", argv[optind - 1]);
+            return CLI_ERROR;
+        default:
+            if (apply(c, optarg, o, err, errlen))
+                return CLI_ERROR;
+        }
+    }
+    if (optind < argc) {
+        o->script = argv[optind];
+        o->script_argc = argc - optind - 1;
+        o->script_argv = argv + optind + 1;
+    }
+    return CLI_RUN;
+}

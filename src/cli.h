@@ -1,0 +1,32 @@
+/* cli.h - command-line options. Parsing is pure: no I/O, no exit. */
+#ifndef MR_CLI_H
+#define MR_CLI_H
+
+#include <stddef.h>
+
+struct cli_opts {
+    const char *bind;          /* address, default "127.0.0.1" */
+    int port;                  /* 0 lets the kernel choose */
+    int workers;               /* 0 means auto (one per CPU) */
+    int test_only;             /* -t: load the script and exit */
+    int no_reload;
+    int log_level;             /* enum log_level */
+    unsigned max_conns;        /* 0: derived from RLIMIT_NOFILE */
+    unsigned buffers;          /* receive buffers, a power of two */
+    unsigned buffer_size;      /* bytes per receive buffer */
+    double shutdown_timeout;   /* seconds */
+    const char *user;          /* drop root to this user */
+    const char *script;        /* NULL: built-in echo */
+    int script_argc;           /* arguments after the script */
+    char **script_argv;
+};
+
+enum cli_result { CLI_RUN, CLI_HELP, CLI_VERSION, CLI_ERROR };
+
+/* Fill *o from argv. On CLI_ERROR, err holds one line explaining why. */
+enum cli_result cli_parse(int argc, char **argv, struct cli_opts *o,
+                          char *err, size_t errlen);
+
+extern const char cli_usage[];
+
+#endif

@@ -1,0 +1,108 @@
+/* conn.h - connections: the slot table, their state, their output.
+ *
+ * A connection lives in a slot of a fixed table (stable addresses, no
+ * allocation per accept). Its life:
+ *
+ *   OPEN ──conn_close()──▶ CLOSING ──close CQE, nothing in flight──▶ FREE
+ *
+ * conn_close() only records the reason and queues the connection; the
+ * worker tells Lua (on_close) after the current batch of completions, sends
+ * what is queued (unless the close is an abort), then closes the socket
+ * through the ring, and frees the slot once no operation is in flight.
+ * This is bookkeeping only: the ring work lives in conn_io.c. */
+#ifndef MR_CONN_H
+#define MR_CONN_H
+
+#include "sendq.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum conn_state { CONN_FREE = 0, CONN_OPEN, CONN_CLOSING };
+
+/* Why a connection closed; the names are what Lua's on_close sees. */
+enum conn_reason {
+    REASON_NONE = 0, REASON_EOF, REASON_RESET, REASON_TIMEOUT, REASON_ERROR,
+    REASON_CLOSED, REASON_SHUTDOWN,
+};
+const char *conn_reason_name(enum conn_reason r);
+
+enum conn_flags {
+    CF_RECV_ARMED  = 1 << 0,  /* a multishot receive is with the kernel */
+    CF_WANT_RECV   = 1 << 1,  /* receive must be (re-)armed */
+    CF_DIRTY       = 1 << 2,  /* on the dirty list */
+    CF_ABORT       = 1 << 3,  /* closing without sending what is queued */
+    CF_CLOSE_SENT  = 1 << 4,  /* the cancel/shutdown/close chain is submitted */
+    CF_CLOSED      = 1 << 5,  /* the close completed: fd is gone */
+    CF_NOTIFIED    = 1 << 6,  /* on_close has run */
+};
+
+struct conn {
+    struct sendq q;
+    uint64_t id;              /* unique per worker, never reused */
+    int fd;
+    uint32_t slot;
+    uint32_t gen;             /* bumped when the slot is freed */
+    uint8_t state;            /* enum conn_state */
+    uint8_t reason;           /* enum conn_reason, once CLOSING */
+    uint16_t flags;           /* enum conn_flags */
+};
+
+/* A growable list of slots. */
+struct slotvec {
+    uint32_t *v;
+    uint32_t n, cap;
+};
+
+struct conn_table {
+    struct conn *c;           /* max entries, zeroed until used */
+    uint32_t max;
+    uint32_t used_hi;         /* slots [0, used_hi) have been handed out once */
+    uint32_t live;            /* slots not FREE */
+    uint32_t *free;           /* stack of freed slots */
+    uint32_t nfree;
+    uint64_t next_id;
+    struct slotvec dirty;     /* connections the flush phase must look at */
+    struct slotvec closing;   /* connections whose on_close is due */
+};
+
+int conn_table_init(struct conn_table *t, uint32_t max);
+void conn_table_destroy(struct conn_table *t);
+
+/* A new OPEN connection for fd, or NULL when the table is full. */
+struct conn *conn_alloc(struct conn_table *t, int fd);
+
+/* Return the slot; the caller made sure nothing is in flight. */
+void conn_free(struct conn_table *t, struct conn *c);
+
+/* The connection a completion tag names, or NULL if that one is gone. */
+static inline struct conn *conn_get(struct conn_table *t, uint32_t slot,
+                                    uint32_t gen)
+{
+    if (slot >= t->used_hi)
+        return NULL;
+    struct conn *c = &t->c[slot];
+    return (c->state != CONN_FREE && c->gen == gen) ? c : NULL;
+}
+
+/* Ask the flush phase to look at c. */
+void conn_mark(struct conn_table *t, struct conn *c);
+
+/* Queue bytes to send. Returns 0, -EPIPE once closing, or -ENOMEM. */
+int conn_send(struct conn_table *t, struct conn *c, const void *p, size_t n);
+
+/* Begin closing c (no-op if already closing, except that an abort
+ * overrides a graceful close). */
+void conn_close(struct conn_table *t, struct conn *c, enum conn_reason why,
+                bool abort);
+
+/* Nothing of c is with the kernel any more: it may be freed. */
+static inline bool conn_idle(const struct conn *c)
+{
+    return (c->flags & CF_CLOSED) && !(c->flags & CF_RECV_ARMED) &&
+           !sendq_busy(&c->q);
+}
+
+int slotvec_push(struct slotvec *s, uint32_t slot);
+
+#endif

@@ -1,0 +1,36 @@
+/* loop.h - the io_uring of one worker: set-up, submission, draining. */
+#ifndef MR_LOOP_H
+#define MR_LOOP_H
+
+#include <liburing.h>
+#include <stdint.h>
+
+struct loop {
+    struct io_uring ring;
+    unsigned setup_flags;       /* the flags the kernel accepted */
+    uint64_t enters;            /* submit-and-wait calls */
+    uint64_t cqes;              /* completions handled */
+};
+
+/* Create the ring with a CQ of cq_entries, preferring SINGLE_ISSUER |
+ * DEFER_TASKRUN and falling back when the kernel refuses them.
+ * Returns 0 or a negative errno. */
+int loop_init(struct loop *l, unsigned sq_entries, unsigned cq_entries);
+void loop_destroy(struct loop *l);
+
+/* A free SQE; when the SQ is full, submit what is queued and retry.
+ * Never returns NULL. */
+struct io_uring_sqe *loop_sqe(struct loop *l);
+
+/* Submit everything queued and wait for at least one completion, in one
+ * io_uring_enter. ts may be NULL (wait as long as it takes). Returns 0,
+ * -ETIME on timeout, or another negative errno worth logging. */
+int loop_wait(struct loop *l, struct __kernel_timespec *ts);
+
+typedef void (*loop_handler)(void *ctx, struct io_uring_cqe *cqe);
+
+/* Hand every ready completion to fn, then release them all at once.
+ * Returns how many were handled. */
+unsigned loop_drain(struct loop *l, loop_handler fn, void *ctx);
+
+#endif

@@ -1,0 +1,163 @@
+/* lua_conn.c - the `conn` object scripts see.
+ *
+ * A conn is a plain Lua table, so that scripts can set any field on it
+ * (conn.user = "bob") and method lookups stay plain table lookups that
+ * LuaJIT compiles. Its metatable holds the methods. The C connection is
+ * reached through a light userdata under a private key; when the
+ * connection closes that key is set to false, and every method then
+ * returns nil, "closed" instead of touching freed memory. */
+#include "lua_int.h"
+#include "net.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define CONN_MT "moonring.conn"
+
+static const char conn_key = 0; /* private key of the C pointer */
+
+/* The connection behind argument 1: NULL once closed; raises when
+ * argument 1 is not a conn at all. */
+static struct conn *to_conn(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_pushlightuserdata(L, (void *)&conn_key);
+    lua_rawget(L, 1);
+    if (lua_isnil(L, -1))
+        luaL_argerror(L, 1, "conn expected");
+    struct conn *c = lua_touserdata(L, -1); /* NULL for false */
+    lua_pop(L, 1);
+    return c;
+}
+
+static int closed(lua_State *L)
+{
+    lua_pushnil(L);
+    lua_pushliteral(L, "closed");
+    return 2;
+}
+
+/* conn:send(...): queue strings (or numbers) in order. */
+static int l_send(lua_State *L)
+{
+    struct conn *c = to_conn(L);
+    int n = lua_gettop(L);
+    for (int i = 2; i <= n; i++)
+        if (!lua_isstring(L, i))
+            luaL_argerror(L, i, lua_pushfstring(L, "string expected, got %s",
+                                                luaL_typename(L, i)));
+    if (!c || c->state != CONN_OPEN)
+        return closed(L);
+    struct conn_table *t = &HOST(L)->w->conns;
+    for (int i = 2; i <= n; i++) {
+        size_t len;
+        const char *p = lua_tolstring(L, i, &len);
+        if (conn_send(t, c, p, len) == -ENOMEM) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "out of memory");
+            return 2;
+        }
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* conn:close(): close after what is queued has been sent. */
+static int l_close(lua_State *L)
+{
+    struct conn *c = to_conn(L);
+    if (!c || c->state != CONN_OPEN)
+        return closed(L);
+    conn_close(&HOST(L)->w->conns, c, REASON_CLOSED, false);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* conn:peer(): address and port of the other end. */
+static int l_peer(lua_State *L)
+{
+    struct conn *c = to_conn(L);
+    if (!c || c->fd < 0)
+        return closed(L);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[128];
+    int port;
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) ||
+        net_addr_text(&ss, sl, host, sizeof host, &port)) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    lua_pushstring(L, host);
+    lua_pushinteger(L, port);
+    return 2;
+}
+
+/* conn:pending(): bytes queued and not yet sent. */
+static int l_pending(lua_State *L)
+{
+    struct conn *c = to_conn(L);
+    if (!c)
+        return closed(L);
+    lua_pushnumber(L, (lua_Number)sendq_pending(&c->q));
+    return 1;
+}
+
+static int l_tostring(lua_State *L)
+{
+    lua_pushliteral(L, "id");
+    lua_rawget(L, 1);
+    lua_pushfstring(L, "conn %s", lua_tostring(L, -1));
+    return 1;
+}
+
+static const luaL_Reg methods[] = {
+    { "send", l_send },
+    { "close", l_close },
+    { "peer", l_peer },
+    { "pending", l_pending },
+    { NULL, NULL },
+};
+
+void lua_conn_register(lua_State *L, struct lua_host *h)
+{
+    luaL_newmetatable(L, CONN_MT);
+    lua_newtable(L);
+    lua_pushlightuserdata(L, h);
+    luaL_openlib(L, NULL, methods, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "conn");
+    lua_setfield(L, -2, "__metatable"); /* scripts cannot swap methods */
+    lua_pop(L, 1);
+}
+
+/* Create c's object, store it in conns[slot + 1], leave it on the stack. */
+void lua_conn_push_new(lua_State *L, struct conn *c)
+{
+    lua_createtable(L, 0, 4);
+    lua_pushlightuserdata(L, (void *)&conn_key);
+    lua_pushlightuserdata(L, c);
+    lua_rawset(L, -3);
+    lua_pushnumber(L, (lua_Number)c->id);
+    lua_setfield(L, -2, "id");
+    luaL_getmetatable(L, CONN_MT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, LS_CONNS, (int)c->slot + 1);
+}
+
+void lua_conn_invalidate(lua_State *L, struct conn *c)
+{
+    lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);
+    if (lua_istable(L, -1)) {
+        lua_pushlightuserdata(L, (void *)&conn_key);
+        lua_pushboolean(L, 0);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_rawseti(L, LS_CONNS, (int)c->slot + 1);
+}

@@ -1,0 +1,282 @@
+/* lua_host.c - the worker's Lua state: load the script, call handlers.
+ * Every call into Lua is protected, with a traceback handler; an error
+ * is logged with the script's file and line and closes that connection
+ * only. */
+#include "lua_host.h"
+#include "log.h"
+#include "lua_int.h"
+
+#include <errno.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef MR_LUADIR
+#define MR_LUADIR "/usr/local/share/moonring/lua"
+#endif
+
+/* Message handler: the error plus a stack traceback. */
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1))
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)",
+                                  luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* The folder holding the Lua library: lua/ next to the binary when run
+ * from a build tree, else the installed one. */
+static void lua_dir(char *out, size_t len)
+{
+    char exe[3072];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(out, len, "%s/lua", exe);
+            char probe[4200];
+            snprintf(probe, sizeof probe, "%s/echo.lua", out);
+            if (access(probe, R_OK) == 0)
+                return;
+        }
+    }
+    snprintf(out, len, "%s", MR_LUADIR);
+}
+
+/* require finds modules next to the script, then in the library. */
+static void set_path(lua_State *L, const char *script)
+{
+    char dir[4096], lib[4096 + 16];
+    const char *slash = script ? strrchr(script, '/') : NULL;
+    if (slash)
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - script), script);
+    else
+        snprintf(dir, sizeof dir, ".");
+    lua_dir(lib, sizeof lib);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua;%s",
+                    dir, dir, lib, lib, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+/* arg[0] = script, arg[1..n] = its arguments, arg[-1] = "moonring" */
+static void set_arg(lua_State *L, const struct cli_opts *o)
+{
+    lua_createtable(L, o->script_argc, 2);
+    lua_pushstring(L, "moonring");
+    lua_rawseti(L, -2, -1);
+    lua_pushstring(L, o->script ? o->script : "echo");
+    lua_rawseti(L, -2, 0);
+    for (int i = 0; i < o->script_argc; i++) {
+        lua_pushstring(L, o->script_argv[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setglobal(L, "arg");
+}
+
+/* Copy the first line of the error on top of the stack into err. */
+static void first_line(lua_State *L, char *err, size_t len)
+{
+    const char *msg = lua_tostring(L, -1);
+    if (!msg)
+        msg = "(error object is not a string)";
+    size_t n = strcspn(msg, "\n");
+    snprintf(err, len, "%.*s", (int)n, msg);
+}
+
+/* Check the value at idx is a usable handler table. */
+static int check_handlers(lua_State *L, int idx, const char *name, char *err,
+                          size_t len)
+{
+    static const char *const fields[] = { "on_open", "on_close", "on_drain",
+                                          "on_reload" };
+    if (!lua_istable(L, idx)) {
+        snprintf(err, len, "%s: the script must return a table of handlers "
+                 "(it returned %s)", name, luaL_typename(L, idx));
+        return -1;
+    }
+    lua_getfield(L, idx, "on_data");
+    int ok = lua_isfunction(L, -1);
+    lua_pop(L, 1);
+    if (!ok) {
+        snprintf(err, len, "%s: the handler table has no on_data function", name);
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        lua_getfield(L, idx, fields[i]);
+        ok = lua_isnil(L, -1) || lua_isfunction(L, -1);
+        lua_pop(L, 1);
+        if (!ok) {
+            snprintf(err, len, "%s: handler %s must be a function", name,
+                     fields[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Make the table at idx the live handlers, caching its functions. */
+static void install_handlers(lua_State *L, int idx)
+{
+    lua_pushvalue(L, idx);
+    lua_replace(L, LS_HANDLERS);
+    lua_getfield(L, LS_HANDLERS, "on_open");
+    lua_replace(L, LS_ON_OPEN);
+    lua_getfield(L, LS_HANDLERS, "on_data");
+    lua_replace(L, LS_ON_DATA);
+    lua_getfield(L, LS_HANDLERS, "on_close");
+    lua_replace(L, LS_ON_CLOSE);
+}
+
+/* Load and run the script; leaves its result on the stack. */
+static int load_script(struct lua_host *h, const struct cli_opts *o, char *err,
+                       size_t len)
+{
+    lua_State *L = h->L;
+    int ret;
+    if (h->script) {
+        struct stat st;
+        if (stat(h->script, &st)) {
+            snprintf(err, len, "cannot open script '%s': %s", h->script,
+                     strerror(errno));
+            return -1;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            snprintf(err, len, "cannot open script '%s': not a regular file",
+                     h->script);
+            return -1;
+        }
+        ret = luaL_loadfile(L, h->script);
+    } else {
+        ret = luaL_loadbuffer(L, mr_echo_lua, mr_echo_lua_len, "=echo");
+    }
+    if (ret) {
+        first_line(L, err, len);
+        lua_pop(L, 1);
+        return -1;
+    }
+    for (int i = 0; i < o->script_argc; i++)
+        lua_pushstring(L, o->script_argv[i]);
+    if (lua_pcall(L, o->script_argc, 1, LS_TRACEBACK)) {
+        first_line(L, err, len);
+        lua_pop(L, 1);
+        return -1;
+    }
+    if (check_handlers(L, -1, h->name, err, len)) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+struct lua_host *lua_host_new(const struct cli_opts *o, char *err, size_t len)
+{
+    struct lua_host *h = calloc(1, sizeof *h);
+    if (!h || !(h->L = luaL_newstate())) {
+        snprintf(err, len, "cannot create a Lua state: out of memory");
+        free(h);
+        return NULL;
+    }
+    lua_State *L = h->L;
+    h->script = o->script ? strdup(o->script) : NULL;
+    h->name = strdup(o->script ? o->script : "echo (built-in)");
+    luaL_openlibs(L);
+    lua_pushcfunction(L, traceback);   /* LS_TRACEBACK */
+    lua_newtable(L);                   /* LS_CONNS */
+    lua_settop(L, LS_TOP);             /* handlers: nil until loaded */
+
+    set_path(L, h->script);
+    set_arg(L, o);
+    lua_conn_register(L, h);
+    lua_mod_register(L, h);
+    if (load_script(h, o, err, len)) {
+        lua_host_free(h);
+        return NULL;
+    }
+    install_handlers(L, -1);
+    lua_settop(L, LS_TOP);
+    return h;
+}
+
+void lua_host_free(struct lua_host *h)
+{
+    if (!h)
+        return;
+    if (h->L)
+        lua_close(h->L);
+    free(h->script);
+    free(h->name);
+    free(h);
+}
+
+const char *lua_host_script_name(const struct lua_host *h) { return h->name; }
+
+void lua_host_attach(struct lua_host *h, struct worker *w) { h->w = w; }
+
+size_t lua_host_mem(struct lua_host *h)
+{
+    return (size_t)lua_gc(h->L, LUA_GCCOUNT, 0) * 1024 +
+           (size_t)lua_gc(h->L, LUA_GCCOUNTB, 0);
+}
+
+/* Call the function below nargs arguments; on error log it and, if the
+ * connection is still open, close it. */
+static void call(struct lua_host *h, struct conn *c, const char *what, int nargs)
+{
+    lua_State *L = h->L;
+    if (lua_pcall(L, nargs, 0, LS_TRACEBACK) == 0)
+        return;
+    h->w->stats.lua_errors++;
+    log_error("%s failed (connection %llu): %s", what,
+              (unsigned long long)c->id, lua_tostring(L, -1));
+    lua_settop(L, LS_TOP);
+    if (c->state == CONN_OPEN)
+        conn_close(&h->w->conns, c, REASON_ERROR, true);
+}
+
+void lua_host_open(struct lua_host *h, struct conn *c)
+{
+    lua_State *L = h->L;
+    lua_conn_push_new(L, c);
+    if (lua_isnil(L, LS_ON_OPEN)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pushvalue(L, LS_ON_OPEN);
+    lua_insert(L, -2);
+    call(h, c, "on_open", 1);
+}
+
+void lua_host_data(struct lua_host *h, struct conn *c, const char *p, size_t n)
+{
+    lua_State *L = h->L;
+    lua_pushvalue(L, LS_ON_DATA);
+    lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);
+    lua_pushlstring(L, p, n);
+    call(h, c, "on_data", 2);
+}
+
+void lua_host_close(struct lua_host *h, struct conn *c)
+{
+    lua_State *L = h->L;
+    if (!lua_isnil(L, LS_ON_CLOSE)) {
+        lua_pushvalue(L, LS_ON_CLOSE);
+        lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);
+        lua_pushstring(L, conn_reason_name((enum conn_reason)c->reason));
+        call(h, c, "on_close", 2);
+    }
+    lua_conn_invalidate(L, c);
+}

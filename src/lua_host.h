@@ -1,0 +1,35 @@
+/* lua_host.h - the Lua side of a worker: the script and its handlers.
+ * The worker calls these when connections open, receive and close. */
+#ifndef MR_LUA_HOST_H
+#define MR_LUA_HOST_H
+
+#include "cli.h"
+#include "conn.h"
+
+#include <stddef.h>
+
+struct lua_host;
+struct worker;
+
+/* Create a Lua state, load the script (or the built-in echo) and check
+ * that it returns a handler table with on_data. On failure returns NULL
+ * with one line in err, naming the file and line where possible. */
+struct lua_host *lua_host_new(const struct cli_opts *o, char *err, size_t errlen);
+void lua_host_free(struct lua_host *h);
+
+/* The name the script is known by in logs ("echo" for the built-in). */
+const char *lua_host_script_name(const struct lua_host *h);
+
+void lua_host_attach(struct lua_host *h, struct worker *w);
+
+/* A connection opened: make its Lua object and call on_open. */
+void lua_host_open(struct lua_host *h, struct conn *c);
+/* Bytes arrived on an open connection: call on_data. */
+void lua_host_data(struct lua_host *h, struct conn *c, const char *p, size_t n);
+/* The connection is closing: call on_close, then invalidate its object. */
+void lua_host_close(struct lua_host *h, struct conn *c);
+
+/* Bytes of Lua heap in use. */
+size_t lua_host_mem(struct lua_host *h);
+
+#endif

@@ -1,0 +1,123 @@
+/* main.c - moonring: options, start-up checks, then serve. */
+#include "cli.h"
+#include "log.h"
+#include "lua_host.h"
+#include "net.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+/* fds kept aside from --max-conns: listener, ring, signalfd, logs, Lua's
+ * own files */
+#define FD_RESERVE 32
+
+static int fail(const char *msg)
+{
+    fprintf(stderr, "moonring: %s\n", msg);
+    return 1;
+}
+
+/* Raise the soft fd limit to the hard one and size the connection table
+ * from it unless --max-conns says otherwise. */
+static void fit_fd_limit(struct cli_opts *o)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl))
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    rlim_t room = rl.rlim_cur > FD_RESERVE * 2 ? rl.rlim_cur - FD_RESERVE : FD_RESERVE;
+    if (room > (1u << 20))
+        room = 1u << 20;
+    if (!o->max_conns)
+        o->max_conns = (unsigned)room;
+    else if (o->max_conns > room)
+        log_warn("--max-conns %u exceeds the fd limit (%llu): expect refused "
+                 "connections beyond about %llu", o->max_conns,
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)room);
+}
+
+static int drop_privileges(const char *user, char *err, size_t len)
+{
+    struct passwd *pw = getpwnam(user);
+    if (!pw) {
+        snprintf(err, len, "--user: no such user '%s'", user);
+        return -1;
+    }
+    if (setgid(pw->pw_gid) || initgroups(pw->pw_name, pw->pw_gid) ||
+        setuid(pw->pw_uid)) {
+        snprintf(err, len, "--user %s: %s", user, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli_opts o;
+    char err[1024];
+
+    switch (cli_parse(argc, argv, &o, err, sizeof err)) {
+    case CLI_HELP:
+        fputs(cli_usage, stdout);
+        return 0;
+    case CLI_VERSION:
+        printf("moonring %s\n", MR_VERSION);
+        return 0;
+    case CLI_ERROR:
+        fprintf(stderr, "moonring: %s\n%s", err,
+                "Try 'moonring --help' for more information.\n");
+        return 2;
+    case CLI_RUN:
+        break;
+    }
+    log_threshold = (enum log_level)o.log_level;
+    if (o.workers != 1)
+        return fail("-w/--workers: only one worker is supported so far");
+
+    struct lua_host *lua = lua_host_new(&o, err, sizeof err);
+    if (!lua)
+        return fail(err);
+    if (o.test_only) {
+        fprintf(stderr, "moonring: %s: ok\n", lua_host_script_name(lua));
+        lua_host_free(lua);
+        return 0;
+    }
+    fit_fd_limit(&o);
+
+    int fd = net_listen(o.bind, o.port, 0, err, sizeof err);
+    if (fd < 0) {
+        lua_host_free(lua);
+        return fail(err);
+    }
+    if (o.user && drop_privileges(o.user, err, sizeof err)) {
+        close(fd);
+        lua_host_free(lua);
+        return fail(err);
+    }
+
+    struct worker w;
+    int status = 1;
+    if (worker_init(&w, &o, fd, lua) == 0) {
+        char where[256];
+        net_sockname(fd, where, sizeof where);
+        log_info("moonring %s listening on %s, serving %s (max %u "
+                 "connections, %u x %u B receive buffers)", MR_VERSION, where,
+                 lua_host_script_name(lua), o.max_conns, o.buffers,
+                 o.buffer_size);
+        status = worker_run(&w);
+    }
+    worker_destroy(&w);
+    lua_host_free(lua);
+    return status;
+}

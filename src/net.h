@@ -1,0 +1,21 @@
+/* net.h - listening sockets and address formatting. */
+#ifndef MR_NET_H
+#define MR_NET_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+/* Bind and listen on addr:port ("unix:/path" for a Unix socket).
+ * Returns the fd, or -1 with one line in err. reuseport sets
+ * SO_REUSEPORT so that several workers can share the port. */
+int net_listen(const char *addr, int port, int reuseport, char *err,
+               size_t errlen);
+
+/* "127.0.0.1:7000", "[::1]:7000" or "unix:/path" for a bound socket. */
+void net_sockname(int fd, char *out, size_t len);
+
+/* Split a socket address into text and port; returns 0 or -1. */
+int net_addr_text(const struct sockaddr_storage *ss, socklen_t sl,
+                  char *host, size_t hostlen, int *port);
+
+#endif

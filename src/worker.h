@@ -1,0 +1,75 @@
+/* worker.h - one worker: its ring, buffer pool, connections and Lua. */
+#ifndef MR_WORKER_H
+#define MR_WORKER_H
+
+#include "bufring.h"
+#include "cli.h"
+#include "conn.h"
+#include "loop.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/signalfd.h>
+#include <time.h>
+
+struct lua_host;
+
+struct worker_stats {
+    uint64_t accepted;
+    uint64_t bytes_in, bytes_out;
+    uint64_t lua_errors;
+    uint64_t enobufs;
+    uint64_t reloads;
+};
+
+struct worker {
+    const struct cli_opts *opts;
+    struct loop loop;
+    struct bufring bufs;
+    struct conn_table conns;
+    struct lua_host *lua;
+    struct worker_stats stats;
+
+    int listen_fd;
+    bool accept_armed;
+    bool accept_paused;        /* EMFILE/ENFILE: waiting for fds */
+    bool accept_retry_armed;   /* the retry timeout is in flight */
+    struct __kernel_timespec accept_retry_ts;
+    time_t warned_accept, warned_full;   /* rate-limit repeated warnings */
+
+    int signal_fd;
+    struct signalfd_siginfo siginfo;
+
+    struct slotvec rearm;      /* connections whose receive must be re-armed */
+
+    bool stopping;             /* graceful shutdown under way */
+    bool stop_now;             /* leave the loop at once */
+    struct __kernel_timespec shutdown_ts;
+};
+
+/* Set up the ring, buffers and signal handling around an already bound
+ * listen_fd and a loaded Lua host. Returns 0 or -1 (logged). */
+int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
+                struct lua_host *lua);
+
+/* Serve until shut down. Returns the process exit status. */
+int worker_run(struct worker *w);
+
+void worker_destroy(struct worker *w);
+
+/* conn_io.c: the ring side of connections */
+void conn_io_arm_recv(struct worker *w, struct conn *c);
+void conn_io_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
+void conn_io_on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
+void conn_io_on_close(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
+void conn_io_flush(struct worker *w);
+void conn_io_notify_closes(struct worker *w);
+void conn_io_rearm(struct worker *w);
+
+/* accept.c: the listener */
+void accept_arm(struct worker *w);
+void accept_on_cqe(struct worker *w, struct io_uring_cqe *cqe);
+void accept_on_retry(struct worker *w);
+void accept_stop(struct worker *w);
+
+#endif
