@@ -26,7 +26,7 @@ CORE_SRC   := log.c cli.c bufring.c sendq.c conn.c loop.c net.c conn_io.c \
 CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIN        := moonring$(if $(filter 1,$(SANITIZE)),-san)
 
-.PHONY: all deps deps-test run test unit integration clean
+.PHONY: all deps deps-test run test check unit integration clean
 all: $(BIN)
 
 deps:
@@ -45,6 +45,46 @@ $(BUILD)/embed.o: lua/echo.lua
 $(BUILD):
 	@mkdir -p $@
 
+$(BUILD)/libmoonring.a: $(CORE_OBJ)
+	ar rcs $@ $^
+
+# Tests: one cmocka binary per unit (tests/unit/test_<module>.c) and per
+# integration suite (tests/integration/test_*.c, which drive the real binary).
+UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+INTEG_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
+TEST_CFLAGS := $(CFLAGS) -Isrc -Itests/integration
+TEST_LIBS   := $(LDLIBS) -lcmocka -lpthread
+
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libmoonring.a | $(BUILD)/tests
+	$(CC) $(TEST_CFLAGS) $(LDFLAGS) -MMD -MP -o $@ $< $(BUILD)/libmoonring.a $(TEST_LIBS)
+
+$(BUILD)/tests/test_%: tests/integration/test_%.c $(BUILD)/tests/harness.o | $(BUILD)/tests
+	$(CC) $(TEST_CFLAGS) $(LDFLAGS) -MMD -MP -o $@ $< $(BUILD)/tests/harness.o $(TEST_LIBS)
+
+$(BUILD)/tests/harness.o: tests/integration/harness.c | $(BUILD)/tests
+	$(CC) $(TEST_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests:
+	@mkdir -p $@
+
+unit: $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
+
+integration: $(BIN) $(INTEG_TESTS)
+	@set -e; for t in $(INTEG_TESTS); do echo "== $$t"; MOONRING_BIN=./$(BIN) $$t; done
+
+check: unit integration
+
+# make test: install what is missing, build, run every test.
+# make test SANITIZE=1: the same under ASan and UBSan.
+test: deps-test
+	@$(MAKE) --no-print-directory check
+
+# the load generator behind scripts/syscalls.sh and make bench
+build/loadgen: tests/bench/loadgen.c
+	@mkdir -p build
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
+
 run: deps
 	@$(MAKE) --no-print-directory all
 	./moonring
@@ -52,4 +92,4 @@ run: deps
 clean:
 	rm -rf build moonring moonring-san
 
--include $(wildcard $(BUILD)/*.d)
+-include $(wildcard $(BUILD)/*.d $(BUILD)/tests/*.d)

@@ -120,23 +120,29 @@ static void start_send(struct worker *w, struct conn *c)
     io_uring_sqe_set_data64(sqe, ud_make(OP_SEND, c->gen, c->slot));
 }
 
-/* cancel → shutdown → close, hard-linked so that a cancel that finds
- * nothing still leads to the close. Only the close posts a CQE on
- * success; the cancel also ends any receive or send in flight, whose
- * final CQEs tell us when the slot is free. */
+/* Close through the ring: shutdown → close, hard-linked so that a failed
+ * shutdown still leads to the close, and preceded by a cancel of whatever
+ * is still in flight on the socket. When nothing is in flight, no CQE is
+ * needed on success and the slot is freed at once: the chain touches no
+ * memory of ours, and a failure's late CQE misses on the generation. When
+ * something is, the close's CQE and the final CQEs of the cancelled
+ * operations tell us when the slot is free. */
 static void submit_close(struct worker *w, struct conn *c)
 {
+    bool busy = (c->flags & CF_RECV_ARMED) || sendq_busy(&c->q);
     uint64_t cancel_ud = ud_make(OP_CANCEL, c->gen, c->slot);
     struct io_uring *ring = &w->loop.ring;
+    struct io_uring_sqe *sqe;
     /* a link chain must not be split by loop_sqe() submitting midway */
     if (io_uring_sq_space_left(ring) < 3)
         io_uring_submit(ring);
 
-    struct io_uring_sqe *sqe = loop_sqe(&w->loop);
-    io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(sqe, cancel_ud);
-    sqe->flags |= IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
-
+    if (busy) {
+        sqe = loop_sqe(&w->loop);
+        io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+        io_uring_sqe_set_data64(sqe, cancel_ud);
+        sqe->flags |= IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
+    }
     sqe = loop_sqe(&w->loop);
     io_uring_prep_shutdown(sqe, c->fd, SHUT_RDWR);
     io_uring_sqe_set_data64(sqe, cancel_ud);
@@ -146,6 +152,11 @@ static void submit_close(struct worker *w, struct conn *c)
     io_uring_prep_close(sqe, c->fd);
     io_uring_sqe_set_data64(sqe, ud_make(OP_CLOSE, c->gen, c->slot));
     c->flags |= CF_CLOSE_SENT;
+    if (!busy) {
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+        c->flags |= CF_CLOSED;
+        c->fd = -1;
+    }
 }
 
 /* Move one connection along: send, re-arm, close, free. */
