@@ -224,6 +224,8 @@ void conn_io_rearm(struct worker *w)
         conn_io_arm_recv(w, c);
         budget--;
     }
-    memmove(e->v, e->v + i, (e->n - i) * sizeof *e->v);
-    e->n -= i;
+    if (i) {
+        memmove(e->v, e->v + i, (e->n - i) * sizeof *e->v);
+        e->n -= i;
+    }
 }

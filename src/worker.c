@@ -204,6 +204,7 @@ int worker_run(struct worker *w)
         conn_io_flush(w);
         conn_io_rearm(w);
     }
+    io_uring_submit(&w->loop.ring); /* the last close chains */
     log_info("stopped");
     return 0;
 }
