@@ -55,7 +55,7 @@ static void lua_dir(char *out, size_t len)
 }
 
 /* require finds modules next to the script, then in the library. */
-static void set_path(lua_State *L, const char *script)
+static void set_path(struct lua_host *h, lua_State *L, const char *script)
 {
     char dir[4096], lib[4096 + 16];
     const char *slash = script ? strrchr(script, '/') : NULL;
@@ -64,6 +64,8 @@ static void set_path(lua_State *L, const char *script)
     else
         snprintf(dir, sizeof dir, ".");
     lua_dir(lib, sizeof lib);
+    h->dirs[0] = strdup(dir);
+    h->dirs[1] = strdup(lib);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua;%s",
@@ -129,7 +131,7 @@ static int check_handlers(lua_State *L, int idx, const char *name, char *err,
 }
 
 /* Make the table at idx the live handlers, caching its functions. */
-static void install_handlers(lua_State *L, int idx)
+void lua_host_install(lua_State *L, int idx)
 {
     lua_pushvalue(L, idx);
     lua_replace(L, LS_HANDLERS);
@@ -142,8 +144,7 @@ static void install_handlers(lua_State *L, int idx)
 }
 
 /* Load and run the script; leaves its result on the stack. */
-static int load_script(struct lua_host *h, const struct cli_opts *o, char *err,
-                       size_t len)
+int lua_host_load(struct lua_host *h, char *err, size_t len)
 {
     lua_State *L = h->L;
     int ret;
@@ -168,9 +169,10 @@ static int load_script(struct lua_host *h, const struct cli_opts *o, char *err,
         lua_pop(L, 1);
         return -1;
     }
-    for (int i = 0; i < o->script_argc; i++)
-        lua_pushstring(L, o->script_argv[i]);
-    if (lua_pcall(L, o->script_argc, 1, LS_TRACEBACK)) {
+    snprintf(h->read, sizeof h->read, "%s", h->script ? h->script : "echo");
+    for (int i = 0; i < h->argc; i++)
+        lua_pushstring(L, h->argv[i]);
+    if (lua_pcall(L, h->argc, 1, LS_TRACEBACK)) {
         first_line(L, err, len);
         lua_pop(L, 1);
         return -1;
@@ -198,15 +200,18 @@ struct lua_host *lua_host_new(const struct cli_opts *o, char *err, size_t len)
     lua_newtable(L);                   /* LS_CONNS */
     lua_settop(L, LS_TOP);             /* handlers: nil until loaded */
 
-    set_path(L, h->script);
+    set_path(h, L, h->script);
     set_arg(L, o);
     lua_conn_register(L, h);
     lua_mod_register(L, h);
-    if (load_script(h, o, err, len)) {
+    h->argc = o->script_argc;
+    h->argv = o->script_argv;
+    lua_reload_register(L, h);
+    if (lua_host_load(h, err, len)) {
         lua_host_free(h);
         return NULL;
     }
-    install_handlers(L, -1);
+    lua_host_install(L, -1);
     lua_settop(L, LS_TOP);
     return h;
 }
@@ -217,8 +222,11 @@ void lua_host_free(struct lua_host *h)
         return;
     if (h->L)
         lua_close(h->L);
+    lua_reload_free(h);
     free(h->script);
     free(h->name);
+    free(h->dirs[0]);
+    free(h->dirs[1]);
     free(h);
 }
 

@@ -29,6 +29,17 @@ void lua_host_data(struct lua_host *h, struct conn *c, const char *p, size_t n);
 /* The connection is closing: call on_close, then invalidate its object. */
 void lua_host_close(struct lua_host *h, struct conn *c);
 
+/* Reload the script (see lua_reload.c). Returns 0, or -1 with one line
+ * in err and the running handlers untouched. */
+int lua_host_reload(struct lua_host *h, char *err, size_t len);
+
+/* Call fn for the script and every module a reload depends on. */
+void lua_host_each_file(struct lua_host *h, void (*fn)(void *, const char *),
+                        void *ctx);
+
+/* The files the last (re)load read, comma-separated, for the log. */
+const char *lua_host_files_read(const struct lua_host *h);
+
 /* Bytes of Lua heap in use. */
 size_t lua_host_mem(struct lua_host *h);
 

@@ -19,17 +19,40 @@ enum {
     LS_TOP = LS_ON_CLOSE
 };
 
+/* A module that require() loaded from the script's folder or lua/: a
+ * reload re-requires it when its file changed. */
+struct lua_mod_file {
+    char *name;        /* module name, as given to require */
+    char *path;
+    char sig[64];      /* inode, size and times when loaded; "" = stale */
+};
+
 struct lua_host {
     lua_State *L;
     struct worker *w;
     char *script;      /* path as given, or NULL for the built-in echo */
     char *name;        /* for logs */
+    char *dirs[2];     /* the script's folder and the library: watched */
+    int argc;          /* the script's arguments */
+    char **argv;
+    struct lua_mod_file *mods;
+    size_t nmods;
+    char read[512];    /* files read by the last (re)load, for the log */
 };
 
 /* lua_conn.c */
 void lua_conn_register(lua_State *L, struct lua_host *h);
 void lua_conn_push_new(lua_State *L, struct conn *c);
 void lua_conn_invalidate(lua_State *L, struct conn *c);
+
+/* lua_host.c: load and run the script, leaving a checked handler table
+ * on the stack; 0, or -1 with one line in err */
+int lua_host_load(struct lua_host *h, char *err, size_t len);
+void lua_host_install(lua_State *L, int idx);
+
+/* lua_reload.c */
+void lua_reload_register(lua_State *L, struct lua_host *h);
+void lua_reload_free(struct lua_host *h);
 
 /* lua_mod.c: the `moonring` module */
 void lua_mod_register(lua_State *L, struct lua_host *h);

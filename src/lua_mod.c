@@ -68,9 +68,28 @@ static int l_stats(lua_State *L)
     set_num(L, "bytes_out", (double)w->stats.bytes_out);
     set_num(L, "lua_errors", (double)w->stats.lua_errors);
     set_num(L, "enobufs", (double)w->stats.enobufs);
+    set_num(L, "reloads", (double)w->stats.reloads);
     set_num(L, "enters", (double)w->loop.enters);
     set_num(L, "cqes", (double)w->loop.cqes);
     set_num(L, "lua_mem", (double)lua_host_mem(h));
+    return 1;
+}
+
+/* moonring.keep(name, default): a value that survives reloads. The first
+ * call stores default under name; later calls, from any version of the
+ * script, return what is stored. */
+static int l_keep(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    lua_settop(L, 2);
+    lua_pushvalue(L, 1);
+    lua_rawget(L, lua_upvalueindex(1));
+    if (!lua_isnil(L, -1))
+        return 1;
+    lua_pop(L, 1);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_rawset(L, lua_upvalueindex(1));
     return 1;
 }
 
@@ -89,6 +108,9 @@ void lua_mod_register(lua_State *L, struct lua_host *h)
     lua_newtable(L);
     lua_pushlightuserdata(L, h);
     luaL_openlib(L, NULL, funcs, 1);
+    lua_newtable(L);
+    lua_pushcclosure(L, l_keep, 1);
+    lua_setfield(L, -2, "keep");
     lua_pushliteral(L, MR_VERSION);
     lua_setfield(L, -2, "version");
     lua_setfield(L, -2, "moonring");

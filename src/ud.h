@@ -25,7 +25,8 @@ enum ud_op {
     OP_CLOSE_RAW,     /* close of an fd that never became a connection */
     OP_SIGNAL,        /* read of the signalfd */
     OP_SHUTDOWN_TIMER,/* --shutdown-timeout expired */
-    OP_WAKE,          /* timeout that only wakes the loop */
+    OP_INOTIFY,       /* read of the inotify fd watching the script */
+    OP_RELOAD_TIMER,  /* a burst of saves has settled: reload */
     OP_MAX
 };
 

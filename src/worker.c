@@ -52,6 +52,7 @@ int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
     w->opts = o;
     w->listen_fd = listen_fd;
     w->signal_fd = -1;
+    w->watch.fd = -1;
     w->lua = lua;
 
     /* room for a receive and a send CQE per connection plus one per
@@ -79,11 +80,13 @@ int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
         return -1;
     }
     lua_host_attach(lua, w);
+    reload_init(w);
     return 0;
 }
 
 void worker_destroy(struct worker *w)
 {
+    watch_destroy(&w->watch);
     conn_table_destroy(&w->conns);
     bufring_destroy(&w->bufs);
     loop_destroy(&w->loop);
@@ -100,12 +103,12 @@ static void log_stats(struct worker *w)
     double per = w->loop.enters ? (double)w->loop.cqes / w->loop.enters : 0;
     log_info("stats: conns=%u accepted=%llu bytes_in=%llu bytes_out=%llu "
              "enters=%llu cqes=%llu cqes_per_enter=%.2f enobufs=%llu "
-             "lua_errors=%llu lua_mem=%zu",
+             "reloads=%llu lua_errors=%llu lua_mem=%zu",
              w->conns.live, (unsigned long long)s->accepted,
              (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
              (unsigned long long)w->loop.enters, (unsigned long long)w->loop.cqes,
              per, (unsigned long long)s->enobufs,
-             (unsigned long long)s->lua_errors, lua_host_mem(w->lua));
+             (unsigned long long)s->reloads, (unsigned long long)s->lua_errors, lua_host_mem(w->lua));
 }
 
 /* Graceful shutdown: stop accepting, tell every connection, send what is
@@ -146,7 +149,8 @@ static void on_signal(struct worker *w, int res)
         }
         break;
     case SIGHUP:
-        log_warn("SIGHUP: reload is not available in this build");
+        log_info("SIGHUP: reloading");
+        w->reload_pending = true;
         break;
     case SIGUSR1:
         log_stats(w);
@@ -179,6 +183,8 @@ static void dispatch(void *ctx, struct io_uring_cqe *cqe)
         log_debug("close: %s", strerror(-cqe->res));
         break;
     case OP_SIGNAL:       on_signal(w, cqe->res); break;
+    case OP_INOTIFY:      reload_on_inotify(w, cqe->res); break;
+    case OP_RELOAD_TIMER: reload_on_timer(w); break;
     case OP_SHUTDOWN_TIMER:
         log_warn("shutdown timeout: dropping %u connection(s)", w->conns.live);
         w->stop_now = true;
@@ -203,6 +209,8 @@ int worker_run(struct worker *w)
         conn_io_notify_closes(w);
         conn_io_flush(w);
         conn_io_rearm(w);
+        if (w->reload_pending && !w->stopping)
+            reload_run(w);
     }
     io_uring_submit(&w->loop.ring); /* the last close chains */
     log_info("stopped");

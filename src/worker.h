@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "conn.h"
 #include "loop.h"
+#include "watch.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -42,6 +43,12 @@ struct worker {
 
     struct slotvec rearm;      /* connections whose receive must be re-armed */
 
+    struct watch watch;        /* the script's files; fd -1 when off */
+    bool reload_pending;       /* reload between this batch and the next */
+    bool reload_timer_armed;
+    uint64_t reload_at;        /* monotonic ns: when the saves have settled */
+    struct __kernel_timespec reload_ts;
+
     bool stopping;             /* graceful shutdown under way */
     bool stop_now;             /* leave the loop at once */
     struct __kernel_timespec shutdown_ts;
@@ -65,6 +72,12 @@ void conn_io_on_close(struct worker *w, struct conn *c, struct io_uring_cqe *cqe
 void conn_io_flush(struct worker *w);
 void conn_io_notify_closes(struct worker *w);
 void conn_io_rearm(struct worker *w);
+
+/* reload.c: watching the script and reloading it */
+void reload_init(struct worker *w);
+void reload_on_inotify(struct worker *w, int res);
+void reload_on_timer(struct worker *w);
+void reload_run(struct worker *w);
 
 /* accept.c: the listener */
 void accept_arm(struct worker *w);
