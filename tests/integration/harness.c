@@ -1,0 +1,347 @@
+/* harness.c - see harness.h. */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <cmocka.h>
+
+static const char *bin(void)
+{
+    const char *b = getenv("MOONRING_BIN");
+    return b && *b ? b : "./moonring";
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+void h_sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+}
+
+/* fork + exec moonring with argv (and extra), stderr to a pipe */
+static pid_t spawn(const char *const *argv, const char *const *extra, int *err_fd)
+{
+    const char *args[64];
+    int n = 0;
+    args[n++] = bin();
+    for (; extra && *extra && n < 40; extra++)
+        args[n++] = *extra;
+    for (; argv && *argv && n < 62; argv++)
+        args[n++] = *argv;
+    args[n] = NULL;
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], 2);
+        int devnull = open("/dev/null", O_RDWR);
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        execv(args[0], (char *const *)args);
+        fprintf(stderr, "exec %s: %s\n", args[0], strerror(errno));
+        _exit(127);
+    }
+    close(p[1]);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    *err_fd = p[0];
+    return pid;
+}
+
+/* Append what is readable on the stderr pipe; false at EOF. */
+static bool slurp(struct h_server *s, int ms)
+{
+    struct pollfd pfd = { s->err_fd, POLLIN, 0 };
+    if (s->err_fd < 0 || poll(&pfd, 1, ms) <= 0)
+        return s->err_fd >= 0;
+    for (;;) {
+        if (s->log_cap - s->log_len < 4096) {
+            s->log_cap = s->log_cap ? s->log_cap * 2 : 65536;
+            s->log = realloc(s->log, s->log_cap);
+            assert_non_null(s->log);
+        }
+        ssize_t r = read(s->err_fd, s->log + s->log_len, s->log_cap - s->log_len - 1);
+        if (r > 0) {
+            s->log_len += (size_t)r;
+            s->log[s->log_len] = 0;
+            continue;
+        }
+        if (r == 0) {
+            close(s->err_fd);
+            s->err_fd = -1;
+            return false;
+        }
+        return true; /* EAGAIN */
+    }
+}
+
+bool h_log_wait(struct h_server *s, const char *want, int ms)
+{
+    long end = now_ms() + ms;
+    for (;;) {
+        if (want && s->log && strstr(s->log, want))
+            return true;
+        long left = end - now_ms();
+        if (left <= 0)
+            return !want;
+        if (!slurp(s, (int)(left < 50 ? left : 50)) && want &&
+            !(s->log && strstr(s->log, want)))
+            return false; /* stderr closed: it will not come */
+    }
+}
+
+int h_log_count(struct h_server *s, const char *needle)
+{
+    slurp(s, 0);
+    int n = 0;
+    for (const char *p = s->log; p && (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+void h_start(struct h_server *s, const char *const *argv)
+{
+    static const char *const extra[] = { "-p", "0", NULL };
+    memset(s, 0, sizeof *s);
+    s->err_fd = -1;
+    s->pid = spawn(argv, extra, &s->err_fd);
+    if (!h_log_wait(s, "listening on ", H_WAIT_MS)) {
+        fprintf(stderr, "server did not start; its stderr:\n%s\n", s->log ? s->log : "");
+        h_stop(s, SIGKILL);
+        fail();
+    }
+    const char *p = strstr(s->log, "listening on ") + strlen("listening on ");
+    const char *colon = strstr(p, "]:");
+    colon = colon ? colon + 1 : strchr(p, ':');
+    assert_non_null(colon);
+    s->port = atoi(colon + 1);
+    assert_true(s->port > 0);
+}
+
+static int wait_exit(pid_t pid, int ms)
+{
+    long end = now_ms() + ms;
+    int st;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (now_ms() > end)
+            return -1;
+        h_sleep_ms(5);
+    }
+}
+
+int h_stop(struct h_server *s, int sig)
+{
+    if (s->pid <= 0)
+        return -1;
+    kill(s->pid, sig);
+    int st = wait_exit(s->pid, H_WAIT_MS);
+    if (st < 0) {
+        kill(s->pid, SIGKILL);
+        st = wait_exit(s->pid, H_WAIT_MS);
+        st = st < 0 ? st : 1000; /* it had to be killed */
+    }
+    s->pid = 0;
+    while (slurp(s, 0))
+        ;
+    return st;
+}
+
+int h_run(const char *const *argv, char **err)
+{
+    struct h_server s;
+    memset(&s, 0, sizeof s);
+    s.pid = spawn(argv, NULL, &s.err_fd);
+    long end = now_ms() + H_WAIT_MS;
+    while (slurp(&s, 50) && now_ms() < end)
+        ;
+    int st = wait_exit(s.pid, 100);
+    if (st < 0) {
+        kill(s.pid, SIGKILL);
+        wait_exit(s.pid, H_WAIT_MS);
+        st = 1000;
+    }
+    *err = s.log ? s.log : strdup("");
+    return st;
+}
+
+int h_connect(int port, bool v6)
+{
+    int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct timeval tv = { H_WAIT_MS / 1000, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    int r;
+    if (v6) {
+        struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port) };
+        a.sin6_addr = in6addr_loopback;
+        r = connect(fd, (struct sockaddr *)&a, sizeof a);
+    } else {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        r = connect(fd, (struct sockaddr *)&a, sizeof a);
+    }
+    if (r)
+        fprintf(stderr, "connect to port %d: %s\n", port, strerror(errno));
+    assert_int_equal(r, 0);
+    return fd;
+}
+
+void h_send_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        assert_true(w > 0);
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
+size_t h_recv_exact(int fd, void *p, size_t n, int ms)
+{
+    size_t got = 0;
+    long end = now_ms() + ms;
+    while (got < n) {
+        long left = end - now_ms();
+        struct pollfd pfd = { fd, POLLIN, 0 };
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+            break;
+        ssize_t r = recv(fd, (char *)p + got, n - got, 0);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    return got;
+}
+
+bool h_wait_closed(int fd, int ms)
+{
+    char buf[4096];
+    long end = now_ms() + ms;
+    for (;;) {
+        long left = end - now_ms();
+        struct pollfd pfd = { fd, POLLIN, 0 };
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+            return false;
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+            return true;
+    }
+}
+
+size_t h_echo(int fd, const void *in, void *out, size_t n, int ms)
+{
+    size_t sent = 0, got = 0;
+    long end = now_ms() + ms;
+    while (got < n) {
+        long left = end - now_ms();
+        struct pollfd pfd = { fd, POLLIN | (sent < n ? POLLOUT : 0), 0 };
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+            break;
+        if ((pfd.revents & POLLOUT) && sent < n) {
+            ssize_t w = send(fd, (const char *)in + sent, n - sent,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w > 0)
+                sent += (size_t)w;
+        }
+        if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t r = recv(fd, (char *)out + got, n - got, MSG_DONTWAIT);
+            if (r == 0 || (r < 0 && errno != EAGAIN))
+                break;
+            if (r > 0)
+                got += (size_t)r;
+        }
+    }
+    return got;
+}
+
+char *h_dirname(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? strndup(path, (size_t)(slash - path)) : strdup(".");
+}
+
+char *h_write_file(const char *dir, const char *name, const char *text)
+{
+    char *path;
+    if (!dir) {
+        char tmpl[] = "/tmp/moonring-test-XXXXXX";
+        assert_non_null(mkdtemp(tmpl));
+        assert_true(asprintf(&path, "%s/%s", tmpl, name) > 0);
+    } else {
+        assert_true(asprintf(&path, "%s/%s", dir, name) > 0);
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+void h_save(const char *path, const char *text, const char *how)
+{
+    if (strcmp(how, "inplace") == 0) {
+        FILE *f = fopen(path, "r+");
+        assert_non_null(f);
+        assert_int_equal(ftruncate(fileno(f), 0), 0);
+        fputs(text, f);
+        fclose(f);
+    } else if (strcmp(how, "rename") == 0) {
+        char *tmp;
+        assert_true(asprintf(&tmp, "%s.swp~", path) > 0);
+        FILE *f = fopen(tmp, "w");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+        assert_int_equal(rename(tmp, path), 0);
+        free(tmp);
+    } else {
+        assert_int_equal(unlink(path), 0);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+void h_fill_random(void *p, size_t n, unsigned seed)
+{
+    uint64_t x = 0x9E3779B97F4A7C15ull ^ seed;
+    unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c[i] = (unsigned char)x;
+    }
+}

@@ -1,0 +1,71 @@
+/* harness.h - what the integration tests share: start the real binary on
+ * an ephemeral loopback port, talk to it over real sockets, stop it by
+ * its PID. Every wait is bounded. */
+#ifndef MR_HARNESS_H
+#define MR_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define H_WAIT_MS 10000   /* generous: the sanitizer build is slow */
+
+struct h_server {
+    pid_t pid;
+    int port;
+    int err_fd;           /* read end of the server's stderr */
+    char *log;            /* everything read from stderr so far */
+    size_t log_len, log_cap;
+};
+
+/* Start moonring (MOONRING_BIN, default ./moonring) with argv (NULL-
+ * terminated, without the program name) plus "-p 0"; wait until it logs
+ * "listening on ..." and parse the port. Fails the test otherwise. */
+void h_start(struct h_server *s, const char *const *argv);
+
+/* Read what the server wrote to stderr so far (waiting up to ms for
+ * `want` to appear when it is not NULL). Returns true if want is there. */
+bool h_log_wait(struct h_server *s, const char *want, int ms);
+
+/* How many times needle occurs in the log. */
+int h_log_count(struct h_server *s, const char *needle);
+
+/* Send sig, wait up to H_WAIT_MS for exit (then SIGKILL); returns the
+ * exit status (or 128 + signal). Safe to call twice. */
+int h_stop(struct h_server *s, int sig);
+
+/* Run moonring with argv to completion (killed after H_WAIT_MS); returns
+ * its exit status and its stderr in *err (malloc'd). */
+int h_run(const char *const *argv, char **err);
+
+/* A TCP connection to 127.0.0.1 (or ::1 when v6) with TCP_NODELAY. */
+int h_connect(int port, bool v6);
+
+void h_send_all(int fd, const void *p, size_t n);
+
+/* Read exactly n bytes within ms; returns the count read (< n on EOF,
+ * error or timeout). */
+size_t h_recv_exact(int fd, void *p, size_t n, int ms);
+
+/* Wait up to ms for EOF or reset: true if the peer closed. */
+bool h_wait_closed(int fd, int ms);
+
+/* Send n bytes and read n back at the same time (so that large payloads
+ * cannot deadlock); returns bytes received, into out. */
+size_t h_echo(int fd, const void *in, void *out, size_t n, int ms);
+
+/* Write text to a file in a fresh temp directory (or in dir if not NULL);
+ * returns the malloc'd path. */
+char *h_write_file(const char *dir, const char *name, const char *text);
+
+/* The directory part of path (malloc'd). */
+char *h_dirname(const char *path);
+
+/* Save like an editor: "inplace" (truncate and write), "rename" (write a
+ * temporary file and rename it over), or "recreate" (delete, create). */
+void h_save(const char *path, const char *text, const char *how);
+
+void h_fill_random(void *p, size_t n, unsigned seed);
+void h_sleep_ms(int ms);
+
+#endif
