@@ -101,6 +101,7 @@ static bool slurp(struct h_server *s, int ms)
 bool h_log_wait(struct h_server *s, const char *want, int ms)
 {
     long end = now_ms() + ms;
+    slurp(s, 0);
     for (;;) {
         if (want && s->log && strstr(s->log, want))
             return true;
