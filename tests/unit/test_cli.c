@@ -1,0 +1,151 @@
+/* test_cli.c - option parsing. */
+#include "cli.h"
+#include "log.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+
+static char err[256];
+static char *argv_[32]; /* cli_parse keeps pointers into argv, as main's */
+
+#define PARSE(o, ...)                                                        \
+    ({                                                                       \
+        char *a_[] = { "moonring", __VA_ARGS__, NULL };                      \
+        memcpy(argv_, a_, sizeof a_);                                        \
+        err[0] = 0;                                                          \
+        cli_parse((int)(sizeof a_ / sizeof a_[0]) - 1, argv_, (o),           \
+                  err, sizeof err);                                          \
+    })
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    struct cli_opts o;
+    char *argv[] = { "moonring", NULL };
+    assert_int_equal(cli_parse(1, argv, &o, err, sizeof err), CLI_RUN);
+    assert_string_equal(o.bind, "127.0.0.1");
+    assert_int_equal(o.port, 7000);
+    assert_int_equal(o.workers, 1);
+    assert_int_equal(o.buffers, 1024);
+    assert_int_equal(o.buffer_size, 16384);
+    assert_true(o.shutdown_timeout == 10);
+    assert_int_equal(o.log_level, LOG_INFO);
+    assert_int_equal(o.max_conns, 0);
+    assert_false(o.test_only);
+    assert_false(o.no_reload);
+    assert_null(o.script);
+    assert_null(o.user);
+}
+
+static void test_short_and_long(void **state)
+{
+    (void)state;
+    struct cli_opts o;
+    assert_int_equal(PARSE(&o, "-b", "::1", "-p", "0", "-w", "4", "-t"), CLI_RUN);
+    assert_string_equal(o.bind, "::1");
+    assert_int_equal(o.port, 0);
+    assert_int_equal(o.workers, 4);
+    assert_true(o.test_only);
+    assert_int_equal(PARSE(&o, "--bind", "0.0.0.0", "--port", "65535",
+                           "--workers", "auto", "--test", "--no-reload",
+                           "--log-level", "debug", "--max-conns", "100",
+                           "--buffers", "64", "--buffer-size", "4096",
+                           "--shutdown-timeout", "2.5", "--user", "nobody"),
+                     CLI_RUN);
+    assert_string_equal(o.bind, "0.0.0.0");
+    assert_int_equal(o.port, 65535);
+    assert_int_equal(o.workers, 0);
+    assert_true(o.test_only);
+    assert_true(o.no_reload);
+    assert_int_equal(o.log_level, LOG_DEBUG);
+    assert_int_equal(o.max_conns, 100);
+    assert_int_equal(o.buffers, 64);
+    assert_int_equal(o.buffer_size, 4096);
+    assert_true(o.shutdown_timeout == 2.5);
+    assert_string_equal(o.user, "nobody");
+    assert_int_equal(PARSE(&o, "--port=8080"), CLI_RUN);
+    assert_int_equal(o.port, 8080);
+}
+
+static void test_help_version(void **state)
+{
+    (void)state;
+    struct cli_opts o;
+    assert_int_equal(PARSE(&o, "-h"), CLI_HELP);
+    assert_int_equal(PARSE(&o, "--help"), CLI_HELP);
+    assert_int_equal(PARSE(&o, "-V"), CLI_VERSION);
+    assert_int_equal(PARSE(&o, "--version"), CLI_VERSION);
+}
+
+static void expect_error(enum cli_result r, const char *needle)
+{
+    assert_int_equal(r, CLI_ERROR);
+    if (!strstr(err, needle))
+        fail_msg("error '%s' lacks '%s'", err, needle);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    struct cli_opts o;
+    expect_error(PARSE(&o, "-p", "70000"), "'70000' for --port");
+    expect_error(PARSE(&o, "-p", "-1"), "'-1'");
+    expect_error(PARSE(&o, "-p", "12x"), "'12x'");
+    expect_error(PARSE(&o, "-p", ""), "--port");
+    expect_error(PARSE(&o, "--buffers", "3"), "'3' for --buffers");
+    expect_error(PARSE(&o, "--buffers", "0"), "--buffers");
+    expect_error(PARSE(&o, "--buffers", "65536"), "--buffers");
+    expect_error(PARSE(&o, "--buffer-size", "10"), "--buffer-size");
+    expect_error(PARSE(&o, "--log-level", "loud"), "'loud' for --log-level");
+    expect_error(PARSE(&o, "-w", "0"), "--workers");
+    expect_error(PARSE(&o, "--shutdown-timeout", "soon"), "--shutdown-timeout");
+    expect_error(PARSE(&o, "--max-conns", "0"), "--max-conns");
+    expect_error(PARSE(&o, "--frobnicate"), "unknown option '--frobnicate'");
+    expect_error(PARSE(&o, "-x"), "unknown option '-x'");
+    expect_error(PARSE(&o, "-p"), "needs a value");
+    expect_error(PARSE(&o, "-b", ""), "--bind");
+}
+
+static void test_script_and_args(void **state)
+{
+    (void)state;
+    struct cli_opts o;
+    assert_int_equal(PARSE(&o, "-p", "1", "script.lua", "-x", "--y"), CLI_RUN);
+    assert_string_equal(o.script, "script.lua");
+    assert_int_equal(o.port, 1);
+    assert_int_equal(o.script_argc, 2);
+    assert_string_equal(o.script_argv[0], "-x");  /* the script's, not ours */
+    assert_string_equal(o.script_argv[1], "--y");
+    assert_int_equal(PARSE(&o, "app.lua"), CLI_RUN);
+    assert_string_equal(o.script, "app.lua");
+    assert_int_equal(o.script_argc, 0);
+}
+
+static void test_twice(void **state)
+{
+    (void)state;
+    struct cli_opts o;
+    assert_int_equal(PARSE(&o, "-p", "5", "a.lua"), CLI_RUN);
+    assert_int_equal(PARSE(&o, "-p", "6", "b.lua"), CLI_RUN);
+    assert_int_equal(o.port, 6);
+    assert_string_equal(o.script, "b.lua");
+    expect_error(PARSE(&o, "-p", "x"), "'x'");
+    assert_int_equal(PARSE(&o, "-p", "7"), CLI_RUN);
+    assert_int_equal(o.port, 7);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_short_and_long),
+        cmocka_unit_test(test_help_version),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_script_and_args),
+        cmocka_unit_test(test_twice),
+    };
+    return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
+}

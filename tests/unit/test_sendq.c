@@ -1,0 +1,167 @@
+/* test_sendq.c - the output queue: order, coalescing, short sends. */
+#include "sendq.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+static int setup(void **state)
+{
+    *state = calloc(1, sizeof(struct sendq));
+    return *state ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    struct sendq *q = *state;
+    if (!sendq_busy(q))
+        sendq_free(q);
+    free(q);
+    return 0;
+}
+
+static void test_empty(void **state)
+{
+    struct sendq *q = *state;
+    const void *p;
+    size_t n;
+    assert_false(sendq_next(q, &p, &n));
+    assert_false(sendq_busy(q));
+    assert_int_equal(sendq_pending(q), 0);
+    assert_int_equal(sendq_append(q, "", 0), 0);
+    assert_false(sendq_next(q, &p, &n));
+}
+
+/* Writes made before a send go out together, in order. */
+static void test_coalesce(void **state)
+{
+    struct sendq *q = *state;
+    const void *p;
+    size_t n;
+    assert_int_equal(sendq_append(q, "one ", 4), 0);
+    assert_int_equal(sendq_append(q, "two ", 4), 0);
+    assert_int_equal(sendq_append(q, "three", 5), 0);
+    assert_int_equal(sendq_pending(q), 13);
+    assert_true(sendq_next(q, &p, &n));
+    assert_true(sendq_busy(q));
+    assert_int_equal(n, 13);
+    assert_memory_equal(p, "one two three", 13);
+    sendq_done(q, 13);
+    assert_false(sendq_busy(q));
+    assert_int_equal(sendq_pending(q), 0);
+    /* an idle queue holds no memory */
+    assert_null(q->flight);
+    assert_null(q->pend);
+}
+
+/* Writes made during a send never touch the bytes the kernel reads. */
+static void test_append_while_busy(void **state)
+{
+    struct sendq *q = *state;
+    const void *p, *p2;
+    size_t n, n2;
+    assert_int_equal(sendq_append(q, "first", 5), 0);
+    assert_true(sendq_next(q, &p, &n));
+    char *big = malloc(1 << 20);
+    memset(big, 'x', 1 << 20);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(sendq_append(q, big, 1 << 20), 0);
+    assert_int_equal(sendq_append(q, "last", 4), 0);
+    /* the in-flight region stayed where it was, with its bytes */
+    assert_ptr_equal(p, q->flight + q->fl_off);
+    assert_memory_equal(p, "first", 5);
+    assert_int_equal(sendq_pending(q), 5 + 8 * (1 << 20) + 4);
+    sendq_done(q, 5);
+    assert_true(sendq_next(q, &p2, &n2));
+    assert_int_equal(n2, 8 * (1 << 20) + 4);
+    assert_memory_equal(p2, big, 1 << 20);
+    assert_memory_equal((const char *)p2 + n2 - 4, "last", 4);
+    sendq_done(q, n2);
+    free(big);
+}
+
+/* A short send resumes from the next unsent byte. */
+static void test_short_sends(void **state)
+{
+    struct sendq *q = *state;
+    const void *p;
+    size_t n;
+    assert_int_equal(sendq_append(q, "abcdefghij", 10), 0);
+    assert_true(sendq_next(q, &p, &n));
+    sendq_done(q, 3);
+    assert_int_equal(sendq_pending(q), 7);
+    assert_int_equal(sendq_append(q, "XY", 2), 0);
+    assert_true(sendq_next(q, &p, &n));
+    assert_int_equal(n, 7);                     /* the rest comes first */
+    assert_memory_equal(p, "defghij", 7);
+    sendq_done(q, 0);                           /* nothing sent at all */
+    assert_true(sendq_next(q, &p, &n));
+    assert_memory_equal(p, "defghij", 7);
+    sendq_done(q, 7);
+    assert_true(sendq_next(q, &p, &n));
+    assert_int_equal(n, 2);
+    assert_memory_equal(p, "XY", 2);
+    sendq_done(q, 2);
+    assert_int_equal(sendq_pending(q), 0);
+}
+
+/* Random writes and random short sends against a reference stream. */
+static void test_model(void **state)
+{
+    struct sendq *q = *state;
+    enum { MAX = 1 << 22 };
+    unsigned char *in = malloc(MAX), *out = malloc(MAX);
+    size_t nin = 0, nout = 0;
+    unsigned seed = 12345;
+    const void *p = NULL;
+    size_t n = 0;
+    for (int step = 0; step < 20000; step++) {
+        seed = seed * 1103515245 + 12345;
+        unsigned r = seed >> 8;
+        if (r % 3 && nin < MAX - 5000) {
+            size_t len = r % 3000;
+            for (size_t i = 0; i < len; i++)
+                in[nin + i] = (unsigned char)(nin + i + (nin + i) / 251);
+            assert_int_equal(sendq_append(q, in + nin, len), 0);
+            nin += len;
+        } else if (sendq_busy(q)) {
+            size_t sent = n ? (r / 3) % (n + 1) : 0;
+            memcpy(out + nout, p, sent);
+            nout += sent;
+            sendq_done(q, sent);
+        } else if (sendq_next(q, &p, &n)) {
+            assert_true(n > 0);
+        }
+        assert_int_equal(sendq_pending(q), nin - nout);
+    }
+    if (sendq_busy(q)) {
+        memcpy(out + nout, p, n);
+        nout += n;
+        sendq_done(q, n);
+    }
+    while (sendq_next(q, &p, &n)) {
+        memcpy(out + nout, p, n);
+        nout += n;
+        sendq_done(q, n);
+    }
+    assert_int_equal(nout, nin);
+    assert_memory_equal(in, out, nin);
+    assert_null(q->flight);
+    free(in);
+    free(out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_coalesce, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_while_busy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_sends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_model, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("sendq", tests, NULL, NULL);
+}
