@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -20,6 +21,8 @@
 
 #include <setjmp.h>
 #include <cmocka.h>
+
+unsigned h_nofile;
 
 static const char *bin(void)
 {
@@ -61,6 +64,10 @@ static pid_t spawn(const char *const *argv, const char *const *extra, int *err_f
         int devnull = open("/dev/null", O_RDWR);
         dup2(devnull, 0);
         dup2(devnull, 1);
+        if (h_nofile) {
+            struct rlimit rl = { h_nofile, h_nofile };
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
         execv(args[0], (char *const *)args);
         fprintf(stderr, "exec %s: %s\n", args[0], strerror(errno));
         _exit(127);

@@ -23,6 +23,9 @@ struct h_server {
  * "listening on ..." and parse the port. Fails the test otherwise. */
 void h_start(struct h_server *s, const char *const *argv);
 
+/* When not 0, the next servers start with this fd limit (soft and hard). */
+extern unsigned h_nofile;
+
 /* Read what the server wrote to stderr so far (waiting up to ms for
  * `want` to appear when it is not NULL). Returns true if want is there. */
 bool h_log_wait(struct h_server *s, const char *want, int ms);
