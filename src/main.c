@@ -119,5 +119,7 @@ int main(int argc, char **argv)
     }
     worker_destroy(&w);
     lua_host_free(lua);
+    if (strncmp(o.bind, "unix:", 5) == 0)
+        unlink(o.bind + 5);
     return status;
 }

@@ -13,6 +13,18 @@
 
 #define BACKLOG 4096
 
+/* A socket file nobody listens on any more. */
+static int unix_stale(const struct sockaddr_un *sun)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int stale = fd >= 0 && connect(fd, (const struct sockaddr *)sun, sizeof *sun) &&
+                errno == ECONNREFUSED;
+    if (fd >= 0)
+        close(fd);
+    errno = EADDRINUSE;
+    return stale;
+}
+
 static int listen_unix(const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un sun;
@@ -26,9 +38,13 @@ static int listen_unix(const char *path, char *err, size_t errlen)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto fail;
-    if (bind(fd, (struct sockaddr *)&sun, sizeof sun) || listen(fd, BACKLOG))
-        goto fail;
-    return fd;
+    int r = bind(fd, (struct sockaddr *)&sun, sizeof sun);
+    if (r && errno == EADDRINUSE && unix_stale(&sun)) {
+        unlink(path); /* left by a server that is gone: take it over */
+        r = bind(fd, (struct sockaddr *)&sun, sizeof sun);
+    }
+    if (r == 0 && listen(fd, BACKLOG) == 0)
+        return fd;
 fail:
     snprintf(err, errlen, "cannot listen on unix:%s: %s", path, strerror(errno));
     if (fd >= 0)

@@ -142,6 +142,8 @@ void h_start(struct h_server *s, const char *const *argv)
         fail();
     }
     const char *p = strstr(s->log, "listening on ") + strlen("listening on ");
+    if (strncmp(p, "unix:", 5) == 0)
+        return; /* no port */
     const char *colon = strstr(p, "]:");
     colon = colon ? colon + 1 : strchr(p, ':');
     assert_non_null(colon);

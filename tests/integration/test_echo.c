@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <setjmp.h>
@@ -139,6 +140,39 @@ static void test_ipv6(void **state)
     free(s.log);
 }
 
+static void test_unix_socket(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/moonring-unix-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64], bind[80];
+    snprintf(path, sizeof path, "%s/s.sock", dir);
+    snprintf(bind, sizeof bind, "unix:%s", path);
+    for (int round = 0; round < 2; round++) {
+        struct h_server s;
+        const char *argv[] = { "-b", bind, NULL };
+        h_start(&s, argv);
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un sun = { .sun_family = AF_UNIX };
+        strcpy(sun.sun_path, path);
+        assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+        char out[5];
+        assert_int_equal(h_echo(fd, "hello", out, 5, H_WAIT_MS), 5);
+        assert_memory_equal(out, "hello", 5);
+        close(fd);
+        if (round == 0) {
+            /* a crash leaves the socket file: the next start takes it over */
+            assert_int_equal(h_stop(&s, SIGKILL), 128 + SIGKILL);
+            assert_int_equal(access(path, F_OK), 0);
+        } else {
+            assert_int_equal(h_stop(&s, SIGTERM), 0);
+            assert_int_not_equal(access(path, F_OK), 0); /* cleaned up */
+        }
+        free(s.log);
+    }
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -147,6 +181,7 @@ int main(void)
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_half_close),
         cmocka_unit_test(test_ipv6),
+        cmocka_unit_test(test_unix_socket),
     };
     return cmocka_run_group_tests_name("echo", tests, setup, teardown);
 }
