@@ -159,6 +159,8 @@ static void test_require_and_arg(void **state)
     struct h_server s;
     char *path = h_write_file(NULL, "app.lua",
         "local helper = require 'helper'\n"
+        "local builtin = require 'echo'\n"   /* from moonring's lua/ */
+        "assert(type(builtin.on_data) == 'function')\n"
         "local a, b = ...\n"
         "return { on_data = function(conn, data)\n"
         "  conn:send(helper.shout(data), ' ', arg[1], ' ', arg[2], ' ', a, ' ', b,\n"
@@ -194,6 +196,35 @@ static void test_moonring_module(void **state)
     stop(&s, path);
 }
 
+/* The examples in examples/ start and behave as their comments say. */
+static void test_examples(void **state)
+{
+    (void)state;
+    struct h_server s;
+    const char *a1[] = { "examples/upper.lua", NULL };
+    h_start(&s, a1);
+    int fd = h_connect(s.port, false);
+    ask(fd, "shout", "SHOUT");
+    close(fd);
+    assert_int_equal(h_stop(&s, SIGTERM), 0);
+    free(s.log);
+
+    const char *a2[] = { "examples/greeter.lua", NULL };
+    h_start(&s, a2);
+    fd = h_connect(s.port, false);
+    char buf[128] = { 0 };
+    assert_true(h_recv_exact(fd, buf, 16, H_WAIT_MS) == 16);
+    assert_memory_equal(buf, "hello 127.0.0.1:", 16);
+    h_recv_exact(fd, buf, sizeof buf - 1, 300);  /* the rest of the line */
+    assert_non_null(strstr(buf, "client #1\n"));
+    ask(fd, "one", "one");
+    ask(fd, "quit", "bye after 2 message(s)\n");
+    assert_true(h_wait_closed(fd, H_WAIT_MS));
+    close(fd);
+    assert_int_equal(h_stop(&s, SIGTERM), 0);
+    free(s.log);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -202,6 +233,7 @@ int main(void)
         cmocka_unit_test(test_close_reason_eof),
         cmocka_unit_test(test_require_and_arg),
         cmocka_unit_test(test_moonring_module),
+        cmocka_unit_test(test_examples),
     };
     return cmocka_run_group_tests_name("lua", tests, NULL, NULL);
 }
