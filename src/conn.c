@@ -33,9 +33,11 @@ int conn_table_init(struct conn_table *t, uint32_t max)
 
 void conn_table_destroy(struct conn_table *t)
 {
-    for (uint32_t i = 0; t->c && i < t->used_hi; i++)
-        if (!sendq_busy(&t->c[i].q))
-            sendq_free(&t->c[i].q);
+    /* called once the ring is gone: no send is in flight any more */
+    for (uint32_t i = 0; t->c && i < t->used_hi; i++) {
+        t->c[i].q.busy = false;
+        sendq_free(&t->c[i].q);
+    }
     free(t->c);
     free(t->free);
     free(t->dirty.v);

@@ -24,6 +24,7 @@ int loop_init(struct loop *l, unsigned sq_entries, unsigned cq_entries)
         p.cq_entries = cq_entries;
         ret = io_uring_queue_init_params(sq_entries, &l->ring, &p);
         if (ret == 0) {
+            l->up = true;
             l->setup_flags = p.flags;
             break;
         }
@@ -44,7 +45,9 @@ int loop_init(struct loop *l, unsigned sq_entries, unsigned cq_entries)
 
 void loop_destroy(struct loop *l)
 {
-    io_uring_queue_exit(&l->ring);
+    if (l->up)
+        io_uring_queue_exit(&l->ring);
+    l->up = false;
 }
 
 struct io_uring_sqe *loop_sqe(struct loop *l)

@@ -3,10 +3,12 @@
 #define MR_LOOP_H
 
 #include <liburing.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct loop {
     struct io_uring ring;
+    bool up;                    /* the ring exists */
     unsigned setup_flags;       /* the flags the kernel accepted */
     uint64_t enters;            /* submit-and-wait calls */
     uint64_t cqes;              /* completions handled */

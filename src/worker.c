@@ -87,9 +87,11 @@ int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
 void worker_destroy(struct worker *w)
 {
     watch_destroy(&w->watch);
+    /* the ring first: after it, the kernel holds no send or receive
+     * buffer of ours, even of connections a shutdown timeout cut off */
+    loop_destroy(&w->loop);
     conn_table_destroy(&w->conns);
     bufring_destroy(&w->bufs);
-    loop_destroy(&w->loop);
     free(w->rearm.v);
     if (w->signal_fd >= 0)
         close(w->signal_fd);
