@@ -67,6 +67,7 @@ static void new_conn(struct worker *w, int fd)
         return;
     }
     w->stats.accepted++;
+    c->active = w->now;
     lua_host_open(w->lua, c);
     if (c->state == CONN_OPEN)
         conn_io_arm_recv(w, c);

@@ -24,12 +24,14 @@ const char cli_usage[] =
     "                           (default 1024)\n"
     "      --buffer-size B      bytes per receive buffer (default 16384)\n"
     "      --shutdown-timeout S seconds to drain on SIGTERM (default 10)\n"
+    "      --high-water B       queued output per connection that pauses\n"
+    "                           its reading (default 1048576)\n"
     "      --user NAME          drop root after binding\n"
     "  -h, --help               show this help\n"
     "  -V, --version            show the version\n";
 
 enum { O_NO_RELOAD = 256, O_LOG_LEVEL, O_MAX_CONNS, O_BUFFERS, O_BUFFER_SIZE,
-       O_SHUTDOWN_TIMEOUT, O_USER };
+       O_SHUTDOWN_TIMEOUT, O_USER, O_HIGH_WATER };
 
 static const struct option longopts[] = {
     { "bind", required_argument, NULL, 'b' },
@@ -45,6 +47,7 @@ static const struct option longopts[] = {
     { "buffer-size", required_argument, NULL, O_BUFFER_SIZE },
     { "shutdown-timeout", required_argument, NULL, O_SHUTDOWN_TIMEOUT },
     { "user", required_argument, NULL, O_USER },
+    { "high-water", required_argument, NULL, O_HIGH_WATER },
     { NULL, 0, NULL, 0 },
 };
 
@@ -121,6 +124,11 @@ static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
         if (errno || end == a || *end || !(d >= 0 && d <= 86400))
             goto bad;
         o->shutdown_timeout = d;
+        return 0;
+    case O_HIGH_WATER:
+        if (parse_long(a, 1024, 1L << 40, &v))
+            goto bad;
+        o->high_water = (unsigned long)v;
         return 0;
     case O_USER:
         if (!*a)

@@ -15,6 +15,8 @@ struct cli_opts {
     unsigned buffers;          /* receive buffers, a power of two */
     unsigned buffer_size;      /* bytes per receive buffer */
     double shutdown_timeout;   /* seconds */
+    unsigned long high_water;  /* output bytes per connection that pause
+                                  reading; 0: the default (1 MiB) */
     const char *user;          /* drop root to this user */
     const char *script;        /* NULL: built-in echo */
     int script_argc;           /* arguments after the script */

@@ -28,6 +28,8 @@ int conn_table_init(struct conn_table *t, uint32_t max)
     }
     t->max = max;
     t->next_id = 1;
+    t->high_water = 1 << 20;
+    t->low_water = t->high_water / 4;
     return 0;
 }
 
@@ -37,11 +39,14 @@ void conn_table_destroy(struct conn_table *t)
     for (uint32_t i = 0; t->c && i < t->used_hi; i++) {
         t->c[i].q.busy = false;
         sendq_free(&t->c[i].q);
+        free(t->c[i].held);
+        free(t->c[i].aux);
     }
     free(t->c);
     free(t->free);
     free(t->dirty.v);
     free(t->closing.v);
+    free(t->resumed.v);
     memset(t, 0, sizeof *t);
 }
 
@@ -71,6 +76,10 @@ void conn_free(struct conn_table *t, struct conn *c)
     assert(c->state == CONN_CLOSING);
     assert(conn_idle(c));
     sendq_free(&c->q);
+    free(c->held);
+    free(c->aux);
+    c->held = c->aux = NULL;
+    c->held_len = 0;
     c->state = CONN_FREE;
     c->flags = 0;
     c->fd = -1;
@@ -105,19 +114,45 @@ void conn_mark(struct conn_table *t, struct conn *c)
 
 int conn_send(struct conn_table *t, struct conn *c, const void *p, size_t n)
 {
-    if (c->state != CONN_OPEN)
+    if (c->state != CONN_OPEN && c->state != CONN_CONNECTING)
         return -EPIPE;
     int ret = sendq_append(&c->q, p, n);
     if (ret)
         return ret;
+    /* a peer that does not read cannot make us queue without bound:
+     * stop reading from it until its output drains */
+    if (sendq_pending(&c->q) > t->high_water)
+        c->flags |= CF_HWM;
     conn_mark(t, c);
     return 0;
+}
+
+void conn_pause(struct conn_table *t, struct conn *c)
+{
+    c->flags |= CF_PAUSED;
+    conn_mark(t, c);
+}
+
+void conn_wake(struct conn_table *t, struct conn *c)
+{
+    if (!(c->flags & CF_RESUMED) && slotvec_push(&t->resumed, c->slot) == 0)
+        c->flags |= CF_RESUMED;
+}
+
+void conn_resume(struct conn_table *t, struct conn *c)
+{
+    if (!(c->flags & CF_PAUSED))
+        return;
+    c->flags &= ~CF_PAUSED;
+    conn_wake(t, c);
 }
 
 void conn_close(struct conn_table *t, struct conn *c, enum conn_reason why,
                 bool abort)
 {
-    if (c->state == CONN_OPEN) {
+    if (c->state == CONN_CONNECTING)
+        abort = true; /* nothing can be sent any more */
+    if (c->state == CONN_OPEN || c->state == CONN_CONNECTING) {
         c->state = CONN_CLOSING;
         c->reason = (uint8_t)why;
         if (slotvec_push(&t->closing, c->slot))

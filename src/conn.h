@@ -5,6 +5,8 @@
  *
  *   OPEN ──conn_close()──▶ CLOSING ──close CQE, nothing in flight──▶ FREE
  *
+ * (an outbound connection starts as CONNECTING, and becomes OPEN when its
+ * connect completes)
  * conn_close() only records the reason and queues the connection; the
  * worker tells Lua (on_close) after the current batch of completions, sends
  * what is queued (unless the close is an abort), then closes the socket
@@ -18,7 +20,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-enum conn_state { CONN_FREE = 0, CONN_OPEN, CONN_CLOSING };
+enum conn_state { CONN_FREE = 0, CONN_CONNECTING, CONN_OPEN, CONN_CLOSING };
 
 /* Why a connection closed; the names are what Lua's on_close sees. */
 enum conn_reason {
@@ -35,11 +37,26 @@ enum conn_flags {
     CF_CLOSE_SENT  = 1 << 4,  /* the cancel/shutdown/close chain is submitted */
     CF_CLOSED      = 1 << 5,  /* the close completed: fd is gone */
     CF_NOTIFIED    = 1 << 6,  /* on_close has run */
+    CF_PAUSED      = 1 << 7,  /* the script paused reading */
+    CF_HWM         = 1 << 8,  /* output above the high-water mark: reading paused */
+    CF_CANCEL_SENT = 1 << 9,  /* the receive is being cancelled (pause) */
+    CF_IDLE_QUEUED = 1 << 10, /* an idle-timeout entry is in the timer heap */
+    CF_CONNECT_OUT = 1 << 11, /* a connect is with the kernel */
+    CF_OWN_HANDLERS= 1 << 12, /* outbound: handlers of its own, not the script's */
+    CF_RESUMED     = 1 << 13, /* on the resumed list */
 };
+
+#define CF_READ_PAUSED (CF_PAUSED | CF_HWM)
 
 struct conn {
     struct sendq q;
     uint64_t id;              /* unique per worker, never reused */
+    uint64_t active;          /* monotonic ns of the last byte in or out */
+    char *held;               /* bytes received after a pause, for resume */
+    void *aux;                /* connect: the address until the connect ends */
+    uint32_t held_len;
+    uint32_t idle_ms;         /* idle timeout, 0 for none */
+    int err;                  /* negative errno behind REASON_ERROR, or 0 */
     int fd;
     uint32_t slot;
     uint32_t gen;             /* bumped when the slot is freed */
@@ -64,6 +81,9 @@ struct conn_table {
     uint64_t next_id;
     struct slotvec dirty;     /* connections the flush phase must look at */
     struct slotvec closing;   /* connections whose on_close is due */
+    struct slotvec resumed;   /* connections whose held bytes are due */
+    size_t high_water;        /* output bytes that pause reading */
+    size_t low_water;         /* ... and that resume it, with on_drain */
 };
 
 int conn_table_init(struct conn_table *t, uint32_t max);
@@ -88,7 +108,8 @@ static inline struct conn *conn_get(struct conn_table *t, uint32_t slot,
 /* Ask the flush phase to look at c. */
 void conn_mark(struct conn_table *t, struct conn *c);
 
-/* Queue bytes to send. Returns 0, -EPIPE once closing, or -ENOMEM. */
+/* Queue bytes to send (also while connecting). Past the high-water mark
+ * reading pauses. Returns 0, -EPIPE once closing, or -ENOMEM. */
 int conn_send(struct conn_table *t, struct conn *c, const void *p, size_t n);
 
 /* Begin closing c (no-op if already closing, except that an abort
@@ -99,9 +120,16 @@ void conn_close(struct conn_table *t, struct conn *c, enum conn_reason why,
 /* Nothing of c is with the kernel any more: it may be freed. */
 static inline bool conn_idle(const struct conn *c)
 {
-    return (c->flags & CF_CLOSED) && !(c->flags & CF_RECV_ARMED) &&
-           !sendq_busy(&c->q);
+    return (c->flags & CF_CLOSED) &&
+           !(c->flags & (CF_RECV_ARMED | CF_CONNECT_OUT)) && !sendq_busy(&c->q);
 }
+
+/* Pause or resume reading on the script's behalf. */
+void conn_pause(struct conn_table *t, struct conn *c);
+void conn_resume(struct conn_table *t, struct conn *c);
+
+/* Reading may go on: deliver held bytes and re-arm after this batch. */
+void conn_wake(struct conn_table *t, struct conn *c);
 
 int slotvec_push(struct slotvec *s, uint32_t slot);
 

@@ -10,6 +10,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -54,35 +55,60 @@ static void io_error(struct worker *w, struct conn *c, const char *what, int res
     conn_close(&w->conns, c, r, true);
 }
 
+/* Keep bytes that arrive while reading is paused (the receive was still
+ * in flight when the pause came), in order, for when it resumes. */
+static void hold(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+    char *h = realloc(c->held, c->held_len + n);
+    if (!h) {
+        conn_close(&w->conns, c, REASON_ERROR, true);
+        return;
+    }
+    memcpy(h + c->held_len, p, n);
+    c->held = h;
+    c->held_len += (uint32_t)n;
+    if (!(c->flags & CF_READ_PAUSED))
+        conn_wake(&w->conns, c);
+}
+
+/* Bytes arrived: to on_data, or held while reading is paused. */
+static void deliver(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+    c->active = w->now;
+    if (c->state != CONN_OPEN)
+        return; /* closing: nobody to read them */
+    if ((c->flags & CF_READ_PAUSED) || c->held_len)
+        hold(w, c, p, n);
+    else
+        lua_host_data(w->lua, c, p, n);
+}
+
 void conn_io_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
 {
     bool more = cqe->flags & IORING_CQE_F_MORE;
     int res = cqe->res;
-    if (!more)
-        c->flags &= ~CF_RECV_ARMED;
 
     if (res > 0) {
         unsigned bid = bufring_cqe_bid(cqe->flags);
         unsigned char *p = bufring_take(&w->bufs, bid);
         w->stats.bytes_in += (unsigned)res;
-        if (c->state == CONN_OPEN)
-            lua_host_data(w->lua, c, (const char *)p, (size_t)res);
+        deliver(w, c, (const char *)p, (size_t)res);
         bufring_put(&w->bufs, bid);
-        /* a multishot receive may end after data too (e.g. CQ overflow) */
-        if (!more && c->state == CONN_OPEN)
-            want_recv(w, c);
     } else if (res == 0) {
         conn_close(&w->conns, c, REASON_EOF, false);
     } else if (res == -ENOBUFS) {
-        /* the bytes wait in the socket; nothing is lost */
-        w->stats.enobufs++;
-        if (c->state == CONN_OPEN)
-            want_recv(w, c);
+        w->stats.enobufs++; /* the bytes wait in the socket: nothing lost */
     } else if (res != -ECANCELED) {
         io_error(w, c, "receive", res);
     }
-    if (!more)
-        conn_mark(&w->conns, c);
+    if (more)
+        return;
+    /* the multishot receive is over: after an error or EOF (closing now),
+     * an empty buffer ring, a pause, or for reasons of the kernel's own */
+    c->flags &= ~(CF_RECV_ARMED | CF_CANCEL_SENT);
+    if (c->state == CONN_OPEN && !(c->flags & CF_READ_PAUSED))
+        want_recv(w, c);
+    conn_mark(&w->conns, c);
 }
 
 void conn_io_on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
@@ -90,11 +116,42 @@ void conn_io_on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
     int res = cqe->res;
     if (res >= 0) {
         w->stats.bytes_out += (unsigned)res;
+        if (res > 0)
+            c->active = w->now;
         sendq_done(&c->q, (size_t)res);
     } else {
         sendq_done(&c->q, 0);
         if (res != -ECANCELED)
             io_error(w, c, "send", res);
+    }
+    if ((c->flags & CF_HWM) && sendq_pending(&c->q) <= w->conns.low_water) {
+        c->flags &= ~CF_HWM;
+        if (c->state == CONN_OPEN) {
+            lua_host_drain(w->lua, c);
+            conn_wake(&w->conns, c);
+        }
+    }
+    conn_mark(&w->conns, c);
+}
+
+void conn_io_on_connect(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+{
+    c->flags &= ~CF_CONNECT_OUT;
+    free(c->aux);
+    c->aux = NULL;
+    if (c->state == CONN_CONNECTING) {
+        if (cqe->res < 0) {
+            /* -ECANCELED: the linked timeout cut it short */
+            c->err = cqe->res == -ECANCELED ? -ETIMEDOUT : cqe->res;
+            conn_close(&w->conns, c, cqe->res == -ECANCELED ? REASON_TIMEOUT
+                                                            : REASON_ERROR, true);
+        } else {
+            c->state = CONN_OPEN;
+            c->active = w->now;
+            lua_host_open(w->lua, c);
+            if (c->state == CONN_OPEN && !(c->flags & CF_READ_PAUSED))
+                conn_io_arm_recv(w, c);
+        }
     }
     conn_mark(&w->conns, c);
 }
@@ -129,7 +186,8 @@ static void start_send(struct worker *w, struct conn *c)
  * operations tell us when the slot is free. */
 static void submit_close(struct worker *w, struct conn *c)
 {
-    bool busy = (c->flags & CF_RECV_ARMED) || sendq_busy(&c->q);
+    bool busy = (c->flags & (CF_RECV_ARMED | CF_CONNECT_OUT)) ||
+                sendq_busy(&c->q);
     uint64_t cancel_ud = ud_make(OP_CANCEL, c->gen, c->slot);
     struct io_uring *ring = &w->loop.ring;
     struct io_uring_sqe *sqe;
@@ -159,14 +217,30 @@ static void submit_close(struct worker *w, struct conn *c)
     }
 }
 
-/* Move one connection along: send, re-arm, close, free. */
+/* Stop a receive in flight, for a pause; its last CQE says when. */
+static void cancel_recv(struct worker *w, struct conn *c)
+{
+    struct io_uring_sqe *sqe = loop_sqe(&w->loop);
+    io_uring_prep_cancel64(sqe, ud_make(OP_RECV, c->gen, c->slot), 0);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_CANCEL, c->gen, c->slot));
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    c->flags |= CF_CANCEL_SENT;
+}
+
+/* Move one connection along: send, pause, close, free. */
 static void progress(struct worker *w, struct conn *c)
 {
     bool abort = c->flags & CF_ABORT;
+    if (c->state == CONN_CONNECTING)
+        return; /* sends wait for the connection */
     if (!abort && !(c->flags & CF_CLOSE_SENT))
         start_send(w, c);
-    if (c->state == CONN_OPEN)
+    if (c->state == CONN_OPEN) {
+        if ((c->flags & CF_READ_PAUSED) &&
+            (c->flags & (CF_RECV_ARMED | CF_CANCEL_SENT)) == CF_RECV_ARMED)
+            cancel_recv(w, c);
         return;
+    }
     if (!(c->flags & CF_NOTIFIED))
         return; /* on_close runs first; it marks c again */
     if (abort && !sendq_busy(&c->q))
@@ -195,6 +269,33 @@ void conn_io_flush(struct worker *w)
     d->n = 0;
 }
 
+/* Reading may go on for these: hand over what was held during the pause,
+ * then receive again. */
+void conn_io_resume(struct worker *w)
+{
+    struct slotvec *r = &w->conns.resumed;
+    for (uint32_t i = 0; i < r->n; i++) {
+        struct conn *c = &w->conns.c[r->v[i]];
+        if (!(c->flags & CF_RESUMED))
+            continue;
+        c->flags &= ~CF_RESUMED;
+        if (c->state != CONN_OPEN || (c->flags & CF_READ_PAUSED))
+            continue;
+        if (c->held_len) {
+            char *p = c->held;
+            size_t n = c->held_len;
+            c->held = NULL;
+            c->held_len = 0;
+            lua_host_data(w->lua, c, p, n);
+            free(p);
+        }
+        if (c->state == CONN_OPEN && !(c->flags & CF_READ_PAUSED) &&
+            !(c->flags & (CF_RECV_ARMED | CF_WANT_RECV)))
+            want_recv(w, c);
+    }
+    r->n = 0;
+}
+
 void conn_io_notify_closes(struct worker *w)
 {
     struct slotvec *cl = &w->conns.closing;
@@ -218,7 +319,7 @@ void conn_io_rearm(struct worker *w)
     uint32_t i = 0, budget = bufring_avail(&w->bufs);
     for (; i < e->n && budget; i++) {
         struct conn *c = &w->conns.c[e->v[i]];
-        if (c->state != CONN_OPEN ||
+        if (c->state != CONN_OPEN || (c->flags & CF_READ_PAUSED) ||
             (c->flags & (CF_WANT_RECV | CF_RECV_ARMED)) != CF_WANT_RECV)
             continue;
         conn_io_arm_recv(w, c);
@@ -228,4 +329,52 @@ void conn_io_rearm(struct worker *w)
         memmove(e->v, e->v + i, (e->n - i) * sizeof *e->v);
         e->n -= i;
     }
+}
+
+void conn_io_connect(struct worker *w, struct conn *c, void *addr, unsigned len)
+{
+    struct io_uring *ring = &w->loop.ring;
+    if (io_uring_sq_space_left(ring) < 2)
+        io_uring_submit(ring); /* keep the connect and its timeout together */
+    c->aux = addr;
+    struct io_uring_sqe *sqe = loop_sqe(&w->loop);
+    io_uring_prep_connect(sqe, c->fd, addr, len);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_CONNECT, c->gen, c->slot));
+    sqe->flags |= IOSQE_IO_LINK;
+    sqe = loop_sqe(&w->loop);
+    io_uring_prep_link_timeout(sqe, &w->connect_ts, 0);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_CANCEL, c->gen, c->slot));
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    c->flags |= CF_CONNECT_OUT;
+}
+
+static uint64_t idle_key(const struct conn *c)
+{
+    return (uint64_t)c->slot << 32 | c->gen;
+}
+
+void conn_io_idle_arm(struct worker *w, struct conn *c)
+{
+    if (!c->idle_ms || (c->flags & CF_IDLE_QUEUED))
+        return;
+    uint64_t due = c->active + (uint64_t)c->idle_ms * 1000000ull;
+    if (timer_push(&w->timers, due, TIMER_IDLE, idle_key(c)) == 0)
+        c->flags |= CF_IDLE_QUEUED;
+}
+
+/* An idle-timeout entry is due: close the connection if it has really
+ * been idle that long, else look again when it could be. */
+void conn_io_idle_check(struct worker *w, uint64_t key)
+{
+    struct conn *c = conn_get(&w->conns, (uint32_t)(key >> 32), (uint32_t)key);
+    if (!c)
+        return;
+    c->flags &= ~CF_IDLE_QUEUED;
+    if (c->state != CONN_OPEN || !c->idle_ms)
+        return;
+    if (w->now >= c->active + (uint64_t)c->idle_ms * 1000000ull)
+        /* output still queued to an idle peer will not drain: drop it */
+        conn_close(&w->conns, c, REASON_TIMEOUT, sendq_pending(&c->q) > 0);
+    else
+        conn_io_idle_arm(w, c);
 }

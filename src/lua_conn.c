@@ -14,7 +14,8 @@
 
 #define CONN_MT "moonring.conn"
 
-static const char conn_key = 0; /* private key of the C pointer */
+static const char conn_key = 0;     /* private key of the C pointer */
+static const char handlers_key = 0; /* private key of an outbound conn's handlers */
 
 /* The connection behind argument 1: NULL once closed; raises when
  * argument 1 is not a conn at all. */
@@ -28,6 +29,12 @@ static struct conn *to_conn(lua_State *L)
     struct conn *c = lua_touserdata(L, -1); /* NULL for false */
     lua_pop(L, 1);
     return c;
+}
+
+/* Open, or an outbound connection still connecting. */
+static bool live(const struct conn *c)
+{
+    return c && (c->state == CONN_OPEN || c->state == CONN_CONNECTING);
 }
 
 static int closed(lua_State *L)
@@ -46,7 +53,7 @@ static int l_send(lua_State *L)
         if (!lua_isstring(L, i))
             luaL_argerror(L, i, lua_pushfstring(L, "string expected, got %s",
                                                 luaL_typename(L, i)));
-    if (!c || c->state != CONN_OPEN)
+    if (!live(c))
         return closed(L);
     struct conn_table *t = &HOST(L)->w->conns;
     for (int i = 2; i <= n; i++) {
@@ -66,7 +73,7 @@ static int l_send(lua_State *L)
 static int l_close(lua_State *L)
 {
     struct conn *c = to_conn(L);
-    if (!c || c->state != CONN_OPEN)
+    if (!live(c))
         return closed(L);
     conn_close(&HOST(L)->w->conns, c, REASON_CLOSED, false);
     lua_pushboolean(L, 1);
@@ -104,6 +111,49 @@ static int l_pending(lua_State *L)
     return 1;
 }
 
+/* conn:pause() / conn:resume(): stop and restart reading. Bytes already
+ * on their way when pause() is called wait for resume(). */
+static int l_pause(lua_State *L)
+{
+    struct conn *c = to_conn(L);
+    if (!live(c))
+        return closed(L);
+    conn_pause(&HOST(L)->w->conns, c);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_resume(lua_State *L)
+{
+    struct conn *c = to_conn(L);
+    if (!live(c))
+        return closed(L);
+    conn_resume(&HOST(L)->w->conns, c);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* conn:set_timeout(sec): close the connection (on_close reason
+ * "timeout") once no byte has come in or gone out for sec seconds;
+ * 0 or nil turns it off. */
+static int l_set_timeout(lua_State *L)
+{
+    struct conn *c = to_conn(L);
+    lua_Number sec = luaL_optnumber(L, 2, 0);
+    if (!(sec >= 0 && sec <= 86400 * 365))
+        return luaL_argerror(L, 2, "seconds between 0 and a year expected");
+    if (!c || c->state != CONN_OPEN)
+        return closed(L);
+    struct worker *w = HOST(L)->w;
+    c->idle_ms = (uint32_t)(sec * 1000 + 0.5);
+    if (sec > 0 && !c->idle_ms)
+        c->idle_ms = 1;
+    c->active = w->now;
+    conn_io_idle_arm(w, c);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_tostring(lua_State *L)
 {
     lua_pushliteral(L, "id");
@@ -117,6 +167,9 @@ static const luaL_Reg methods[] = {
     { "close", l_close },
     { "peer", l_peer },
     { "pending", l_pending },
+    { "pause", l_pause },
+    { "resume", l_resume },
+    { "set_timeout", l_set_timeout },
     { NULL, NULL },
 };
 
@@ -134,8 +187,9 @@ void lua_conn_register(lua_State *L, struct lua_host *h)
     lua_pop(L, 1);
 }
 
-/* Create c's object, store it in conns[slot + 1], leave it on the stack. */
-void lua_conn_push_new(lua_State *L, struct conn *c)
+/* Create c's object, store it in conns[slot + 1] (the table at stack
+ * index conns), leave it on the stack. */
+void lua_conn_push_new(lua_State *L, struct conn *c, int conns)
 {
     lua_createtable(L, 0, 4);
     lua_pushlightuserdata(L, (void *)&conn_key);
@@ -146,7 +200,7 @@ void lua_conn_push_new(lua_State *L, struct conn *c)
     luaL_getmetatable(L, CONN_MT);
     lua_setmetatable(L, -2);
     lua_pushvalue(L, -1);
-    lua_rawseti(L, LS_CONNS, (int)c->slot + 1);
+    lua_rawseti(L, conns, (int)c->slot + 1);
 }
 
 void lua_conn_invalidate(lua_State *L, struct conn *c)
@@ -160,4 +214,31 @@ void lua_conn_invalidate(lua_State *L, struct conn *c)
     lua_pop(L, 1);
     lua_pushnil(L);
     lua_rawseti(L, LS_CONNS, (int)c->slot + 1);
+}
+
+bool lua_conn_push_handler(lua_State *L, struct conn *c, int cached,
+                           const char *name)
+{
+    if (!(c->flags & CF_OWN_HANDLERS)) {
+        lua_pushvalue(L, cached);
+    } else {
+        lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);
+        lua_pushlightuserdata(L, (void *)&handlers_key);
+        lua_rawget(L, -2);
+        lua_getfield(L, -1, name);
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+    }
+    if (lua_isfunction(L, -1))
+        return true;
+    lua_pop(L, 1);
+    return false;
+}
+
+void lua_conn_set_handlers(lua_State *L, struct conn *c, int obj, int idx)
+{
+    lua_pushlightuserdata(L, (void *)&handlers_key);
+    lua_pushvalue(L, idx);
+    lua_rawset(L, obj);
+    c->flags |= CF_OWN_HANDLERS;
 }

@@ -141,6 +141,8 @@ void lua_host_install(lua_State *L, int idx)
     lua_replace(L, LS_ON_DATA);
     lua_getfield(L, LS_HANDLERS, "on_close");
     lua_replace(L, LS_ON_CLOSE);
+    lua_getfield(L, LS_HANDLERS, "on_drain");
+    lua_replace(L, LS_ON_DRAIN);
 }
 
 /* Load and run the script; leaves its result on the stack. */
@@ -195,10 +197,12 @@ struct lua_host *lua_host_new(const struct cli_opts *o, char *err, size_t len)
     lua_State *L = h->L;
     h->script = o->script ? strdup(o->script) : NULL;
     h->name = strdup(o->script ? o->script : "echo (built-in)");
+    h->next_timer_id = 1;
     luaL_openlibs(L);
     lua_pushcfunction(L, traceback);   /* LS_TRACEBACK */
     lua_newtable(L);                   /* LS_CONNS */
-    lua_settop(L, LS_TOP);             /* handlers: nil until loaded */
+    lua_settop(L, LS_TIMERS - 1);      /* handlers: nil until loaded */
+    lua_newtable(L);                   /* LS_TIMERS */
 
     set_path(h, L, h->script);
     set_arg(L, o);
@@ -223,6 +227,7 @@ void lua_host_free(struct lua_host *h)
     if (h->L)
         lua_close(h->L);
     lua_reload_free(h);
+    timer_heap_free(&h->early);
     free(h->script);
     free(h->name);
     free(h->dirs[0]);
@@ -232,7 +237,14 @@ void lua_host_free(struct lua_host *h)
 
 const char *lua_host_script_name(const struct lua_host *h) { return h->name; }
 
-void lua_host_attach(struct lua_host *h, struct worker *w) { h->w = w; }
+void lua_host_attach(struct lua_host *h, struct worker *w)
+{
+    h->w = w;
+    struct timer_entry e;
+    while (timer_pop_due(&h->early, UINT64_MAX, &e))
+        timer_push(&w->timers, e.due, e.kind, e.key);
+    timer_heap_free(&h->early);
+}
 
 size_t lua_host_mem(struct lua_host *h)
 {
@@ -258,12 +270,14 @@ static void call(struct lua_host *h, struct conn *c, const char *what, int nargs
 void lua_host_open(struct lua_host *h, struct conn *c)
 {
     lua_State *L = h->L;
-    lua_conn_push_new(L, c);
-    if (lua_isnil(L, LS_ON_OPEN)) {
+    if (!(c->flags & CF_OWN_HANDLERS)) /* outbound ones have theirs already */
+        lua_conn_push_new(L, c, LS_CONNS);
+    else
+        lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);
+    if (!lua_conn_push_handler(L, c, LS_ON_OPEN, "on_open")) {
         lua_pop(L, 1);
         return;
     }
-    lua_pushvalue(L, LS_ON_OPEN);
     lua_insert(L, -2);
     call(h, c, "on_open", 1);
 }
@@ -271,20 +285,69 @@ void lua_host_open(struct lua_host *h, struct conn *c)
 void lua_host_data(struct lua_host *h, struct conn *c, const char *p, size_t n)
 {
     lua_State *L = h->L;
-    lua_pushvalue(L, LS_ON_DATA);
+    if (c->flags & CF_OWN_HANDLERS) {
+        if (!lua_conn_push_handler(L, c, LS_ON_DATA, "on_data"))
+            return;
+    } else {
+        lua_pushvalue(L, LS_ON_DATA); /* the hot path: no lookup */
+    }
     lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);
     lua_pushlstring(L, p, n);
     call(h, c, "on_data", 2);
 }
 
+void lua_host_drain(struct lua_host *h, struct conn *c)
+{
+    lua_State *L = h->L;
+    if (!lua_conn_push_handler(L, c, LS_ON_DRAIN, "on_drain"))
+        return;
+    lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);
+    call(h, c, "on_drain", 1);
+}
+
 void lua_host_close(struct lua_host *h, struct conn *c)
 {
     lua_State *L = h->L;
-    if (!lua_isnil(L, LS_ON_CLOSE)) {
-        lua_pushvalue(L, LS_ON_CLOSE);
+    if (lua_conn_push_handler(L, c, LS_ON_CLOSE, "on_close")) {
         lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);
         lua_pushstring(L, conn_reason_name((enum conn_reason)c->reason));
-        call(h, c, "on_close", 2);
+        if (c->err)
+            lua_pushstring(L, strerror(-c->err));
+        else
+            lua_pushnil(L);
+        call(h, c, "on_close", 3);
     }
     lua_conn_invalidate(L, c);
+}
+
+bool lua_host_timer(struct lua_host *h, uint64_t id, uint64_t due)
+{
+    lua_State *L = h->L;
+    lua_rawgeti(L, LS_TIMERS, (int)id);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return false; /* cancelled */
+    }
+    lua_getfield(L, -1, "period");
+    double period = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (period > 0) {
+        uint64_t step = (uint64_t)(period * 1e9);
+        uint64_t next = due + step;
+        if (next <= h->w->now)
+            next = h->w->now + step; /* fell behind: do not catch up in a burst */
+        timer_push(&h->w->timers, next, TIMER_LUA, id);
+    } else {
+        lua_pushnil(L);
+        lua_rawseti(L, LS_TIMERS, (int)id);
+    }
+    lua_getfield(L, -1, "fn");
+    lua_insert(L, -2); /* fn(timer) */
+    if (lua_pcall(L, 1, 0, LS_TRACEBACK)) {
+        h->w->stats.lua_errors++;
+        log_error("timer callback failed%s: %s",
+                  period > 0 ? " (the timer goes on)" : "", lua_tostring(L, -1));
+        lua_settop(L, LS_TOP);
+    }
+    return true;
 }

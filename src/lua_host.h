@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "conn.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct lua_host;
@@ -26,6 +27,11 @@ void lua_host_attach(struct lua_host *h, struct worker *w);
 void lua_host_open(struct lua_host *h, struct conn *c);
 /* Bytes arrived on an open connection: call on_data. */
 void lua_host_data(struct lua_host *h, struct conn *c, const char *p, size_t n);
+/* Output fell below the low-water mark: call on_drain. */
+void lua_host_drain(struct lua_host *h, struct conn *c);
+/* Timer id, due at `due`, fired: call its function (and schedule the
+ * next round of an every() timer); false if it was cancelled. */
+bool lua_host_timer(struct lua_host *h, uint64_t id, uint64_t due);
 /* The connection is closing: call on_close, then invalidate its object. */
 void lua_host_close(struct lua_host *h, struct conn *c);
 

@@ -6,6 +6,7 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <stdbool.h>
 
 /* Fixed slots at the bottom of the main thread's stack, kept for the
  * life of the state so that the hot path never searches the registry. */
@@ -16,7 +17,9 @@ enum {
     LS_ON_OPEN,        /* its handlers, cached (nil when absent) */
     LS_ON_DATA,
     LS_ON_CLOSE,
-    LS_TOP = LS_ON_CLOSE
+    LS_ON_DRAIN,
+    LS_TIMERS,         /* timers[id] = the timer object of after()/every() */
+    LS_TOP = LS_TIMERS
 };
 
 /* A module that require() loaded from the script's folder or lua/: a
@@ -38,12 +41,22 @@ struct lua_host {
     struct lua_mod_file *mods;
     size_t nmods;
     char read[512];    /* files read by the last (re)load, for the log */
+    uint64_t next_timer_id;
+    struct timer_heap early; /* timers made before the worker runs */
 };
 
 /* lua_conn.c */
 void lua_conn_register(lua_State *L, struct lua_host *h);
-void lua_conn_push_new(lua_State *L, struct conn *c);
+void lua_conn_push_new(lua_State *L, struct conn *c, int conns);
 void lua_conn_invalidate(lua_State *L, struct conn *c);
+/* Push handler `name` of c (its own table for an outbound connection,
+ * else the cached one in stack slot `cached`); false, nothing pushed,
+ * when there is no such function. */
+bool lua_conn_push_handler(lua_State *L, struct conn *c, int cached,
+                           const char *name);
+/* Set the handler table at stack index idx as c's own (outbound
+ * connections); obj is the stack index of c's object. */
+void lua_conn_set_handlers(lua_State *L, struct conn *c, int obj, int idx);
 
 /* lua_host.c: load and run the script, leaving a checked handler table
  * on the stack; 0, or -1 with one line in err */

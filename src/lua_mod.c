@@ -3,8 +3,28 @@
 #include "lua_host.h"
 #include "lua_int.h"
 
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
+
+/* Every function here has three upvalues: the host, the conns table and
+ * the timers table. Upvalues, not the main stack's fixed slots, because
+ * these may be called from a coroutine, whose stack is another. */
+#define UV_CONNS lua_upvalueindex(2)
+#define UV_TIMERS lua_upvalueindex(3)
+#define TIMER_MT "moonring.timer"
+
+static uint64_t host_now(struct lua_host *h)
+{
+    return h->w ? h->w->now : timer_now();
+}
 
 /* moonring.log(level, ...): the arguments, tostring'd and joined by
  * spaces, in the server's log. */
@@ -93,21 +113,183 @@ static int l_keep(lua_State *L)
     return 1;
 }
 
+/* after(sec, fn) / every(sec, fn): a timer object with :cancel(). fn
+ * gets the timer. The loop's wait timeout wakes it: no thread, no SQE. */
+static int make_timer(lua_State *L, bool repeat)
+{
+    struct lua_host *h = HOST(L);
+    lua_Number sec = luaL_checknumber(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (repeat ? !(sec > 0) : !(sec >= 0))
+        return luaL_argerror(L, 1, repeat ? "positive number of seconds expected"
+                                          : "seconds expected (0 or more)");
+    if (sec > 86400.0 * 365 * 100)
+        return luaL_argerror(L, 1, "too far in the future");
+    uint64_t id = h->next_timer_id++;
+    struct timer_heap *heap = h->w ? &h->w->timers : &h->early;
+    if (timer_push(heap, host_now(h) + (uint64_t)(sec * 1e9), TIMER_LUA, id))
+        return luaL_error(L, "out of memory");
+    lua_createtable(L, 0, 3);
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "fn");
+    lua_pushnumber(L, repeat ? sec : 0);
+    lua_setfield(L, -2, "period");
+    lua_pushnumber(L, (lua_Number)id);
+    lua_setfield(L, -2, "id");
+    luaL_getmetatable(L, TIMER_MT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, UV_TIMERS, (int)id);
+    return 1;
+}
+
+static int l_after(lua_State *L) { return make_timer(L, false); }
+static int l_every(lua_State *L) { return make_timer(L, true); }
+
+/* timer:cancel(): true if it was still pending. */
+static int l_timer_cancel(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "id");
+    int id = (int)lua_tointeger(L, -1);
+    lua_rawgeti(L, UV_TIMERS, id);
+    bool live = lua_rawequal(L, -1, 1);
+    if (live) {
+        lua_pushnil(L);
+        lua_rawseti(L, UV_TIMERS, id);
+    }
+    lua_pushboolean(L, live);
+    return 1;
+}
+
+/* conns(): iterate this worker's open connections. */
+static int conns_next(lua_State *L)
+{
+    struct lua_host *h = HOST(L);
+    uint32_t i = (uint32_t)lua_tointeger(L, lua_upvalueindex(4));
+    struct conn_table *t = h->w ? &h->w->conns : NULL;
+    for (; t && i < t->used_hi; i++) {
+        if (t->c[i].state != CONN_OPEN)
+            continue;
+        lua_pushinteger(L, (lua_Integer)i + 1);
+        lua_replace(L, lua_upvalueindex(4));
+        lua_rawgeti(L, UV_CONNS, (int)i + 1);
+        return 1;
+    }
+    return 0;
+}
+
+static int l_conns(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, UV_CONNS);
+    lua_pushvalue(L, UV_TIMERS);
+    lua_pushinteger(L, 0);
+    lua_pushcclosure(L, conns_next, 4);
+    return 1;
+}
+
+static int fail2(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+/* connect(host, port, handlers): an outbound connection through the
+ * ring, with handlers of its own (on_data required). It is returned at
+ * once, connecting; what it is sent waits for the connection. on_open
+ * runs when it is up; a failure goes to on_close(conn, "error" or
+ * "timeout", message). */
+static int l_connect(lua_State *L)
+{
+    struct lua_host *h = HOST(L);
+    const char *host = luaL_checkstring(L, 1);
+    int port = luaL_checkint(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_getfield(L, 3, "on_data");
+    if (!lua_isfunction(L, -1))
+        return luaL_argerror(L, 3, "handler table with on_data expected");
+    lua_pop(L, 1);
+    if (port < 1 || port > 65535)
+        return luaL_argerror(L, 2, "port 1-65535 expected");
+    struct worker *w = h->w;
+    if (!w)
+        return luaL_error(L, "moonring.connect works once the server runs "
+                             "(from a handler or a timer)");
+    if (w->stopping)
+        return fail2(L, "shutting down");
+
+    char service[8];
+    snprintf(service, sizeof service, "%d", port);
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+    struct addrinfo *ai;
+    int gai = getaddrinfo(host, service, &hints, &ai);
+    if (gai)
+        return fail2(L, gai_strerror(gai));
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    void *addr = fd < 0 ? NULL : malloc(ai->ai_addrlen);
+    struct conn *c = addr ? conn_alloc(&w->conns, fd) : NULL;
+    if (!c) {
+        const char *why = fd < 0 ? strerror(errno) : addr ? "too many connections"
+                                                          : "out of memory";
+        if (fd >= 0)
+            close(fd);
+        free(addr);
+        freeaddrinfo(ai);
+        return fail2(L, why);
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    memcpy(addr, ai->ai_addr, ai->ai_addrlen);
+    unsigned len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    c->state = CONN_CONNECTING;
+    c->active = w->now;
+    lua_conn_push_new(L, c, UV_CONNS);
+    lua_conn_set_handlers(L, c, lua_gettop(L), 3);
+    conn_io_connect(w, c, addr, len);
+    return 1;
+}
+
+static const luaL_Reg timer_methods[] = {
+    { "cancel", l_timer_cancel },
+    { NULL, NULL },
+};
+
 static const luaL_Reg funcs[] = {
     { "log", l_log },
     { "now", l_now },
     { "worker", l_worker },
     { "stats", l_stats },
+    { "after", l_after },
+    { "every", l_every },
+    { "conns", l_conns },
+    { "connect", l_connect },
     { NULL, NULL },
 };
 
+static void push_upvalues(lua_State *L, struct lua_host *h)
+{
+    lua_pushlightuserdata(L, h);
+    lua_pushvalue(L, LS_CONNS);
+    lua_pushvalue(L, LS_TIMERS);
+}
+
 void lua_mod_register(lua_State *L, struct lua_host *h)
 {
+    luaL_newmetatable(L, TIMER_MT);
+    lua_newtable(L);
+    push_upvalues(L, h);
+    luaL_openlib(L, NULL, timer_methods, 3);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
     lua_newtable(L);
-    lua_pushlightuserdata(L, h);
-    luaL_openlib(L, NULL, funcs, 1);
+    push_upvalues(L, h);
+    luaL_openlib(L, NULL, funcs, 3);
     lua_newtable(L);
     lua_pushcclosure(L, l_keep, 1);
     lua_setfield(L, -2, "keep");

@@ -25,6 +25,7 @@ enum ud_op {
     OP_CLOSE_RAW,     /* close of an fd that never became a connection */
     OP_SIGNAL,        /* read of the signalfd */
     OP_SHUTDOWN_TIMER,/* --shutdown-timeout expired */
+    OP_CONNECT,       /* an outbound connection's connect */
     OP_INOTIFY,       /* read of the inotify fd watching the script */
     OP_RELOAD_TIMER,  /* a burst of saves has settled: reload */
     OP_MAX

@@ -54,6 +54,8 @@ int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
     w->signal_fd = -1;
     w->watch.fd = -1;
     w->lua = lua;
+    w->now = timer_now();
+    w->connect_ts.tv_sec = 10;
 
     /* room for a receive and a send CQE per connection plus one per
      * buffer, so that a full batch cannot overflow the CQ */
@@ -75,6 +77,10 @@ int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
         log_error("connection table: %s", strerror(-ret));
         return -1;
     }
+    if (o->high_water) {
+        w->conns.high_water = o->high_water;
+        w->conns.low_water = o->high_water / 4;
+    }
     if (setup_signals(w)) {
         log_error("signals: %s", strerror(errno));
         return -1;
@@ -92,6 +98,7 @@ void worker_destroy(struct worker *w)
     loop_destroy(&w->loop);
     conn_table_destroy(&w->conns);
     bufring_destroy(&w->bufs);
+    timer_heap_free(&w->timers);
     free(w->rearm.v);
     if (w->signal_fd >= 0)
         close(w->signal_fd);
@@ -168,7 +175,8 @@ static void dispatch(void *ctx, struct io_uring_cqe *cqe)
     enum ud_op op = ud_op(ud);
     struct conn *c = NULL;
 
-    if (op == OP_RECV || op == OP_SEND || op == OP_CLOSE || op == OP_CANCEL) {
+    if (op == OP_RECV || op == OP_SEND || op == OP_CLOSE || op == OP_CANCEL ||
+        op == OP_CONNECT) {
         c = conn_get(&w->conns, ud_slot(ud), ud_gen(ud));
         if (!c)
             return; /* late completion for a freed connection */
@@ -179,6 +187,7 @@ static void dispatch(void *ctx, struct io_uring_cqe *cqe)
     case OP_RECV:         conn_io_on_recv(w, c, cqe); break;
     case OP_SEND:         conn_io_on_send(w, c, cqe); break;
     case OP_CLOSE:        conn_io_on_close(w, c, cqe); break;
+    case OP_CONNECT:      conn_io_on_connect(w, c, cqe); break;
     case OP_CANCEL:       /* only failures post; the close that follows matters */
         break;
     case OP_CLOSE_RAW:
@@ -197,17 +206,47 @@ static void dispatch(void *ctx, struct io_uring_cqe *cqe)
     }
 }
 
+/* Wait no longer than the earliest timer: the wait's own timeout, so
+ * timers cost no SQE and no extra syscall. */
+static struct __kernel_timespec *wait_limit(struct worker *w,
+                                            struct __kernel_timespec *ts)
+{
+    const struct timer_entry *e = timer_peek(&w->timers);
+    if (!e)
+        return NULL;
+    uint64_t now = timer_now();
+    uint64_t d = e->due > now ? e->due - now : 0;
+    ts->tv_sec = (long long)(d / 1000000000ull);
+    ts->tv_nsec = (long long)(d % 1000000000ull);
+    return ts;
+}
+
+static void run_timers(struct worker *w)
+{
+    struct timer_entry e;
+    while (timer_pop_due(&w->timers, w->now, &e)) {
+        if (e.kind == TIMER_IDLE)
+            conn_io_idle_check(w, e.key);
+        else
+            lua_host_timer(w->lua, e.key, e.due);
+    }
+}
+
 int worker_run(struct worker *w)
 {
+    struct __kernel_timespec ts;
     accept_arm(w);
     arm_signal(w);
     while (!w->stop_now && !(w->stopping && w->conns.live == 0)) {
-        int ret = loop_wait(&w->loop, NULL);
+        int ret = loop_wait(&w->loop, wait_limit(w, &ts));
         if (ret < 0 && ret != -ETIME) {
             log_error("io_uring_enter: %s", strerror(-ret));
             return 1;
         }
+        w->now = timer_now();
         loop_drain(&w->loop, dispatch, w);
+        run_timers(w);
+        conn_io_resume(w);
         conn_io_notify_closes(w);
         conn_io_flush(w);
         conn_io_rearm(w);

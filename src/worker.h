@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "conn.h"
 #include "loop.h"
+#include "timer.h"
 #include "watch.h"
 
 #include <stdbool.h>
@@ -30,6 +31,9 @@ struct worker {
     struct conn_table conns;
     struct lua_host *lua;
     struct worker_stats stats;
+    uint64_t now;              /* monotonic ns, read once per batch */
+    struct timer_heap timers;  /* Lua timers and idle timeouts */
+    struct __kernel_timespec connect_ts; /* timeout of outbound connects */
 
     int listen_fd;
     bool accept_armed;
@@ -69,6 +73,13 @@ void conn_io_arm_recv(struct worker *w, struct conn *c);
 void conn_io_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
 void conn_io_on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
 void conn_io_on_close(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
+void conn_io_on_connect(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
+void conn_io_resume(struct worker *w);
+/* Start an outbound connection on c (CONNECTING) to addr; takes addr. */
+void conn_io_connect(struct worker *w, struct conn *c, void *addr, unsigned len);
+/* Idle timeouts: (re)schedule c's check; run the due ones. */
+void conn_io_idle_arm(struct worker *w, struct conn *c);
+void conn_io_idle_check(struct worker *w, uint64_t key);
 void conn_io_flush(struct worker *w);
 void conn_io_notify_closes(struct worker *w);
 void conn_io_rearm(struct worker *w);

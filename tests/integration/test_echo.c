@@ -148,13 +148,13 @@ static void test_unix_socket(void **state)
     char path[64], bind[80];
     snprintf(path, sizeof path, "%s/s.sock", dir);
     snprintf(bind, sizeof bind, "unix:%s", path);
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    strcpy(sun.sun_path, path);
     for (int round = 0; round < 2; round++) {
         struct h_server s;
         const char *argv[] = { "-b", bind, NULL };
         h_start(&s, argv);
         int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        struct sockaddr_un sun = { .sun_family = AF_UNIX };
-        strcpy(sun.sun_path, path);
         assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof sun), 0);
         char out[5];
         assert_int_equal(h_echo(fd, "hello", out, 5, H_WAIT_MS), 5);
@@ -164,6 +164,16 @@ static void test_unix_socket(void **state)
             /* a crash leaves the socket file: the next start takes it over */
             assert_int_equal(h_stop(&s, SIGKILL), 128 + SIGKILL);
             assert_int_equal(access(path, F_OK), 0);
+            /* the kernel releases a dead ring's listener asynchronously:
+             * wait until nobody answers there any more */
+            for (int t = 0; t < 200; t++) {
+                int probe = socket(AF_UNIX, SOCK_STREAM, 0);
+                int r = connect(probe, (struct sockaddr *)&sun, sizeof sun);
+                close(probe);
+                if (r)
+                    break;
+                h_sleep_ms(10);
+            }
         } else {
             assert_int_equal(h_stop(&s, SIGTERM), 0);
             assert_int_not_equal(access(path, F_OK), 0); /* cleaned up */
