@@ -319,8 +319,11 @@ void conn_io_rearm(struct worker *w)
     uint32_t i = 0, budget = bufring_avail(&w->bufs);
     for (; i < e->n && budget; i++) {
         struct conn *c = &w->conns.c[e->v[i]];
-        if (c->state != CONN_OPEN || (c->flags & CF_READ_PAUSED) ||
-            (c->flags & (CF_WANT_RECV | CF_RECV_ARMED)) != CF_WANT_RECV)
+        if (c->state != CONN_OPEN || (c->flags & CF_READ_PAUSED)) {
+            c->flags &= ~CF_WANT_RECV; /* resuming asks again */
+            continue;
+        }
+        if ((c->flags & (CF_WANT_RECV | CF_RECV_ARMED)) != CF_WANT_RECV)
             continue;
         conn_io_arm_recv(w, c);
         budget--;

@@ -1,0 +1,298 @@
+/* test_api.c - timers, idle timeouts, flow control, conns(), connect(). */
+#include "harness.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <cmocka.h>
+
+static char *serve(struct h_server *s, const char *text, const char *const *extra)
+{
+    char *path = h_write_file(NULL, "app.lua", text);
+    const char *argv[16] = { NULL };
+    int n = 0;
+    for (int i = 0; extra && extra[i] && n < 13; i++)
+        argv[n++] = extra[i];
+    argv[n++] = path;
+    h_start(s, argv);
+    return path;
+}
+
+static void stop(struct h_server *s, char *path)
+{
+    assert_int_equal(h_stop(s, SIGTERM), 0);
+    free(s->log);
+    free(path);
+}
+
+/* Read one line (without its newline) within ms. */
+static char *line(int fd, int ms)
+{
+    static char buf[4096];
+    size_t n = 0;
+    while (n + 1 < sizeof buf && h_recv_exact(fd, buf + n, 1, ms) == 1 &&
+           buf[n] != '\n')
+        n++;
+    buf[n] = 0;
+    return buf;
+}
+
+static void ask(int fd, const char *msg, const char *want)
+{
+    h_send_all(fd, msg, strlen(msg));
+    char *got = line(fd, H_WAIT_MS);
+    if (strcmp(got, want))
+        fail_msg("sent '%s': got '%s', wanted '%s'", msg, got, want);
+}
+
+static long ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static const char timers_lua[] =
+    "local mr = require 'moonring'\n"
+    "local log = {}\n"
+    "mr.after(0.15, function() log[#log + 1] = 'b' end)\n"
+    "mr.after(0.05, function() log[#log + 1] = 'a' end)\n"
+    "local n = 0\n"
+    "local t\n"
+    "t = mr.every(0.02, function(self)\n"
+    "  n = n + 1\n"
+    "  if n == 5 then self:cancel() end\n"
+    "  if n == 3 then error('tick 3 failed') end\n"
+    "end)\n"
+    "local never = mr.after(0.05, function() log[#log + 1] = 'never' end)\n"
+    "local cancelled = never:cancel()\n"
+    "return { on_data = function(conn)\n"
+    "  conn:send(table.concat(log, ','), ' ', n, ' ', tostring(cancelled),\n"
+    "            ' ', tostring(never:cancel()), ' ', tostring(t:cancel()), '\\n')\n"
+    "end }\n";
+
+static void test_timers(void **state)
+{
+    (void)state;
+    struct h_server s;
+    char *path = serve(&s, timers_lua, NULL);
+    h_sleep_ms(400);
+    int fd = h_connect(s.port, false);
+    /* in order of their times; every() stopped itself at 5 although its
+     * third round failed; a cancelled timer never runs */
+    ask(fd, "?", "a,b 5 true false false");
+    assert_true(h_log_wait(&s, "tick 3 failed", 0));
+    assert_true(h_log_wait(&s, "the timer goes on", 0));
+    close(fd);
+    stop(&s, path);
+}
+
+static const char idle_lua[] =
+    "local mr = require 'moonring'\n"
+    "local reasons = {}\n"
+    "return {\n"
+    "  on_data = function(conn, data)\n"
+    "    if data == 'reasons' then conn:send(table.concat(reasons, ','), '\\n')\n"
+    "    else conn:set_timeout(0.2); conn:send(data) end\n"
+    "  end,\n"
+    "  on_close = function(conn, reason) reasons[#reasons + 1] = reason end,\n"
+    "}\n";
+
+static void test_idle_timeout(void **state)
+{
+    (void)state;
+    struct h_server s;
+    char *path = serve(&s, idle_lua, NULL);
+    int fd = h_connect(s.port, false);
+    char out[2];
+    long t0 = ms_now();
+    /* activity keeps it open past the timeout */
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(h_echo(fd, "hi", out, 2, H_WAIT_MS), 2);
+        h_sleep_ms(100);
+    }
+    assert_true(h_wait_closed(fd, H_WAIT_MS));
+    long lived = ms_now() - t0;
+    if (lived < 550 || lived >= 2000)
+        fail_msg("closed after %ld ms", lived);
+    close(fd);
+    fd = h_connect(s.port, false);
+    ask(fd, "reasons", "timeout");
+    close(fd);
+    stop(&s, path);
+}
+
+static const char flow_lua[] =
+    "local mr = require 'moonring'\n"
+    "local drains = 0\n"
+    "return {\n"
+    "  on_data = function(conn, data)\n"
+    "    if data == 'drains' then return conn:send(drains, '\\n') end\n"
+    "    if data:sub(1, 5) == 'pause' then\n"
+    "      conn:pause()\n"
+    "      mr.after(0.3, function() conn:resume() end)\n"
+    "      return conn:send('paused\\n')\n"
+    "    end\n"
+    "    conn:send(data)\n"
+    "  end,\n"
+    "  on_drain = function(conn) drains = drains + 1 end,\n"
+    "}\n";
+
+/* Bytes sent while reading is paused all arrive after resume, in order. */
+static void test_pause_resume(void **state)
+{
+    (void)state;
+    struct h_server s;
+    char *path = serve(&s, flow_lua, NULL);
+    int fd = h_connect(s.port, false);
+    ask(fd, "pause", "paused");
+    long t0 = ms_now();
+    h_send_all(fd, "0123456789", 10);
+    char out[10];
+    assert_int_equal(h_recv_exact(fd, out, 10, H_WAIT_MS), 10);
+    assert_memory_equal(out, "0123456789", 10);
+    assert_true(ms_now() - t0 >= 200);   /* not before the resume */
+    close(fd);
+    stop(&s, path);
+}
+
+static long rss_kib(pid_t pid)
+{
+    char path[64], l[256];
+    long rss = 0;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(l, sizeof l, f) && sscanf(l, "VmRSS: %ld", &rss) != 1)
+        ;
+    fclose(f);
+    return rss;
+}
+
+/* A client that does not read: reading from it pauses at the high-water
+ * mark, so the server's memory stays bounded; once it reads, every byte
+ * comes back and on_drain has run. */
+static void test_high_water(void **state)
+{
+    (void)state;
+    enum { TOTAL = 32 << 20 };
+    struct h_server s;
+    /* a small buffer pool, so that its pages do not blur the measure */
+    const char *extra[] = { "--high-water", "65536", "--buffers", "64", NULL };
+    char *path = serve(&s, flow_lua, extra);
+    int fd = h_connect(s.port, false);
+    struct timeval tv = { 0, 200000 };
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    unsigned char *in = malloc(TOTAL), *out = malloc(TOTAL);
+    h_fill_random(in, TOTAL, 3);
+    long rss0 = rss_kib(s.pid);
+    size_t sent = 0;
+    for (;;) {    /* write until the server stops reading */
+        ssize_t w = send(fd, in + sent, TOTAL - sent, MSG_NOSIGNAL);
+        if (w <= 0)
+            break;
+        sent += (size_t)w;
+    }
+    assert_true(sent < TOTAL);   /* the pressure reached us */
+    long grown = rss_kib(s.pid) - rss0;
+    if (grown > 16 * 1024)   /* not the megabytes sent */
+        fail_msg("server RSS grew by %ld KiB", grown);
+    tv.tv_sec = 10;
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    size_t got = h_recv_exact(fd, out, sent, H_WAIT_MS); /* now read it all */
+    assert_int_equal(got, sent);
+    assert_memory_equal(in, out, sent);
+    int fd2 = h_connect(s.port, false);
+    h_send_all(fd2, "drains", 6);
+    int drains = atoi(line(fd2, H_WAIT_MS));
+    assert_true(drains >= 1);
+    close(fd);
+    close(fd2);
+    free(in);
+    free(out);
+    stop(&s, path);
+}
+
+static const char chatty_lua[] =
+    "local mr = require 'moonring'\n"
+    "return { on_data = function(conn, data)\n"
+    "  local n = 0\n"
+    "  for c in mr.conns() do c:send(data); n = n + 1 end\n"
+    "end }\n";
+
+static void test_conns_broadcast(void **state)
+{
+    (void)state;
+    struct h_server s;
+    char *path = serve(&s, chatty_lua, NULL);
+    int fds[5];
+    for (int i = 0; i < 5; i++)
+        fds[i] = h_connect(s.port, false);
+    h_sleep_ms(100);
+    h_send_all(fds[2], "all\n", 4);
+    for (int i = 0; i < 5; i++)
+        assert_string_equal(line(fds[i], H_WAIT_MS), "all");
+    for (int i = 0; i < 5; i++)
+        close(fds[i]);
+    stop(&s, path);
+}
+
+static const char connect_lua[] =
+    "local mr = require 'moonring'\n"
+    "local port = tonumber(arg[1])\n"
+    "return { on_data = function(conn, data)\n"
+    "  if data == 'refused' then\n"
+    "    mr.connect('127.0.0.1', 1, { on_data = function() end,\n"
+    "      on_close = function(up, reason, err)\n"
+    "        conn:send(reason, ' ', tostring(err), '\\n') end })\n"
+    "    return\n"
+    "  end\n"
+    "  local up = mr.connect('127.0.0.1', port, {\n"
+    "    on_open = function(up) up.opened = true end,\n"
+    "    on_data = function(up, d)\n"
+    "      conn:send('upstream said ', d, ' ', tostring(up.opened), '\\n')\n"
+    "      up:close()\n"
+    "    end })\n"
+    "  up:send(data)   -- queued until connected\n"
+    "end }\n";
+
+static void test_connect(void **state)
+{
+    (void)state;
+    struct h_server echo;
+    const char *none[] = { NULL };
+    h_start(&echo, none);
+    char port[16];
+    snprintf(port, sizeof port, "%d", echo.port);
+    struct h_server s;
+    char *path = h_write_file(NULL, "app.lua", connect_lua);
+    const char *argv[] = { path, port, NULL };
+    h_start(&s, argv);
+    int fd = h_connect(s.port, false);
+    ask(fd, "ping", "upstream said ping true");
+    ask(fd, "refused", "error Connection refused");
+    close(fd);
+    stop(&s, path);
+    assert_int_equal(h_stop(&echo, SIGTERM), 0);
+    free(echo.log);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_timers),
+        cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_pause_resume),
+        cmocka_unit_test(test_high_water),
+        cmocka_unit_test(test_conns_broadcast),
+        cmocka_unit_test(test_connect),
+    };
+    return cmocka_run_group_tests_name("api", tests, NULL, NULL);
+}
