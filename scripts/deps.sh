@@ -7,9 +7,10 @@ set -euo pipefail
 want=(liburing-dev pkg-config gcc make)
 case "${1:-build}" in
   build) ;;
-  test)  want+=(libcmocka-dev python3) ;;
-  bench) want+=(libcmocka-dev python3 wrk redis-tools redis-server nginx
-                libnginx-mod-http-lua curl strace) ;;
+  # the examples' tests drive them with real clients and peers
+  test)  want+=(libcmocka-dev python3 curl wrk redis-tools redis-server socat) ;;
+  bench) want+=(libcmocka-dev python3 curl wrk redis-tools redis-server socat
+                nginx libnginx-mod-http-lua strace) ;;
   *) echo "deps.sh: unknown set '$1' (build|test|bench)" >&2; exit 2 ;;
 esac
 
