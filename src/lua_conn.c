@@ -44,7 +44,9 @@ static int closed(lua_State *L)
     return 2;
 }
 
-/* conn:send(...): queue strings (or numbers) in order. */
+/* conn:send(...): queue strings (or numbers) in order. Returns true, or
+ * false when the queue is now above the high-water mark (the bytes are
+ * queued all the same; stop producing until on_drain), or nil, "closed". */
 static int l_send(lua_State *L)
 {
     struct conn *c = to_conn(L);
@@ -65,7 +67,7 @@ static int l_send(lua_State *L)
             return 2;
         }
     }
-    lua_pushboolean(L, 1);
+    lua_pushboolean(L, !(c->flags & CF_HWM));
     return 1;
 }
 

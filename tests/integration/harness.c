@@ -355,3 +355,108 @@ void h_fill_random(void *p, size_t n, unsigned seed)
         c[i] = (unsigned char)x;
     }
 }
+
+int h_exec(const char *const *argv, const char *input, char **out, int ms,
+           bool with_stderr)
+{
+    int in[2], o[2];
+    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(o, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(o[1], 1);
+        if (with_stderr)
+            dup2(o[1], 2);
+        else
+            dup2(open("/dev/null", O_WRONLY), 2);
+        execvp(argv[0], (char *const *)argv);
+        _exit(126);
+    }
+    close(in[0]);
+    close(o[1]);
+    if (input) {
+        signal(SIGPIPE, SIG_IGN);
+        size_t n = strlen(input), off = 0;
+        while (off < n) {
+            ssize_t w = write(in[1], input + off, n - off);
+            if (w <= 0)
+                break;
+            off += (size_t)w;
+        }
+    }
+    close(in[1]);
+    struct h_server s;
+    memset(&s, 0, sizeof s);
+    s.pid = pid;
+    s.err_fd = o[0];
+    fcntl(o[0], F_SETFL, O_NONBLOCK);
+    long end = now_ms() + ms;
+    while (slurp(&s, 50) && now_ms() < end)
+        ;
+    int st = wait_exit(pid, (int)(end - now_ms() > 0 ? end - now_ms() : 0) + 100);
+    if (st < 0) {
+        kill(pid, SIGKILL);
+        wait_exit(pid, H_WAIT_MS);
+        st = 1000;
+    }
+    if (s.err_fd >= 0)
+        close(s.err_fd);
+    *out = s.log ? s.log : strdup("");
+    return st == 126 ? -1 : st;
+}
+
+pid_t h_spawn(const char *const *argv)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDWR);
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        execvp(argv[0], (char *const *)argv);
+        _exit(126);
+    }
+    return pid;
+}
+
+void h_kill(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, SIGTERM);
+    if (wait_exit(pid, H_WAIT_MS) < 0) {
+        kill(pid, SIGKILL);
+        wait_exit(pid, H_WAIT_MS);
+    }
+}
+
+bool h_wait_port(int port, int ms)
+{
+    long end = now_ms() + ms;
+    while (now_ms() < end) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int r = connect(fd, (struct sockaddr *)&a, sizeof a);
+        close(fd);
+        if (r == 0)
+            return true;
+        h_sleep_ms(20);
+    }
+    return false;
+}
+
+int h_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t sl = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &sl);
+    close(fd);
+    return ntohs(a.sin_port);
+}

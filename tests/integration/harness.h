@@ -41,6 +41,24 @@ int h_stop(struct h_server *s, int sig);
  * its exit status and its stderr in *err (malloc'd). */
 int h_run(const char *const *argv, char **err);
 
+/* Run another program (a client or a peer: curl, redis-cli...) with
+ * input on its stdin (may be NULL); its stdout (and stderr, if
+ * with_stderr) into *out (malloc'd). Killed after ms. Returns its exit
+ * status, or -1 if it is not installed. */
+int h_exec(const char *const *argv, const char *input, char **out, int ms,
+           bool with_stderr);
+
+/* Start another program in the background, output to /dev/null; stop it
+ * with h_kill. */
+pid_t h_spawn(const char *const *argv);
+void h_kill(pid_t pid);
+
+/* Wait until something accepts on 127.0.0.1:port (true) or ms pass. */
+bool h_wait_port(int port, int ms);
+
+/* A free TCP port on 127.0.0.1 (bound and released at once). */
+int h_free_port(void);
+
 /* A TCP connection to 127.0.0.1 (or ::1 when v6) with TCP_NODELAY. */
 int h_connect(int port, bool v6);
 

@@ -1,0 +1,509 @@
+/* test_examples.c - the example servers, driven by the real clients
+ * people use with them: curl, wrk and python3's http.client for HTTP;
+ * redis-cli and redis-benchmark for Redis; socat for chat; and the proxy
+ * in front of redis-server and of the HTTP example. Bad input as well:
+ * every example answers with its protocol's error or closes, and stays
+ * up for everyone else. */
+#include "harness.h"
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <cmocka.h>
+
+static void start_example(struct h_server *s, const char *name, const char *a1,
+                          const char *a2)
+{
+    const char *argv[] = { name, a1, a2, NULL };
+    h_start(s, argv);
+}
+
+static void stop(struct h_server *s)
+{
+    assert_int_equal(h_stop(s, SIGTERM), 0);
+    free(s->log);
+}
+
+/* Run a client; its output must contain every needle. */
+static char *client(const char *const *argv, const char *input)
+{
+    char *out;
+    int st = h_exec(argv, input, &out, H_WAIT_MS, false);
+    if (st == -1)
+        fail_msg("%s is not installed (make test installs it)", argv[0]);
+    if (st != 0)
+        fail_msg("%s exited with %d:\n%s", argv[0], st, out);
+    return out;
+}
+
+static void contains(const char *out, const char *needle)
+{
+    if (!strstr(out, needle))
+        fail_msg("expected '%s' in:\n%s", needle, out);
+}
+
+static char url[128];
+static const char *at(struct h_server *s, const char *path)
+{
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", s->port, path);
+    return url;
+}
+
+/* Send raw bytes (the server may close before taking them all), read
+ * until it closes or ms pass; returns what came. */
+static char *raw(int port, const void *req, size_t n, int ms)
+{
+    int fd = h_connect(port, false);
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = send(fd, (const char *)req + off, n - off, MSG_NOSIGNAL);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    static char buf[65536];
+    size_t got = h_recv_exact(fd, buf, sizeof buf - 1, ms);
+    buf[got] = 0;
+    close(fd);
+    return buf;
+}
+
+static char *raws(int port, const char *req)
+{
+    return raw(port, req, strlen(req), H_WAIT_MS);
+}
+
+/* The server is still there for a well-behaved client. */
+static void still_serves_http(struct h_server *s)
+{
+    const char *c[] = { "curl", "-s", at(s, "/"), NULL };
+    char *out = client(c, NULL);
+    assert_string_equal(out, "hello from moonring\n");
+    free(out);
+}
+
+static void test_http_curl(void **state)
+{
+    (void)state;
+    struct h_server s;
+    start_example(&s, "examples/http.lua", NULL, NULL);
+    const char *c1[] = { "curl", "-s", "-i", at(&s, "/"), NULL };
+    char *out = client(c1, NULL);
+    contains(out, "HTTP/1.1 200 OK\r\n");
+    contains(out, "Server: moonring\r\n");
+    contains(out, "Date: ");
+    contains(out, "\r\n\r\nhello from moonring\n");
+    free(out);
+    const char *c2[] = { "curl", "-s", "--data-binary", "@-", at(&s, "/echo"), NULL };
+    out = client(c2, "posted body\n");
+    assert_string_equal(out, "posted body\n");
+    free(out);
+    const char *c3[] = { "curl", "-s", "-H", "Transfer-Encoding: chunked",
+                         "--data-binary", "@-", at(&s, "/echo"), NULL };
+    out = client(c3, "chunked body");
+    assert_string_equal(out, "chunked body");
+    free(out);
+    const char *c4[] = { "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                         at(&s, "/nowhere"), NULL };
+    out = client(c4, NULL);
+    assert_string_equal(out, "404");
+    free(out);
+    /* keep-alive: the second request reuses the connection */
+    char u2[128];
+    snprintf(u2, sizeof u2, "%s", at(&s, "/"));
+    const char *c5[] = { "curl", "-s", "-o", "/dev/null", "-o", "/dev/null", "-w",
+                         "%{num_connects} ", u2, u2, NULL };
+    out = client(c5, NULL);
+    assert_string_equal(out, "1 0 ");
+    free(out);
+    stop(&s);
+}
+
+static void test_http_python(void **state)
+{
+    (void)state;
+    struct h_server s;
+    start_example(&s, "examples/http.lua", NULL, NULL);
+    char port[16];
+    snprintf(port, sizeof port, "%d", s.port);
+    const char *py =
+        "import http.client, sys\n"
+        "c = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]))\n"
+        "for i in range(3):\n"
+        "    body = b'x' * (1000 * i + 1)\n"
+        "    c.request('POST', '/echo', body=body)\n"
+        "    r = c.getresponse()\n"
+        "    assert r.status == 200 and r.read() == body\n"
+        "c.request('GET', '/')\n"
+        "r = c.getresponse()\n"
+        "print(r.status, r.getheader('Server'), r.read().decode().strip())\n";
+    const char *argv[] = { "python3", "-c", py, port, NULL };
+    char *out = client(argv, NULL);
+    assert_string_equal(out, "200 moonring hello from moonring\n");
+    free(out);
+    stop(&s);
+}
+
+static void test_http_wrk(void **state)
+{
+    (void)state;
+    struct h_server s;
+    start_example(&s, "examples/http.lua", NULL, NULL);
+    const char *w1[] = { "wrk", "-t1", "-c20", "-d1s", at(&s, "/"), NULL };
+    char *out = client(w1, NULL);
+    contains(out, "Requests/sec:");
+    assert_null(strstr(out, "Non-2xx"));
+    assert_null(strstr(out, "Socket errors"));
+    free(out);
+    const char *w2[] = { "wrk", "-t1", "-c20", "-d1s", "-s",
+                         "tests/clients/wrk-pipeline.lua", at(&s, "/"), "--", "16", NULL };
+    out = client(w2, NULL);
+    contains(out, "Requests/sec:");
+    assert_null(strstr(out, "Non-2xx"));
+    assert_null(strstr(out, "Socket errors"));
+    free(out);
+    stop(&s);
+}
+
+static void test_http_bad_input(void **state)
+{
+    (void)state;
+    struct h_server s;
+    start_example(&s, "examples/http.lua", "1", NULL);
+    contains(raws(s.port, "GARBAGE\r\n\r\n"), "HTTP/1.1 400 ");
+    contains(raws(s.port, "GET / HTTP/2.0\r\n\r\n"), "HTTP/1.1 505 ");
+    contains(raws(s.port, "POST /echo HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"),
+             "HTTP/1.1 413 ");
+    contains(raws(s.port, "POST /echo HTTP/1.1\r\nContent-Length: 1\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n"), "HTTP/1.1 400 ");
+    contains(raws(s.port, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "zz\r\n"), "HTTP/1.1 400 ");
+    static char big[12000];
+    int n = snprintf(big, sizeof big, "GET / HTTP/1.1\r\nX: ");
+    memset(big + n, 'a', 10000);
+    strcpy(big + n + 10000, "\r\n\r\n");
+    contains(raws(s.port, big), "HTTP/1.1 431 ");
+    /* random bytes: an error or a close, never a crash */
+    static unsigned char junk[65536];
+    for (unsigned seed = 1; seed <= 5; seed++) {
+        h_fill_random(junk, sizeof junk, seed);
+        raw(s.port, junk, sizeof junk, 300);
+    }
+    /* slowloris: a head one byte at a time gets 408 after the head timeout */
+    int fd = h_connect(s.port, false);
+    const char *slow = "GET / HTTP/1.1\r\nHost: x\r\n";
+    for (int i = 0; slow[i] && i < 8; i++) {   /* 0.8 s: within the timeout */
+        h_send_all(fd, slow + i, 1);
+        h_sleep_ms(100);
+    }
+    char buf[256] = { 0 };
+    h_recv_exact(fd, buf, 12, H_WAIT_MS);
+    assert_memory_equal(buf, "HTTP/1.1 408", 12);
+    assert_true(h_wait_closed(fd, H_WAIT_MS));
+    close(fd);
+    still_serves_http(&s);
+    stop(&s);
+}
+
+static char port_arg[16];
+static const char *port_of(struct h_server *s)
+{
+    snprintf(port_arg, sizeof port_arg, "%d", s->port);
+    return port_arg;
+}
+
+static void test_redis_cli(void **state)
+{
+    (void)state;
+    struct h_server s;
+    start_example(&s, "examples/redis.lua", NULL, NULL);
+    static const struct { const char *cmd, *want; } cases[] = {
+        { "PING", "PONG\n" },
+        { "SET foo bar", "OK\n" },
+        { "GET foo", "bar\n" },
+        { "SET foo baz NX", "\n" },
+        { "SET foo baz XX", "OK\n" },
+        { "GET foo", "baz\n" },
+        { "SET n 10", "OK\n" },
+        { "INCR n", "11\n" },
+        { "INCRBY n 5", "16\n" },
+        { "DECR n", "15\n" },
+        { "INCR foo", "ERR value is not an integer or out of range\n" },
+        { "MSET a 1 b 2", "OK\n" },
+        { "MGET a nope b", "1\n\n2\n" },
+        { "EXISTS a b nope", "2\n" },
+        { "DEL a b nope", "2\n" },
+        { "SET t v EX 100", "OK\n" },
+        { "TTL t", "100\n" },
+        { "TTL foo", "-1\n" },
+        { "TTL nope", "-2\n" },
+        { "EXPIRE foo 100", "1\n" },
+        { "SET p v PX 1", "OK\n" },
+        { "ECHO hello", "hello\n" },
+        { "GET p", "\n" },            /* expired */
+        { "DBSIZE", "3\n" },
+        { "KEYS f*", "foo\n" },
+        { "NOSUCH x", "ERR unknown command 'NOSUCH', with args beginning with: 'x'\n" },
+        { "GET", "ERR wrong number of arguments for 'get' command\n" },
+        { "FLUSHALL", "OK\n" },
+        { "DBSIZE", "0\n" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *argv[16] = { "redis-cli", "-p", port_of(&s) };
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "%s", cases[i].cmd);
+        int n = 3;
+        for (char *tok = strtok(cmd, " "); tok && n < 15; tok = strtok(NULL, " "))
+            argv[n++] = tok;
+        argv[n] = NULL;
+        char *out = client(argv, NULL);
+        /* redis-cli follows an error with an empty line */
+        bool error = strncmp(cases[i].want, "ERR", 3) == 0;
+        if (error ? strncmp(out, cases[i].want, strlen(cases[i].want))
+                  : strcmp(out, cases[i].want))
+            fail_msg("%s: got '%s', wanted '%s'", cases[i].cmd, out, cases[i].want);
+        free(out);
+    }
+    stop(&s);
+}
+
+static void test_redis_benchmark(void **state)
+{
+    (void)state;
+    struct h_server s;
+    start_example(&s, "examples/redis.lua", NULL, NULL);
+    const char *b1[] = { "redis-benchmark", "-p", port_of(&s), "-t", "ping,set,get",
+                         "-c", "20", "-n", "20000", "-q", NULL };
+    char *out = client(b1, NULL);
+    contains(out, "PING_MBULK: ");
+    contains(out, "SET: ");
+    contains(out, "GET: ");
+    free(out);
+    const char *b2[] = { "redis-benchmark", "-p", port_of(&s), "-t", "ping,set,get",
+                         "-c", "20", "-n", "50000", "-P", "16", "-q", NULL };
+    out = client(b2, NULL);
+    contains(out, "SET: ");
+    contains(out, "GET: ");
+    free(out);
+    stop(&s);
+}
+
+static void test_redis_bad_input(void **state)
+{
+    (void)state;
+    struct h_server s;
+    start_example(&s, "examples/redis.lua", NULL, NULL);
+    contains(raws(s.port, "*1\r\n$4\r\nPINGXX\r\n"), "-ERR Protocol error");
+    contains(raws(s.port, "*1\r\n$-5\r\n"), "-ERR Protocol error: invalid bulk length");
+    contains(raws(s.port, "*abc\r\n"), "-ERR Protocol error: invalid multibulk length");
+    contains(raws(s.port, "PING\r\n*1\r\nX"), "+PONG\r\n-ERR Protocol error: expected '$'");
+    static char longline[70000];
+    memset(longline, 'a', sizeof longline - 1);
+    contains(raws(s.port, longline), "-ERR Protocol error: too big inline request");
+    static unsigned char junk[65536];
+    for (unsigned seed = 1; seed <= 5; seed++) {
+        h_fill_random(junk, sizeof junk, seed);
+        raw(s.port, junk, sizeof junk, 300);
+    }
+    const char *argv[] = { "redis-cli", "-p", port_of(&s), "PING", NULL };
+    char *out = client(argv, NULL);
+    assert_string_equal(out, "PONG\n");
+    free(out);
+    stop(&s);
+}
+
+/* Read a line from fd within the wait. */
+static char *get_line(int fd)
+{
+    static char buf[8192];
+    size_t n = 0;
+    while (n + 1 < sizeof buf && h_recv_exact(fd, buf + n, 1, H_WAIT_MS) == 1 &&
+           buf[n] != '\n')
+        n++;
+    buf[n] = 0;
+    return buf;
+}
+
+static void test_chat(void **state)
+{
+    (void)state;
+    struct h_server s;
+    start_example(&s, "examples/chat.lua", "1", NULL);   /* 1 s idle timeout */
+    int a = h_connect(s.port, false), b = h_connect(s.port, false);
+    assert_string_equal(get_line(a), "welcome! your nickname?");
+    assert_string_equal(get_line(b), "welcome! your nickname?");
+    h_send_all(a, "alice\n", 6);
+    assert_string_equal(get_line(a), "hello alice");
+    h_send_all(b, "bob\r\n", 5);
+    assert_string_equal(get_line(b), "hello bob");
+    assert_string_equal(get_line(a), "* bob joined");
+    h_send_all(a, "hi bob\n", 7);
+    assert_string_equal(get_line(b), "alice: hi bob");
+    /* a socat client: its lines reach the others as nick: text */
+    char tcp[64];
+    snprintf(tcp, sizeof tcp, "TCP:127.0.0.1:%d", s.port);
+    const char *so[] = { "socat", "-t", "1", "-", tcp, NULL };
+    char *out = client(so, "carol\nhello from socat\n");
+    contains(out, "welcome! your nickname?\nhello carol\n");
+    free(out);
+    assert_string_equal(get_line(a), "* carol joined");
+    assert_string_equal(get_line(a), "carol: hello from socat");
+    assert_string_equal(get_line(a), "* carol left (eof)");
+    assert_string_equal(get_line(b), "* carol joined");
+    assert_string_equal(get_line(b), "carol: hello from socat");
+    assert_string_equal(get_line(b), "* carol left (eof)");
+    /* too long a line: a message, then the door */
+    static char big[5000];
+    memset(big, 'x', sizeof big);
+    h_send_all(b, big, sizeof big);
+    contains(get_line(b), "line too long");
+    assert_true(h_wait_closed(b, H_WAIT_MS));
+    assert_string_equal(get_line(a), "* bob left (closed)");
+    /* idle: alice says nothing for a second and is let go */
+    assert_true(h_wait_closed(a, 3000));
+    close(a);
+    close(b);
+    stop(&s);
+}
+
+static void test_chat_bad_input(void **state)
+{
+    (void)state;
+    struct h_server s;
+    start_example(&s, "examples/chat.lua", NULL, NULL);
+    static unsigned char junk[65536];
+    for (unsigned seed = 1; seed <= 5; seed++) {
+        h_fill_random(junk, sizeof junk, seed);
+        int fd = h_connect(s.port, false);
+        send(fd, junk, sizeof junk, MSG_NOSIGNAL);
+        h_wait_closed(fd, 300);   /* random lines may well keep it open */
+        close(fd);
+    }
+    int fd = h_connect(s.port, false);
+    assert_string_equal(get_line(fd), "welcome! your nickname?");
+    h_send_all(fd, "dave\n", 5);
+    assert_string_equal(get_line(fd), "hello dave");
+    close(fd);
+    stop(&s);
+}
+
+static void test_proxy_redis(void **state)
+{
+    (void)state;
+    int rport = h_free_port();
+    char rp[16];
+    snprintf(rp, sizeof rp, "%d", rport);
+    const char *rs[] = { "redis-server", "--port", rp, "--bind", "127.0.0.1",
+                         "--save", "", "--appendonly", "no", NULL };
+    pid_t redis = h_spawn(rs);
+    assert_true(h_wait_port(rport, H_WAIT_MS));
+    char target[32];
+    snprintf(target, sizeof target, "127.0.0.1:%d", rport);
+    struct h_server s;
+    start_example(&s, "examples/proxy.lua", target, NULL);
+    const char *c1[] = { "redis-cli", "-p", port_of(&s), "SET", "via", "proxy", NULL };
+    char *out = client(c1, NULL);
+    assert_string_equal(out, "OK\n");
+    free(out);
+    const char *c2[] = { "redis-cli", "-p", rp, "GET", "via", NULL };   /* straight */
+    out = client(c2, NULL);
+    assert_string_equal(out, "proxy\n");
+    free(out);
+    const char *b[] = { "redis-benchmark", "-p", port_of(&s), "-t", "set,get", "-c", "10",
+                        "-n", "20000", "-P", "16", "-q", NULL };
+    out = client(b, NULL);
+    contains(out, "GET: ");
+    free(out);
+    stop(&s);
+    h_kill(redis);
+}
+
+static void test_proxy_http(void **state)
+{
+    (void)state;
+    struct h_server http, s;
+    start_example(&http, "examples/http.lua", NULL, NULL);
+    char target[32];
+    snprintf(target, sizeof target, "127.0.0.1:%d", http.port);
+    start_example(&s, "examples/proxy.lua", target, NULL);
+    still_serves_http(&s);
+    const char *c[] = { "curl", "-s", "--data-binary", "@-", at(&s, "/echo"), NULL };
+    static char body[200000];
+    memset(body, 'b', sizeof body - 1);
+    char *out = client(c, body);
+    assert_string_equal(out, body);
+    free(out);
+    /* an upstream that is down: the client is closed, the proxy lives */
+    int http_port = http.port;
+    stop(&http);
+    for (int t = 0; t < 100 && h_wait_port(http_port, 1); t++)
+        h_sleep_ms(20); /* a dead ring's listener goes asynchronously */
+    int fd = h_connect(s.port, false);
+    assert_true(h_wait_closed(fd, H_WAIT_MS));
+    close(fd);
+    assert_true(h_log_wait(&s, "Connection refused", H_WAIT_MS));
+    stop(&s);
+}
+
+/* A client of the proxy that never reads: the proxy stops reading the
+ * upstream (and the upstream, echo, stops reading the proxy), so memory
+ * stays bounded while the client keeps sending. */
+static void test_proxy_backpressure(void **state)
+{
+    (void)state;
+    struct h_server echo, s;
+    const char *none[] = { NULL };
+    h_start(&echo, none);
+    char target[32];
+    snprintf(target, sizeof target, "127.0.0.1:%d", echo.port);
+    start_example(&s, "examples/proxy.lua", target, NULL);
+    int fd = h_connect(s.port, false);
+    struct timeval tv = { 0, 300000 };
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    enum { TOTAL = 64 << 20 };
+    char *junk = malloc(1 << 20);
+    memset(junk, 'j', 1 << 20);
+    size_t sent = 0;
+    while (sent < TOTAL) {
+        ssize_t w = send(fd, junk, 1 << 20, MSG_NOSIGNAL);
+        if (w <= 0)
+            break;
+        sent += (size_t)w;
+    }
+    assert_true(sent < TOTAL);   /* pushed back, not swallowed */
+    close(fd);
+    free(junk);
+    int fd2 = h_connect(s.port, false);
+    char out[5];
+    assert_int_equal(h_echo(fd2, "hello", out, 5, H_WAIT_MS), 5);
+    assert_memory_equal(out, "hello", 5);
+    close(fd2);
+    stop(&s);
+    stop(&echo);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_http_curl),
+        cmocka_unit_test(test_http_python),
+        cmocka_unit_test(test_http_wrk),
+        cmocka_unit_test(test_http_bad_input),
+        cmocka_unit_test(test_redis_cli),
+        cmocka_unit_test(test_redis_benchmark),
+        cmocka_unit_test(test_redis_bad_input),
+        cmocka_unit_test(test_chat),
+        cmocka_unit_test(test_chat_bad_input),
+        cmocka_unit_test(test_proxy_redis),
+        cmocka_unit_test(test_proxy_http),
+        cmocka_unit_test(test_proxy_backpressure),
+    };
+    return cmocka_run_group_tests_name("examples", tests, NULL, NULL);
+}
