@@ -54,6 +54,7 @@ function S:read_until(delim, max)
   max = max or self.max
   while true do
     local s, e = find(self.buf, delim, self.pos, true)
+    if s and s - self.pos > max then return nil, "line too long" end
     if s then
       local out = sub(self.buf, self.pos, s - 1)
       self.pos = e + 1

@@ -284,6 +284,58 @@ static void test_connect(void **state)
     free(echo.log);
 }
 
+static const char helpers_lua[] =
+    "local stream = require 'moonring.stream'\n"
+    "local framing = require 'moonring.framing'\n"
+    "return stream.handler(function(s, conn)\n"
+    "  conn:send('name?\\n')\n"
+    "  local name = s:read_line()\n"
+    "  if not name then return end\n"
+    "  conn:send('hello ', name, '\\n')\n"
+    "  local n = tonumber(s:read(2))\n"
+    "  local words = {}\n"
+    "  for i = 1, n do words[i] = s:read_until(';') end\n"
+    "  conn:send(table.concat(words, '+'), '\\n')\n"
+    "  local dec = framing.length(2, 100)\n"
+    "  local frames = {}\n"
+    "  while #frames < 2 do\n"
+    "    local f = dec:next()\n"
+    "    if f then frames[#frames + 1] = f else dec:push(s:read(1)) end\n"
+    "  end\n"
+    "  conn:send(framing.encode_length(frames[1] .. '|' .. frames[2], 2))\n"
+    "  local line, err = s:read_line(10)\n"
+    "  conn:send(tostring(line), ' ', tostring(err), '\\n')\n"
+    "end)\n";
+
+/* moonring.stream reads top to bottom across any split of the bytes;
+ * moonring.framing decodes length prefixes; limits are enforced. */
+static void test_helpers(void **state)
+{
+    (void)state;
+    struct h_server s;
+    char *path = serve(&s, helpers_lua, NULL);
+    int fd = h_connect(s.port, false);
+    assert_string_equal(line(fd, H_WAIT_MS), "name?");
+    static const char input[] = "bo\0b\r\n03ab;c;;\0\x03xyz\0\x02pq";
+    /* one byte at a time: every read must wait for the rest */
+    for (size_t i = 0; i < sizeof input - 1; i++) {
+        h_send_all(fd, input + i, 1);
+        h_sleep_ms(2);
+    }
+    char want_name[] = "hello bo";
+    char *l = line(fd, H_WAIT_MS);
+    assert_memory_equal(l, want_name, 8);     /* "bo\0b": bytes kept as sent */
+    assert_string_equal(line(fd, H_WAIT_MS), "ab+c+");
+    unsigned char frame[16];
+    assert_int_equal(h_recv_exact(fd, frame, 8, H_WAIT_MS), 8);
+    assert_memory_equal(frame, "\0\x06xyz|pq", 8);
+    h_send_all(fd, "this line is too long\n", 22);
+    assert_string_equal(line(fd, H_WAIT_MS), "nil line too long");
+    assert_true(h_wait_closed(fd, H_WAIT_MS));   /* the function returned */
+    close(fd);
+    stop(&s, path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_high_water),
         cmocka_unit_test(test_conns_broadcast),
         cmocka_unit_test(test_connect),
+        cmocka_unit_test(test_helpers),
     };
     return cmocka_run_group_tests_name("api", tests, NULL, NULL);
 }
