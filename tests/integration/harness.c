@@ -460,3 +460,37 @@ int h_free_port(void)
     close(fd);
     return ntohs(a.sin_port);
 }
+
+char *h_serve(struct h_server *s, const char *text, const char *const *opts,
+              const char *const *args)
+{
+    char *path = h_write_file(NULL, "app.lua", text);
+    const char *argv[32];
+    int n = 0;
+    for (; opts && *opts && n < 15; opts++)
+        argv[n++] = *opts;
+    argv[n++] = path;
+    for (; args && *args && n < 31; args++)
+        argv[n++] = *args;
+    argv[n] = NULL;
+    h_start(s, argv);
+    return path;
+}
+
+void h_finish(struct h_server *s, char *path)
+{
+    assert_int_equal(h_stop(s, SIGTERM), 0);
+    free(s->log);
+    free(path);
+}
+
+char *h_line(int fd, int ms)
+{
+    static char buf[8192];
+    size_t n = 0;
+    while (n + 1 < sizeof buf && h_recv_exact(fd, buf + n, 1, ms) == 1 &&
+           buf[n] != '\n')
+        n++;
+    buf[n] = 0;
+    return buf;
+}

@@ -26,6 +26,20 @@ void h_start(struct h_server *s, const char *const *argv);
 /* When not 0, the next servers start with this fd limit (soft and hard). */
 extern unsigned h_nofile;
 
+/* Write text as app.lua in a fresh temp directory and start moonring
+ * with opts before the script and args after it (either may be NULL).
+ * Returns the script's path. */
+char *h_serve(struct h_server *s, const char *text, const char *const *opts,
+              const char *const *args);
+
+/* Stop with SIGTERM, expecting exit status 0, and free the server's log
+ * and path (which may be NULL). */
+void h_finish(struct h_server *s, char *path);
+
+/* One line from fd, without its newline, read within ms ("" if none);
+ * the buffer is static. */
+char *h_line(int fd, int ms);
+
 /* Read what the server wrote to stderr so far (waiting up to ms for
  * `want` to appear when it is not NULL). Returns true if want is there. */
 bool h_log_wait(struct h_server *s, const char *want, int ms);

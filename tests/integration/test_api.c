@@ -13,41 +13,10 @@
 #include <stdarg.h>
 #include <cmocka.h>
 
-static char *serve(struct h_server *s, const char *text, const char *const *extra)
-{
-    char *path = h_write_file(NULL, "app.lua", text);
-    const char *argv[16] = { NULL };
-    int n = 0;
-    for (int i = 0; extra && extra[i] && n < 13; i++)
-        argv[n++] = extra[i];
-    argv[n++] = path;
-    h_start(s, argv);
-    return path;
-}
-
-static void stop(struct h_server *s, char *path)
-{
-    assert_int_equal(h_stop(s, SIGTERM), 0);
-    free(s->log);
-    free(path);
-}
-
-/* Read one line (without its newline) within ms. */
-static char *line(int fd, int ms)
-{
-    static char buf[4096];
-    size_t n = 0;
-    while (n + 1 < sizeof buf && h_recv_exact(fd, buf + n, 1, ms) == 1 &&
-           buf[n] != '\n')
-        n++;
-    buf[n] = 0;
-    return buf;
-}
-
 static void ask(int fd, const char *msg, const char *want)
 {
     h_send_all(fd, msg, strlen(msg));
-    char *got = line(fd, H_WAIT_MS);
+    char *got = h_line(fd, H_WAIT_MS);
     if (strcmp(got, want))
         fail_msg("sent '%s': got '%s', wanted '%s'", msg, got, want);
 }
@@ -82,7 +51,7 @@ static void test_timers(void **state)
 {
     (void)state;
     struct h_server s;
-    char *path = serve(&s, timers_lua, NULL);
+    char *path = h_serve(&s, timers_lua, NULL, NULL);
     h_sleep_ms(400);
     int fd = h_connect(s.port, false);
     /* in order of their times; every() stopped itself at 5 although its
@@ -91,7 +60,7 @@ static void test_timers(void **state)
     assert_true(h_log_wait(&s, "tick 3 failed", 0));
     assert_true(h_log_wait(&s, "the timer goes on", 0));
     close(fd);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 static const char idle_lua[] =
@@ -109,7 +78,7 @@ static void test_idle_timeout(void **state)
 {
     (void)state;
     struct h_server s;
-    char *path = serve(&s, idle_lua, NULL);
+    char *path = h_serve(&s, idle_lua, NULL, NULL);
     int fd = h_connect(s.port, false);
     char out[2];
     long t0 = ms_now();
@@ -126,7 +95,7 @@ static void test_idle_timeout(void **state)
     fd = h_connect(s.port, false);
     ask(fd, "reasons", "timeout");
     close(fd);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 static const char flow_lua[] =
@@ -150,7 +119,7 @@ static void test_pause_resume(void **state)
 {
     (void)state;
     struct h_server s;
-    char *path = serve(&s, flow_lua, NULL);
+    char *path = h_serve(&s, flow_lua, NULL, NULL);
     int fd = h_connect(s.port, false);
     ask(fd, "pause", "paused");
     long t0 = ms_now();
@@ -160,7 +129,7 @@ static void test_pause_resume(void **state)
     assert_memory_equal(out, "0123456789", 10);
     assert_true(ms_now() - t0 >= 200);   /* not before the resume */
     close(fd);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 static long rss_kib(pid_t pid)
@@ -186,7 +155,7 @@ static void test_high_water(void **state)
     struct h_server s;
     /* a small buffer pool, so that its pages do not blur the measure */
     const char *extra[] = { "--high-water", "65536", "--buffers", "64", NULL };
-    char *path = serve(&s, flow_lua, extra);
+    char *path = h_serve(&s, flow_lua, extra, NULL);
     int fd = h_connect(s.port, false);
     struct timeval tv = { 0, 200000 };
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -211,13 +180,13 @@ static void test_high_water(void **state)
     assert_memory_equal(in, out, sent);
     int fd2 = h_connect(s.port, false);
     h_send_all(fd2, "drains", 6);
-    int drains = atoi(line(fd2, H_WAIT_MS));
+    int drains = atoi(h_line(fd2, H_WAIT_MS));
     assert_true(drains >= 1);
     close(fd);
     close(fd2);
     free(in);
     free(out);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 static const char chatty_lua[] =
@@ -231,17 +200,17 @@ static void test_conns_broadcast(void **state)
 {
     (void)state;
     struct h_server s;
-    char *path = serve(&s, chatty_lua, NULL);
+    char *path = h_serve(&s, chatty_lua, NULL, NULL);
     int fds[5];
     for (int i = 0; i < 5; i++)
         fds[i] = h_connect(s.port, false);
     h_sleep_ms(100);
     h_send_all(fds[2], "all\n", 4);
     for (int i = 0; i < 5; i++)
-        assert_string_equal(line(fds[i], H_WAIT_MS), "all");
+        assert_string_equal(h_line(fds[i], H_WAIT_MS), "all");
     for (int i = 0; i < 5; i++)
         close(fds[i]);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 static const char connect_lua[] =
@@ -279,7 +248,7 @@ static void test_connect(void **state)
     ask(fd, "ping", "upstream said ping true");
     ask(fd, "refused", "error Connection refused");
     close(fd);
-    stop(&s, path);
+    h_finish(&s, path);
     assert_int_equal(h_stop(&echo, SIGTERM), 0);
     free(echo.log);
 }
@@ -313,9 +282,9 @@ static void test_helpers(void **state)
 {
     (void)state;
     struct h_server s;
-    char *path = serve(&s, helpers_lua, NULL);
+    char *path = h_serve(&s, helpers_lua, NULL, NULL);
     int fd = h_connect(s.port, false);
-    assert_string_equal(line(fd, H_WAIT_MS), "name?");
+    assert_string_equal(h_line(fd, H_WAIT_MS), "name?");
     static const char input[] = "bo\0b\r\n03ab;c;;\0\x03xyz\0\x02pq";
     /* one byte at a time: every read must wait for the rest */
     for (size_t i = 0; i < sizeof input - 1; i++) {
@@ -323,17 +292,17 @@ static void test_helpers(void **state)
         h_sleep_ms(2);
     }
     char want_name[] = "hello bo";
-    char *l = line(fd, H_WAIT_MS);
+    char *l = h_line(fd, H_WAIT_MS);
     assert_memory_equal(l, want_name, 8);     /* "bo\0b": bytes kept as sent */
-    assert_string_equal(line(fd, H_WAIT_MS), "ab+c+");
+    assert_string_equal(h_line(fd, H_WAIT_MS), "ab+c+");
     unsigned char frame[16];
     assert_int_equal(h_recv_exact(fd, frame, 8, H_WAIT_MS), 8);
     assert_memory_equal(frame, "\0\x06xyz|pq", 8);
     h_send_all(fd, "this line is too long\n", 22);
-    assert_string_equal(line(fd, H_WAIT_MS), "nil line too long");
+    assert_string_equal(h_line(fd, H_WAIT_MS), "nil line too long");
     assert_true(h_wait_closed(fd, H_WAIT_MS));   /* the function returned */
     close(fd);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 int main(void)

@@ -25,12 +25,6 @@ static void start_example(struct h_server *s, const char *name, const char *a1,
     h_start(s, argv);
 }
 
-static void stop(struct h_server *s)
-{
-    assert_int_equal(h_stop(s, SIGTERM), 0);
-    free(s->log);
-}
-
 /* Run a client; its output must contain every needle. */
 static char *client(const char *const *argv, const char *input)
 {
@@ -123,7 +117,7 @@ static void test_http_curl(void **state)
     out = client(c5, NULL);
     assert_string_equal(out, "1 0 ");
     free(out);
-    stop(&s);
+    h_finish(&s, NULL);
 }
 
 static void test_http_python(void **state)
@@ -148,7 +142,7 @@ static void test_http_python(void **state)
     char *out = client(argv, NULL);
     assert_string_equal(out, "200 moonring hello from moonring\n");
     free(out);
-    stop(&s);
+    h_finish(&s, NULL);
 }
 
 static void test_http_wrk(void **state)
@@ -169,7 +163,7 @@ static void test_http_wrk(void **state)
     assert_null(strstr(out, "Non-2xx"));
     assert_null(strstr(out, "Socket errors"));
     free(out);
-    stop(&s);
+    h_finish(&s, NULL);
 }
 
 static void test_http_bad_input(void **state)
@@ -209,7 +203,7 @@ static void test_http_bad_input(void **state)
     assert_true(h_wait_closed(fd, H_WAIT_MS));
     close(fd);
     still_serves_http(&s);
-    stop(&s);
+    h_finish(&s, NULL);
 }
 
 static char port_arg[16];
@@ -271,7 +265,7 @@ static void test_redis_cli(void **state)
             fail_msg("%s: got '%s', wanted '%s'", cases[i].cmd, out, cases[i].want);
         free(out);
     }
-    stop(&s);
+    h_finish(&s, NULL);
 }
 
 static void test_redis_benchmark(void **state)
@@ -292,7 +286,7 @@ static void test_redis_benchmark(void **state)
     contains(out, "SET: ");
     contains(out, "GET: ");
     free(out);
-    stop(&s);
+    h_finish(&s, NULL);
 }
 
 static void test_redis_bad_input(void **state)
@@ -316,19 +310,7 @@ static void test_redis_bad_input(void **state)
     char *out = client(argv, NULL);
     assert_string_equal(out, "PONG\n");
     free(out);
-    stop(&s);
-}
-
-/* Read a line from fd within the wait. */
-static char *get_line(int fd)
-{
-    static char buf[8192];
-    size_t n = 0;
-    while (n + 1 < sizeof buf && h_recv_exact(fd, buf + n, 1, H_WAIT_MS) == 1 &&
-           buf[n] != '\n')
-        n++;
-    buf[n] = 0;
-    return buf;
+    h_finish(&s, NULL);
 }
 
 static void test_chat(void **state)
@@ -337,15 +319,15 @@ static void test_chat(void **state)
     struct h_server s;
     start_example(&s, "examples/chat.lua", "1", NULL);   /* 1 s idle timeout */
     int a = h_connect(s.port, false), b = h_connect(s.port, false);
-    assert_string_equal(get_line(a), "welcome! your nickname?");
-    assert_string_equal(get_line(b), "welcome! your nickname?");
+    assert_string_equal(h_line(a, H_WAIT_MS), "welcome! your nickname?");
+    assert_string_equal(h_line(b, H_WAIT_MS), "welcome! your nickname?");
     h_send_all(a, "alice\n", 6);
-    assert_string_equal(get_line(a), "hello alice");
+    assert_string_equal(h_line(a, H_WAIT_MS), "hello alice");
     h_send_all(b, "bob\r\n", 5);
-    assert_string_equal(get_line(b), "hello bob");
-    assert_string_equal(get_line(a), "* bob joined");
+    assert_string_equal(h_line(b, H_WAIT_MS), "hello bob");
+    assert_string_equal(h_line(a, H_WAIT_MS), "* bob joined");
     h_send_all(a, "hi bob\n", 7);
-    assert_string_equal(get_line(b), "alice: hi bob");
+    assert_string_equal(h_line(b, H_WAIT_MS), "alice: hi bob");
     /* a socat client: its lines reach the others as nick: text */
     char tcp[64];
     snprintf(tcp, sizeof tcp, "TCP:127.0.0.1:%d", s.port);
@@ -353,24 +335,24 @@ static void test_chat(void **state)
     char *out = client(so, "carol\nhello from socat\n");
     contains(out, "welcome! your nickname?\nhello carol\n");
     free(out);
-    assert_string_equal(get_line(a), "* carol joined");
-    assert_string_equal(get_line(a), "carol: hello from socat");
-    assert_string_equal(get_line(a), "* carol left (eof)");
-    assert_string_equal(get_line(b), "* carol joined");
-    assert_string_equal(get_line(b), "carol: hello from socat");
-    assert_string_equal(get_line(b), "* carol left (eof)");
+    assert_string_equal(h_line(a, H_WAIT_MS), "* carol joined");
+    assert_string_equal(h_line(a, H_WAIT_MS), "carol: hello from socat");
+    assert_string_equal(h_line(a, H_WAIT_MS), "* carol left (eof)");
+    assert_string_equal(h_line(b, H_WAIT_MS), "* carol joined");
+    assert_string_equal(h_line(b, H_WAIT_MS), "carol: hello from socat");
+    assert_string_equal(h_line(b, H_WAIT_MS), "* carol left (eof)");
     /* too long a line: a message, then the door */
     static char big[5000];
     memset(big, 'x', sizeof big);
     h_send_all(b, big, sizeof big);
-    contains(get_line(b), "line too long");
+    contains(h_line(b, H_WAIT_MS), "line too long");
     assert_true(h_wait_closed(b, H_WAIT_MS));
-    assert_string_equal(get_line(a), "* bob left (closed)");
+    assert_string_equal(h_line(a, H_WAIT_MS), "* bob left (closed)");
     /* idle: alice says nothing for a second and is let go */
     assert_true(h_wait_closed(a, 3000));
     close(a);
     close(b);
-    stop(&s);
+    h_finish(&s, NULL);
 }
 
 static void test_chat_bad_input(void **state)
@@ -387,11 +369,11 @@ static void test_chat_bad_input(void **state)
         close(fd);
     }
     int fd = h_connect(s.port, false);
-    assert_string_equal(get_line(fd), "welcome! your nickname?");
+    assert_string_equal(h_line(fd, H_WAIT_MS), "welcome! your nickname?");
     h_send_all(fd, "dave\n", 5);
-    assert_string_equal(get_line(fd), "hello dave");
+    assert_string_equal(h_line(fd, H_WAIT_MS), "hello dave");
     close(fd);
-    stop(&s);
+    h_finish(&s, NULL);
 }
 
 static void test_proxy_redis(void **state)
@@ -421,7 +403,7 @@ static void test_proxy_redis(void **state)
     out = client(b, NULL);
     contains(out, "GET: ");
     free(out);
-    stop(&s);
+    h_finish(&s, NULL);
     h_kill(redis);
 }
 
@@ -442,14 +424,14 @@ static void test_proxy_http(void **state)
     free(out);
     /* an upstream that is down: the client is closed, the proxy lives */
     int http_port = http.port;
-    stop(&http);
+    h_finish(&http, NULL);
     for (int t = 0; t < 100 && h_wait_port(http_port, 1); t++)
         h_sleep_ms(20); /* a dead ring's listener goes asynchronously */
     int fd = h_connect(s.port, false);
     assert_true(h_wait_closed(fd, H_WAIT_MS));
     close(fd);
     assert_true(h_log_wait(&s, "Connection refused", H_WAIT_MS));
-    stop(&s);
+    h_finish(&s, NULL);
 }
 
 /* A client of the proxy that never reads: the proxy stops reading the
@@ -485,8 +467,8 @@ static void test_proxy_backpressure(void **state)
     assert_int_equal(h_echo(fd2, "hello", out, 5, H_WAIT_MS), 5);
     assert_memory_equal(out, "hello", 5);
     close(fd2);
-    stop(&s);
-    stop(&echo);
+    h_finish(&s, NULL);
+    h_finish(&echo, NULL);
 }
 
 int main(void)

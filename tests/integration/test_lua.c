@@ -15,24 +15,6 @@
 #include <stdarg.h>
 #include <cmocka.h>
 
-/* Start a server running script text; returns the script's path. */
-static char *serve(struct h_server *s, const char *text, const char *const *extra)
-{
-    char *path = h_write_file(NULL, "app.lua", text);
-    const char *argv[16] = { path };
-    for (int i = 0; extra && extra[i] && i < 14; i++)
-        argv[i + 1] = extra[i];
-    h_start(s, argv);
-    return path;
-}
-
-static void stop(struct h_server *s, char *path)
-{
-    assert_int_equal(h_stop(s, SIGTERM), 0);
-    free(s->log);
-    free(path);
-}
-
 /* Send msg, expect exactly want back. */
 static void ask(int fd, const char *msg, const char *want)
 {
@@ -60,7 +42,7 @@ static void test_handler_error(void **state)
 {
     (void)state;
     struct h_server s;
-    char *path = serve(&s, error_script, NULL);
+    char *path = h_serve(&s, error_script, NULL, NULL);
     int a = h_connect(s.port, false), b = h_connect(s.port, false);
     ask(a, "hi", "hi");
     ask(b, "hello", "hello");
@@ -73,7 +55,7 @@ static void test_handler_error(void **state)
     assert_true(h_log_wait(&s, "on_data failed", 0));
     close(a);
     close(b);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 static const char conn_script[] =
@@ -108,7 +90,7 @@ static void test_conn_api(void **state)
 {
     (void)state;
     struct h_server s;
-    char *path = serve(&s, conn_script, NULL);
+    char *path = h_serve(&s, conn_script, NULL, NULL);
     int a = h_connect(s.port, false);
 
     struct sockaddr_in me;
@@ -126,7 +108,7 @@ static void test_conn_api(void **state)
     ask(a, "later", "nil,closed nil,closed nil,closed closed");
     close(a);
     close(b);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 static const char reason_script[] =
@@ -142,7 +124,7 @@ static void test_close_reason_eof(void **state)
 {
     (void)state;
     struct h_server s;
-    char *path = serve(&s, reason_script, NULL);
+    char *path = h_serve(&s, reason_script, NULL, NULL);
     int a = h_connect(s.port, false);
     h_send_all(a, "x", 1);
     close(a);
@@ -150,7 +132,7 @@ static void test_close_reason_eof(void **state)
     int b = h_connect(s.port, false);
     ask(b, "reason?", "eof");
     close(b);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 static void test_require_and_arg(void **state)
@@ -174,7 +156,7 @@ static void test_require_and_arg(void **state)
     int fd = h_connect(s.port, false);
     ask(fd, "hey", "HEY one --two one --two moonring ok");
     close(fd);
-    stop(&s, path);
+    h_finish(&s, path);
     free(dir);
 }
 
@@ -182,18 +164,18 @@ static void test_moonring_module(void **state)
 {
     (void)state;
     struct h_server s;
-    char *path = serve(&s,
+    char *path = h_serve(&s,
         "local mr = require 'moonring'\n"
         "mr.log('info', 'hello', 42)\n"
         "return { on_data = function(conn, data)\n"
         "  local st = mr.stats()\n"
         "  conn:send(mr.worker(), ' ', st.conns, ' ', type(mr.now()))\n"
-        "end }\n", NULL);
+        "end }\n", NULL, NULL);
     assert_true(h_log_wait(&s, "hello 42", H_WAIT_MS));
     int fd = h_connect(s.port, false);
     ask(fd, "?", "1 1 number");
     close(fd);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 /* The examples in examples/ start and behave as their comments say. */

@@ -33,25 +33,6 @@ static char *answer(const char *word)
     return buf;
 }
 
-static char *serve(struct h_server *s, const char *text, const char *opt)
-{
-    char *path = h_write_file(NULL, "app.lua", text);
-    const char *argv[] = { path, NULL, NULL };
-    if (opt) {
-        argv[0] = opt;
-        argv[1] = path;
-    }
-    h_start(s, argv);
-    return path;
-}
-
-static void stop(struct h_server *s, char *path)
-{
-    assert_int_equal(h_stop(s, SIGTERM), 0);
-    free(s->log);
-    free(path);
-}
-
 /* Send msg and read the one-line reply into buf (without the newline). */
 static void ask(int fd, const char *msg, char *buf, size_t len)
 {
@@ -154,7 +135,7 @@ static void test_stream_through_reload(void **state)
 {
     (void)state;
     struct h_server s;
-    char *path = serve(&s, echo_lua, NULL);
+    char *path = h_serve(&s, echo_lua, NULL, NULL);
     static struct stream st[NC];
     struct pollfd pfd[NC];
     for (int c = 0; c < NC; c++) {
@@ -192,7 +173,7 @@ static void test_stream_through_reload(void **state)
     }
     assert_int_equal(h_log_count(&s, "reloaded"), 1);
     assert_true(h_log_wait(&s, "100 connection(s) carried over", 0));
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 /* --- each way editors save reloads exactly once --- */
@@ -202,7 +183,7 @@ static void test_save_styles(void **state)
     (void)state;
     static const char *const how[] = { "inplace", "rename", "recreate" };
     struct h_server s;
-    char *path = serve(&s, answer("v0"), NULL);
+    char *path = h_serve(&s, answer("v0"), NULL, NULL);
     int fd = h_connect(s.port, false);
     assert_true(reply_is(fd, "?", "v0"));
     for (int i = 0; i < 3; i++) {
@@ -216,7 +197,7 @@ static void test_save_styles(void **state)
         assert_int_equal(h_log_count(&s, "reloaded"), i + 1);
     }
     close(fd);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 /* --- a broken script changes nothing; a fix takes over --- */
@@ -231,7 +212,7 @@ static void test_broken_then_fixed(void **state)
         { "return { on_open = function() end }\n", "no on_data" },
     };
     struct h_server s;
-    char *path = serve(&s, answer("good"), NULL);
+    char *path = h_serve(&s, answer("good"), NULL, NULL);
     int fd = h_connect(s.port, false);
     for (int i = 0; i < 4; i++) {
         h_save(path, broken[i].text, "rename");
@@ -247,7 +228,7 @@ static void test_broken_then_fixed(void **state)
     await_reply(fd, "?", "fixed", H_WAIT_MS);
     assert_int_equal(h_log_count(&s, "reloaded"), 1);
     close(fd);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 /* --- keep() and connection fields survive; on_reload runs --- */
@@ -275,7 +256,7 @@ static void test_state_survives(void **state)
 {
     (void)state;
     struct h_server s;
-    char *path = serve(&s, state_v1, NULL);
+    char *path = h_serve(&s, state_v1, NULL, NULL);
     int fd = h_connect(s.port, false);
     assert_true(reply_is(fd, "?", "v1 1"));
     assert_true(reply_is(fd, "?", "v1 2"));
@@ -288,16 +269,17 @@ static void test_state_survives(void **state)
     snprintf(want, sizeof want, "v2 %d c1 function", n + 1);
     assert_true(reply_is(fd, "?", want));
     close(fd);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 /* --- SIGHUP reloads, also with --no-reload --- */
 
 static void test_sighup(void **state)
 {
+    static const char *const no_reload[] = { "--no-reload", NULL };
     (void)state;
     struct h_server s;
-    char *path = serve(&s, answer("one"), "--no-reload");
+    char *path = h_serve(&s, answer("one"), no_reload, NULL);
     int fd = h_connect(s.port, false);
     assert_true(reply_is(fd, "?", "one"));
     h_save(path, answer("two"), "rename");
@@ -307,7 +289,7 @@ static void test_sighup(void **state)
     await_reply(fd, "?", "two", H_WAIT_MS);
     assert_int_equal(h_log_count(&s, "reloaded"), 1);
     close(fd);
-    stop(&s, path);
+    h_finish(&s, path);
 }
 
 /* --- a changed module is re-required; an unchanged one keeps its state --- */
@@ -339,7 +321,7 @@ static void test_module_change(void **state)
     assert_true(reply_is(fd, "?", want));
     assert_true(h_log_wait(&s, "fmt.lua", 0));
     close(fd);
-    stop(&s, path);
+    h_finish(&s, path);
     free(dir);
     free(fmt);
 }
