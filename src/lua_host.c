@@ -186,7 +186,8 @@ int lua_host_load(struct lua_host *h, char *err, size_t len)
     return 0;
 }
 
-struct lua_host *lua_host_new(const struct cli_opts *o, char *err, size_t len)
+struct lua_host *lua_host_new(const struct cli_opts *o, int worker, char *err,
+                              size_t len)
 {
     struct lua_host *h = calloc(1, sizeof *h);
     if (!h || !(h->L = luaL_newstate())) {
@@ -198,6 +199,7 @@ struct lua_host *lua_host_new(const struct cli_opts *o, char *err, size_t len)
     h->script = o->script ? strdup(o->script) : NULL;
     h->name = strdup(o->script ? o->script : "echo (built-in)");
     h->next_timer_id = 1;
+    h->worker = worker;
     luaL_openlibs(L);
     lua_pushcfunction(L, traceback);   /* LS_TRACEBACK */
     lua_newtable(L);                   /* LS_CONNS */

@@ -12,10 +12,11 @@
 struct lua_host;
 struct worker;
 
-/* Create a Lua state, load the script (or the built-in echo) and check
+/* Create a Lua state for worker number `worker` (from 1), load the script (or the built-in echo) and check
  * that it returns a handler table with on_data. On failure returns NULL
  * with one line in err, naming the file and line where possible. */
-struct lua_host *lua_host_new(const struct cli_opts *o, char *err, size_t errlen);
+struct lua_host *lua_host_new(const struct cli_opts *o, int worker, char *err,
+                              size_t errlen);
 void lua_host_free(struct lua_host *h);
 
 /* The name the script is known by in logs ("echo" for the built-in). */

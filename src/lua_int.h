@@ -42,6 +42,7 @@ struct lua_host {
     size_t nmods;
     char read[512];    /* files read by the last (re)load, for the log */
     uint64_t next_timer_id;
+    int worker;        /* this worker's number, from 1 */
     struct timer_heap early; /* timers made before the worker runs */
 };
 

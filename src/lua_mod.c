@@ -64,7 +64,7 @@ static int l_now(lua_State *L)
 /* moonring.worker(): this worker's number, from 1. */
 static int l_worker(lua_State *L)
 {
-    lua_pushinteger(L, 1);
+    lua_pushinteger(L, HOST(L)->worker);
     return 1;
 }
 

@@ -2,12 +2,14 @@
 #include "cli.h"
 #include "log.h"
 #include "lua_host.h"
+#include "master.h"
 #include "net.h"
 #include "worker.h"
 
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +64,61 @@ static int drop_privileges(const char *user, char *err, size_t len)
     return 0;
 }
 
+/* Bind the listeners. One worker gets one socket. Several get one
+ * SO_REUSEPORT socket each, so that the kernel spreads connections across
+ * them, after a plain bind has checked that nobody else holds the port
+ * (SO_REUSEPORT alone would share it with another server of the same
+ * user) and, for -p 0, picked it. A Unix socket is one listener that the
+ * workers share. Returns 0, or -1 with err. */
+static int open_listeners(const struct cli_opts *o, int *fds, int n, char *err,
+                          size_t len)
+{
+    bool unix_sock = strncmp(o->bind, "unix:", 5) == 0;
+    fds[0] = net_listen(o->bind, o->port, 0, err, len);
+    if (fds[0] < 0)
+        return -1;
+    if (n == 1 || unix_sock) {
+        for (int i = 1; i < n; i++)
+            fds[i] = fds[0];
+        return 0;
+    }
+    int port = net_port(fds[0]);
+    close(fds[0]);
+    for (int i = 0; i < n; i++) {
+        fds[i] = net_listen(o->bind, port, 1, err, len);
+        if (fds[i] < 0) {
+            while (i-- > 0)
+                close(fds[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int serve(const struct cli_opts *o, int fd, int index)
+{
+    char err[1024];
+    struct lua_host *lua = lua_host_new(o, index, err, sizeof err);
+    if (!lua) {
+        log_error("%s", err);
+        return 1;
+    }
+    struct worker w;
+    int status = 1;
+    if (worker_init(&w, o, fd, lua) == 0) {
+        char where[256];
+        net_sockname(fd, where, sizeof where);
+        log_info("moonring %s listening on %s, serving %s (worker %d, max %u "
+                 "connections, %u x %u B receive buffers)", MR_VERSION, where,
+                 lua_host_script_name(lua), index, o->max_conns, o->buffers,
+                 o->buffer_size);
+        status = worker_run(&w);
+    }
+    worker_destroy(&w);
+    lua_host_free(lua);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     struct cli_opts o;
@@ -82,10 +139,15 @@ int main(int argc, char **argv)
         break;
     }
     log_threshold = (enum log_level)o.log_level;
-    if (o.workers != 1)
-        return fail("-w/--workers: only one worker is supported so far");
+    int n = o.workers;
+    if (n == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus > 0 ? (int)cpus : 1;
+    }
 
-    struct lua_host *lua = lua_host_new(&o, err, sizeof err);
+    /* load the script once here, so that a broken one stops us now with
+     * one clear line; each worker loads its own copy afterwards */
+    struct lua_host *lua = lua_host_new(&o, 1, err, sizeof err);
     if (!lua)
         return fail(err);
     if (o.test_only) {
@@ -93,33 +155,21 @@ int main(int argc, char **argv)
         lua_host_free(lua);
         return 0;
     }
+    lua_host_free(lua);
     fit_fd_limit(&o);
 
-    int fd = net_listen(o.bind, o.port, 0, err, sizeof err);
-    if (fd < 0) {
-        lua_host_free(lua);
-        return fail(err);
+    int *fds = calloc((size_t)n, sizeof *fds);
+    if (!fds || open_listeners(&o, fds, n, err, sizeof err)) {
+        free(fds);
+        return fail(fds ? err : "out of memory");
     }
     if (o.user && drop_privileges(o.user, err, sizeof err)) {
-        close(fd);
-        lua_host_free(lua);
+        free(fds);
         return fail(err);
     }
-
-    struct worker w;
-    int status = 1;
-    if (worker_init(&w, &o, fd, lua) == 0) {
-        char where[256];
-        net_sockname(fd, where, sizeof where);
-        log_info("moonring %s listening on %s, serving %s (max %u "
-                 "connections, %u x %u B receive buffers)", MR_VERSION, where,
-                 lua_host_script_name(lua), o.max_conns, o.buffers,
-                 o.buffer_size);
-        status = worker_run(&w);
-    }
-    worker_destroy(&w);
-    lua_host_free(lua);
+    int status = n == 1 ? serve(&o, fds[0], 1) : master_run(&o, fds, n);
     if (strncmp(o.bind, "unix:", 5) == 0)
         unlink(o.bind + 5);
+    free(fds);
     return status;
 }

@@ -154,3 +154,14 @@ void net_sockname(int fd, char *out, size_t len)
     else
         snprintf(out, len, "%s:%d", host, port);
 }
+
+int net_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[INET6_ADDRSTRLEN + 108];
+    int port = 0;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        net_addr_text(&ss, sl, host, sizeof host, &port);
+    return port;
+}

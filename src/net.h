@@ -11,6 +11,9 @@
 int net_listen(const char *addr, int port, int reuseport, char *err,
                size_t errlen);
 
+/* The port a socket is bound to (0 for a Unix socket). */
+int net_port(int fd);
+
 /* "127.0.0.1:7000", "[::1]:7000" or "unix:/path" for a bound socket. */
 void net_sockname(int fd, char *out, size_t len);
 
