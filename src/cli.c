@@ -26,12 +26,15 @@ const char cli_usage[] =
     "      --shutdown-timeout S seconds to drain on SIGTERM (default 10)\n"
     "      --high-water B       queued output per connection that pauses\n"
     "                           its reading (default 1048576)\n"
+    "      --lua-memory MIB     Lua heap per worker (default 1024; 0: no limit)\n"
+    "      --handler-timeout S  a worker stuck this long in Lua is restarted\n"
+    "                           (default 10; 0: never)\n"
     "      --user NAME          drop root after binding\n"
     "  -h, --help               show this help\n"
     "  -V, --version            show the version\n";
 
 enum { O_NO_RELOAD = 256, O_LOG_LEVEL, O_MAX_CONNS, O_BUFFERS, O_BUFFER_SIZE,
-       O_SHUTDOWN_TIMEOUT, O_USER, O_HIGH_WATER };
+       O_SHUTDOWN_TIMEOUT, O_USER, O_HIGH_WATER, O_LUA_MEMORY, O_HANDLER_TIMEOUT };
 
 static const struct option longopts[] = {
     { "bind", required_argument, NULL, 'b' },
@@ -48,6 +51,8 @@ static const struct option longopts[] = {
     { "shutdown-timeout", required_argument, NULL, O_SHUTDOWN_TIMEOUT },
     { "user", required_argument, NULL, O_USER },
     { "high-water", required_argument, NULL, O_HIGH_WATER },
+    { "lua-memory", required_argument, NULL, O_LUA_MEMORY },
+    { "handler-timeout", required_argument, NULL, O_HANDLER_TIMEOUT },
     { NULL, 0, NULL, 0 },
 };
 
@@ -119,11 +124,17 @@ static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
         o->buffer_size = (unsigned)v;
         return 0;
     case O_SHUTDOWN_TIMEOUT:
+    case O_HANDLER_TIMEOUT:
         errno = 0;
         d = strtod(a, &end);
         if (errno || end == a || *end || !(d >= 0 && d <= 86400))
             goto bad;
-        o->shutdown_timeout = d;
+        *(c == O_SHUTDOWN_TIMEOUT ? &o->shutdown_timeout : &o->handler_timeout) = d;
+        return 0;
+    case O_LUA_MEMORY:
+        if (parse_long(a, 0, 1 << 20, &v))
+            goto bad;
+        o->lua_memory = (unsigned)v;
         return 0;
     case O_HIGH_WATER:
         if (parse_long(a, 1024, 1L << 40, &v))
@@ -151,6 +162,8 @@ static void defaults(struct cli_opts *o)
     o->buffers = 1024;
     o->buffer_size = 16384;
     o->shutdown_timeout = 10;
+    o->handler_timeout = 10;
+    o->lua_memory = 1024;
 }
 
 enum cli_result cli_parse(int argc, char **argv, struct cli_opts *o,

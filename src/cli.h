@@ -18,6 +18,8 @@ struct cli_opts {
     unsigned long high_water;  /* output bytes per connection that pause
                                   reading; 0: the default (1 MiB) */
     const char *user;          /* drop root to this user */
+    double handler_timeout;    /* seconds a batch of handlers may run; 0: no limit */
+    unsigned lua_memory;       /* MiB of Lua heap per worker; 0: no limit */
     const char *script;        /* NULL: built-in echo */
     int script_argc;           /* arguments after the script */
     char **script_argv;

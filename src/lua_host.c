@@ -18,6 +18,42 @@
 #define MR_LUADIR "/usr/local/share/moonring/lua"
 #endif
 
+/* The Lua heap's allocator. Past --lua-memory it refuses to grow while
+ * a handler runs: the "not enough memory" error ends that handler like
+ * any other error. Outside handlers (C pushing a callback's arguments,
+ * where an error could not be caught) it lets the heap go on, by at most
+ * what one callback's arguments take. */
+static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct lua_host *h = ud;
+    if (nsize == 0) {
+        free(ptr);
+        h->mem -= osize;
+        return NULL;
+    }
+    if (h->guarded && h->mem_limit && nsize > osize &&
+        h->mem - osize + nsize > h->mem_limit)
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p)
+        h->mem = h->mem - osize + nsize;
+    return p;
+}
+
+static int panic(lua_State *L)
+{
+    log_error("Lua panic: %s", lua_tostring(L, -1));
+    abort();
+}
+
+int lua_host_pcall(struct lua_host *h, int nargs, int nres)
+{
+    h->guarded = true;
+    int ret = lua_pcall(h->L, nargs, nres, LS_TRACEBACK);
+    h->guarded = false;
+    return ret;
+}
+
 /* Message handler: the error plus a stack traceback. */
 static int traceback(lua_State *L)
 {
@@ -174,7 +210,7 @@ int lua_host_load(struct lua_host *h, char *err, size_t len)
     snprintf(h->read, sizeof h->read, "%s", h->script ? h->script : "echo");
     for (int i = 0; i < h->argc; i++)
         lua_pushstring(L, h->argv[i]);
-    if (lua_pcall(L, h->argc, 1, LS_TRACEBACK)) {
+    if (lua_host_pcall(h, h->argc, 1)) {
         first_line(L, err, len);
         lua_pop(L, 1);
         return -1;
@@ -190,12 +226,15 @@ struct lua_host *lua_host_new(const struct cli_opts *o, int worker, char *err,
                               size_t len)
 {
     struct lua_host *h = calloc(1, sizeof *h);
-    if (!h || !(h->L = luaL_newstate())) {
+    if (h)
+        h->mem_limit = (size_t)o->lua_memory << 20;
+    if (!h || !(h->L = lua_newstate(host_alloc, h))) {
         snprintf(err, len, "cannot create a Lua state: out of memory");
         free(h);
         return NULL;
     }
     lua_State *L = h->L;
+    lua_atpanic(L, panic);
     h->script = o->script ? strdup(o->script) : NULL;
     h->name = strdup(o->script ? o->script : "echo (built-in)");
     h->next_timer_id = 1;
@@ -248,18 +287,14 @@ void lua_host_attach(struct lua_host *h, struct worker *w)
     timer_heap_free(&h->early);
 }
 
-size_t lua_host_mem(struct lua_host *h)
-{
-    return (size_t)lua_gc(h->L, LUA_GCCOUNT, 0) * 1024 +
-           (size_t)lua_gc(h->L, LUA_GCCOUNTB, 0);
-}
+size_t lua_host_mem(struct lua_host *h) { return h->mem; }
 
 /* Call the function below nargs arguments; on error log it and, if the
  * connection is still open, close it. */
 static void call(struct lua_host *h, struct conn *c, const char *what, int nargs)
 {
     lua_State *L = h->L;
-    if (lua_pcall(L, nargs, 0, LS_TRACEBACK) == 0)
+    if (lua_host_pcall(h, nargs, 0) == 0)
         return;
     h->w->stats.lua_errors++;
     log_error("%s failed (connection %llu): %s", what,
@@ -345,7 +380,7 @@ bool lua_host_timer(struct lua_host *h, uint64_t id, uint64_t due)
     }
     lua_getfield(L, -1, "fn");
     lua_insert(L, -2); /* fn(timer) */
-    if (lua_pcall(L, 1, 0, LS_TRACEBACK)) {
+    if (lua_host_pcall(h, 1, 0)) {
         h->w->stats.lua_errors++;
         log_error("timer callback failed%s: %s",
                   period > 0 ? " (the timer goes on)" : "", lua_tostring(L, -1));

@@ -43,6 +43,9 @@ struct lua_host {
     char read[512];    /* files read by the last (re)load, for the log */
     uint64_t next_timer_id;
     int worker;        /* this worker's number, from 1 */
+    size_t mem;        /* bytes of Lua heap */
+    size_t mem_limit;  /* --lua-memory, 0 for none */
+    bool guarded;      /* a handler runs: the limit applies */
     struct timer_heap early; /* timers made before the worker runs */
 };
 
@@ -63,6 +66,9 @@ void lua_conn_set_handlers(lua_State *L, struct conn *c, int obj, int idx);
  * on the stack; 0, or -1 with one line in err */
 int lua_host_load(struct lua_host *h, char *err, size_t len);
 void lua_host_install(lua_State *L, int idx);
+
+/* lua_pcall with the Lua memory limit in force. */
+int lua_host_pcall(struct lua_host *h, int nargs, int nres);
 
 /* lua_reload.c */
 void lua_reload_register(lua_State *L, struct lua_host *h);

@@ -198,7 +198,7 @@ int lua_host_reload(struct lua_host *h, char *err, size_t len)
     lua_getfield(L, LS_HANDLERS, "on_reload");
     if (lua_isfunction(L, -1)) {
         lua_insert(L, -2); /* on_reload(old) */
-        if (lua_pcall(L, 1, 0, LS_TRACEBACK)) {
+        if (lua_host_pcall(h, 1, 0)) {
             h->w->stats.lua_errors++;
             log_error("on_reload failed (the new handlers stay): %s",
                       lua_tostring(L, -1));

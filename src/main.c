@@ -4,11 +4,14 @@
 #include "lua_host.h"
 #include "master.h"
 #include "net.h"
+#include "timer.h"
 #include "worker.h"
 
 #include <errno.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,7 +98,26 @@ static int open_listeners(const struct cli_opts *o, int *fds, int n, char *err,
     return 0;
 }
 
-int serve(const struct cli_opts *o, int fd, int index)
+/* The watchdog of a lone worker, which has no master: a thread that
+ * ends the process when a handler never returns, so that a supervisor
+ * (systemd's Restart=) starts it again rather than it hanging for good. */
+static void *lone_watchdog(void *arg)
+{
+    const struct cli_opts *o = ((void **)arg)[0];
+    uint64_t *busy = ((void **)arg)[1];
+    for (;;) {
+        sleep(1);
+        uint64_t since = __atomic_load_n(busy, __ATOMIC_RELAXED);
+        if (master_stuck(o, since, timer_now())) {
+            log_error("stuck in a handler for over %.0f s: exiting",
+                      o->handler_timeout);
+            _exit(70);
+        }
+    }
+    return NULL;
+}
+
+int serve(const struct cli_opts *o, int fd, int index, uint64_t *busy_since)
 {
     char err[1024];
     struct lua_host *lua = lua_host_new(o, index, err, sizeof err);
@@ -105,7 +127,7 @@ int serve(const struct cli_opts *o, int fd, int index)
     }
     struct worker w;
     int status = 1;
-    if (worker_init(&w, o, fd, lua) == 0) {
+    if (worker_init(&w, o, fd, lua, busy_since) == 0) {
         char where[256];
         net_sockname(fd, where, sizeof where);
         log_info("moonring %s listening on %s, serving %s (worker %d, max %u "
@@ -167,7 +189,23 @@ int main(int argc, char **argv)
         free(fds);
         return fail(err);
     }
-    int status = n == 1 ? serve(&o, fds[0], 1) : master_run(&o, fds, n);
+    int status;
+    if (n == 1) {
+        static uint64_t busy;
+        void *args[2] = { &o, &busy };
+        pthread_t t;
+        sigset_t all, old;
+        sigfillset(&all);
+        /* the thread starts with every signal blocked: they belong to the
+         * worker's signalfd */
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        if (o.handler_timeout > 0)
+            pthread_create(&t, NULL, lone_watchdog, args);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        status = serve(&o, fds[0], 1, &busy);
+    } else {
+        status = master_run(&o, fds, n);
+    }
     if (strncmp(o.bind, "unix:", 5) == 0)
         unlink(o.bind + 5);
     free(fds);

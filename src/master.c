@@ -6,9 +6,11 @@
  * there for its successor instead of being lost. The master does no I/O
  * of its own; it sleeps in sigtimedwait, forwards SIGHUP, SIGUSR1,
  * SIGTERM and SIGINT, and restarts a worker that dies, with a back-off
- * so that a script that crashes at start-up cannot make it loop hot. */
+ * so that a script that crashes at start-up cannot make it loop hot. It
+ * also kills (and so restarts) a worker stuck in a handler. */
 #include "master.h"
 #include "log.h"
+#include "timer.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -16,6 +18,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -26,6 +29,7 @@
 #define STABLE_MS 5000       /* a worker that lived this long died by accident */
 
 struct child {
+    uint64_t *busy;          /* shared with the worker: see worker.h */
     pid_t pid;               /* 0 while waiting to be restarted */
     int64_t started;         /* ms */
     int64_t restart_at;      /* ms, when pid is 0 */
@@ -39,7 +43,14 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static pid_t start(const struct cli_opts *o, const int *fds, int n, int i)
+bool master_stuck(const struct cli_opts *o, uint64_t since, uint64_t now)
+{
+    return o->handler_timeout > 0 && since && now > since &&
+           (double)(now - since) / 1e9 > o->handler_timeout;
+}
+
+static pid_t start(const struct cli_opts *o, const int *fds, int n, int i,
+                   uint64_t *busy)
 {
     pid_t pid = fork();
     if (pid < 0) {
@@ -55,7 +66,7 @@ static pid_t start(const struct cli_opts *o, const int *fds, int n, int i)
     for (int j = 0; j < n; j++)
         if (fds[j] != fds[i])
             close(fds[j]);
-    _exit(serve(o, fds[i], i + 1));
+    _exit(serve(o, fds[i], i + 1, busy));
 }
 
 static void reap(struct child *c, int n, bool stopping)
@@ -93,6 +104,22 @@ static void forward(struct child *c, int n, int sig)
             kill(c[i].pid, sig);
 }
 
+/* A handler that never returns (an endless loop compiled by the JIT
+ * cannot be interrupted from inside): kill its worker; it is restarted. */
+static void watchdog(const struct cli_opts *o, struct child *c, int n)
+{
+    uint64_t now = timer_now();
+    for (int i = 0; i < n; i++) {
+        uint64_t since = __atomic_load_n(c[i].busy, __ATOMIC_RELAXED);
+        if (c[i].pid > 0 && master_stuck(o, since, now)) {
+            log_error("worker %d (pid %d) stuck in a handler for %.0f s: killing it",
+                      i + 1, (int)c[i].pid, (double)(now - since) / 1e9);
+            kill(c[i].pid, SIGKILL);
+            __atomic_store_n(c[i].busy, 0, __ATOMIC_RELAXED);
+        }
+    }
+}
+
 static int live(const struct child *c, int n)
 {
     int k = 0;
@@ -110,7 +137,8 @@ static int64_t restart_due(const struct cli_opts *o, const int *fds,
         if (c[i].pid > 0)
             continue;
         if (c[i].restart_at <= now) {
-            c[i].pid = start(o, fds, n, i);
+            __atomic_store_n(c[i].busy, 0, __ATOMIC_RELAXED);
+            c[i].pid = start(o, fds, n, i, c[i].busy);
             c[i].started = now;
             if (c[i].pid < 0) {
                 c[i].pid = 0;
@@ -126,8 +154,14 @@ static int64_t restart_due(const struct cli_opts *o, const int *fds,
 int master_run(const struct cli_opts *o, const int *fds, int n)
 {
     struct child *c = calloc((size_t)n, sizeof *c);
-    if (!c)
+    uint64_t *busy = mmap(NULL, (size_t)n * sizeof *busy, PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (!c || busy == MAP_FAILED) {
+        free(c);
         return 1;
+    }
+    for (int i = 0; i < n; i++)
+        c[i].busy = &busy[i];
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -142,6 +176,8 @@ int master_run(const struct cli_opts *o, const int *fds, int n)
     int64_t deadline = 0;
     for (;;) {
         int64_t wait = stopping ? 100 : restart_due(o, fds, c, n);
+        if (!stopping)
+            watchdog(o, c, n);
         if (stopping && live(c, n) == 0)
             break;
         if (stopping && now_ms() > deadline) {
@@ -167,6 +203,7 @@ int master_run(const struct cli_opts *o, const int *fds, int n)
         }
     }
     free(c);
+    munmap(busy, (size_t)n * sizeof *busy);
     log_info("master: stopped");
     return 0;
 }

@@ -45,10 +45,11 @@ static unsigned pow2_at_least(unsigned n)
 }
 
 int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
-                struct lua_host *lua)
+                struct lua_host *lua, uint64_t *busy_since)
 {
     int ret;
     memset(w, 0, sizeof *w);
+    w->busy_since = busy_since;
     w->opts = o;
     w->listen_fd = listen_fd;
     w->signal_fd = -1;
@@ -238,12 +239,14 @@ int worker_run(struct worker *w)
     accept_arm(w);
     arm_signal(w);
     while (!w->stop_now && !(w->stopping && w->conns.live == 0)) {
+        __atomic_store_n(w->busy_since, 0, __ATOMIC_RELAXED);
         int ret = loop_wait(&w->loop, wait_limit(w, &ts));
         if (ret < 0 && ret != -ETIME) {
             log_error("io_uring_enter: %s", strerror(-ret));
             return 1;
         }
         w->now = timer_now();
+        __atomic_store_n(w->busy_since, w->now, __ATOMIC_RELAXED);
         loop_drain(&w->loop, dispatch, w);
         run_timers(w);
         conn_io_resume(w);

@@ -53,15 +53,21 @@ struct worker {
     uint64_t reload_at;        /* monotonic ns: when the saves have settled */
     struct __kernel_timespec reload_ts;
 
+    /* When the current batch began (monotonic ns), 0 while waiting: a
+     * watchdog (the master, or a thread) sees a handler that never ends.
+     * Shared memory with several workers. */
+    uint64_t *busy_since;
+
     bool stopping;             /* graceful shutdown under way */
     bool stop_now;             /* leave the loop at once */
     struct __kernel_timespec shutdown_ts;
 };
 
 /* Set up the ring, buffers and signal handling around an already bound
- * listen_fd and a loaded Lua host. Returns 0 or -1 (logged). */
+ * listen_fd and a loaded Lua host; busy_since is the watchdog's word.
+ * Returns 0 or -1 (logged). */
 int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
-                struct lua_host *lua);
+                struct lua_host *lua, uint64_t *busy_since);
 
 /* Serve until shut down. Returns the process exit status. */
 int worker_run(struct worker *w);

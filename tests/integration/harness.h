@@ -47,8 +47,9 @@ bool h_log_wait(struct h_server *s, const char *want, int ms);
 /* How many times needle occurs in the log. */
 int h_log_count(struct h_server *s, const char *needle);
 
-/* Send sig, wait up to H_WAIT_MS for exit (then SIGKILL); returns the
- * exit status (or 128 + signal). Safe to call twice. */
+/* Send sig (0: none, just wait), wait up to H_WAIT_MS for exit (then
+ * SIGKILL); returns the exit status (or 128 + signal). Safe to call
+ * twice. */
 int h_stop(struct h_server *s, int sig);
 
 /* Run moonring with argv to completion (killed after H_WAIT_MS); returns

@@ -17,6 +17,11 @@ static const char who_lua[] =
     "local mr = require 'moonring'\n"
     "return { on_data = function(conn, data)\n"
     "  if data == 'exit\\n' then os.exit(3) end\n"
+    "  if data == 'loop\\n' then while true do end end\n"
+    "  if data == 'hog\\n' then\n"
+    "    local t = {}\n"
+    "    for i = 1, 1e9 do t[i] = ('x'):rep(64) .. i end\n"
+    "  end\n"
     "  conn:send('worker ', mr.worker(), ' ', data)\n"
     "end }\n";
 
@@ -127,12 +132,71 @@ static void test_backoff(void **state)
     h_finish(&s, path);
 }
 
+/* A handler that never returns: the master kills that worker and starts
+ * another; the endless loop is compiled by the JIT, which no hook could
+ * interrupt. */
+static void test_runaway_handler(void **state)
+{
+    (void)state;
+    struct h_server s;
+    static const char *const opts[] = { "-w", "2", "--handler-timeout", "1", NULL };
+    char *path = h_serve(&s, who_lua, opts, NULL);
+    int fd = h_connect(s.port, false);
+    h_send_all(fd, "loop\n", 5);
+    assert_true(h_wait_closed(fd, H_WAIT_MS));
+    close(fd);
+    assert_true(h_log_wait(&s, "stuck in a handler", H_WAIT_MS));
+    assert_true(both_serve(s.port, H_WAIT_MS));
+    h_finish(&s, path);
+}
+
+/* Without a master, the stuck worker exits (for its supervisor to
+ * restart) instead of hanging for good. */
+static void test_lone_runaway(void **state)
+{
+    (void)state;
+    struct h_server s;
+    static const char *const opts[] = { "--handler-timeout", "1", NULL };
+    char *path = h_serve(&s, who_lua, opts, NULL);
+    int fd = h_connect(s.port, false);
+    h_send_all(fd, "loop\n", 5);
+    assert_true(h_wait_closed(fd, H_WAIT_MS));
+    close(fd);
+    assert_true(h_log_wait(&s, "stuck in a handler", H_WAIT_MS));
+    assert_int_equal(h_stop(&s, 0), 70);   /* signal 0: just wait for it */
+    free(s.log);
+    free(path);
+}
+
+/* --lua-memory: a handler that eats the heap fails like any error; the
+ * worker and its other connections go on. */
+static void test_lua_memory(void **state)
+{
+    (void)state;
+    struct h_server s;
+    static const char *const opts[] = { "--lua-memory", "32", NULL };
+    char *path = h_serve(&s, who_lua, opts, NULL);
+    int other = h_connect(s.port, false);
+    assert_int_equal(who(other), 1);
+    int fd = h_connect(s.port, false);
+    h_send_all(fd, "hog\n", 4);
+    assert_true(h_wait_closed(fd, H_WAIT_MS));
+    close(fd);
+    assert_true(h_log_wait(&s, "not enough memory", H_WAIT_MS));
+    assert_int_equal(who(other), 1);
+    close(other);
+    h_finish(&s, path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spread_and_signals),
         cmocka_unit_test(test_kill_worker),
         cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_runaway_handler),
+        cmocka_unit_test(test_lone_runaway),
+        cmocka_unit_test(test_lua_memory),
     };
     return cmocka_run_group_tests_name("workers", tests, NULL, NULL);
 }
