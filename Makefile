@@ -27,7 +27,7 @@ CORE_SRC   := log.c cli.c bufring.c sendq.c conn.c loop.c net.c conn_io.c \
 CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIN        := moonring$(if $(filter 1,$(SANITIZE)),-san)
 
-.PHONY: all deps deps-test run test check unit integration clean
+.PHONY: all deps deps-test run test check unit integration install uninstall clean
 all: $(BIN)
 
 deps:
@@ -92,6 +92,22 @@ build/loadgen: tests/bench/loadgen.c
 run: deps
 	@$(MAKE) --no-print-directory all
 	./moonring
+
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the binary, the Lua
+# library it requires from, the man page and the README.
+install: moonring
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moonring/lua/moonring \
+	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/doc/moonring/examples
+	install -m 755 moonring $(DESTDIR)$(PREFIX)/bin/moonring
+	install -m 644 lua/*.lua $(DESTDIR)$(PREFIX)/share/moonring/lua/
+	install -m 644 lua/moonring/*.lua $(DESTDIR)$(PREFIX)/share/moonring/lua/moonring/
+	install -m 644 moonring.1 $(DESTDIR)$(PREFIX)/share/man/man1/moonring.1
+	install -m 644 README.md scripts/moonring.service $(DESTDIR)$(PREFIX)/share/doc/moonring/
+	install -m 644 examples/*.lua $(DESTDIR)$(PREFIX)/share/doc/moonring/examples/
+
+uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/bin/moonring $(DESTDIR)$(PREFIX)/share/moonring \
+	  $(DESTDIR)$(PREFIX)/share/man/man1/moonring.1 $(DESTDIR)$(PREFIX)/share/doc/moonring
 
 clean:
 	rm -rf build moonring moonring-san

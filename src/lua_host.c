@@ -69,19 +69,20 @@ static int traceback(lua_State *L)
     return 1;
 }
 
-/* The folder holding the Lua library: lua/ next to the binary when run
- * from a build tree, else the installed one. */
+/* The folder holding the Lua library: lua/ next to the binary in a build
+ * tree, else ../share/moonring/lua from it (an installed tree, wherever
+ * its prefix), else the prefix the binary was built for. */
 static void lua_dir(char *out, size_t len)
 {
+    static const char *const rel[] = { "lua", "../share/moonring/lua" };
     char exe[3072];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = 0;
-            snprintf(out, len, "%s/lua", exe);
+    char *slash = n > 0 ? (exe[n] = 0, strrchr(exe, '/')) : NULL;
+    if (slash) {
+        *slash = 0;
+        for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
             char probe[4200];
+            snprintf(out, len, "%s/%s", exe, rel[i]);
             snprintf(probe, sizeof probe, "%s/echo.lua", out);
             if (access(probe, R_OK) == 0)
                 return;

@@ -39,6 +39,11 @@ static void expect_error(const char *const *argv, const char *n1, const char *n2
     free(err);
 }
 
+static void contains_ok(const char *out)
+{
+    assert_non_null(strstr(out, ": ok"));
+}
+
 static char *script(const char *text)
 {
     return h_write_file(NULL, "s.lua", text);
@@ -179,6 +184,42 @@ static void test_signals(void **state)
     }
 }
 
+/* make install lays out a tree whose binary finds its Lua library from
+ * wherever the tree is put. */
+static void test_install(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/moonring-install-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char destdir[128];
+    snprintf(destdir, sizeof destdir, "DESTDIR=%s", dir);
+    /* a make of its own, not the sanitizer settings of the one running us */
+    const char *mk[] = { "env", "-u", "MAKEFLAGS", "-u", "MFLAGS", "-u", "MAKELEVEL",
+                         "make", "-s", "install", destdir, "PREFIX=/opt/mr", NULL };
+    char *out;
+    int st = h_exec(mk, NULL, &out, 60000, true);
+    if (st)
+        fail_msg("make install: %d\n%s", st, out);
+    free(out);
+    char path[256];
+    snprintf(path, sizeof path, "%s/opt/mr/share/man/man1/moonring.1", dir);
+    assert_int_equal(access(path, R_OK), 0);
+    char *script = h_write_file(NULL, "s.lua",
+        "local stream = require 'moonring.stream'\n"
+        "return stream.handler(function(s, conn) end)\n");
+    snprintf(path, sizeof path, "%s/opt/mr/bin/moonring", dir);
+    const char *run[] = { path, "-t", script, NULL };
+    st = h_exec(run, NULL, &out, H_WAIT_MS, true);
+    if (st)
+        fail_msg("installed moonring -t: %d\n%s", st, out);
+    contains_ok(out);
+    free(out);
+    free(script);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -192,6 +233,7 @@ int main(void)
         cmocka_unit_test(test_check_mode),
         cmocka_unit_test(test_help_version),
         cmocka_unit_test(test_signals),
+        cmocka_unit_test(test_install),
     };
     return cmocka_run_group_tests_name("startup", tests, NULL, NULL);
 }
