@@ -101,16 +101,20 @@ static int open_listeners(const struct cli_opts *o, int *fds, int n, char *err,
 /* The watchdog of a lone worker, which has no master: a thread that
  * ends the process when a handler never returns, so that a supervisor
  * (systemd's Restart=) starts it again rather than it hanging for good. */
+struct lone_watch {
+    double timeout;
+    uint64_t busy_since;
+};
+
 static void *lone_watchdog(void *arg)
 {
-    const struct cli_opts *o = ((void **)arg)[0];
-    uint64_t *busy = ((void **)arg)[1];
+    struct lone_watch *lw = arg;
+    struct cli_opts o = { .handler_timeout = lw->timeout };
     for (;;) {
         sleep(1);
-        uint64_t since = __atomic_load_n(busy, __ATOMIC_RELAXED);
-        if (master_stuck(o, since, timer_now())) {
-            log_error("stuck in a handler for over %.0f s: exiting",
-                      o->handler_timeout);
+        uint64_t since = __atomic_load_n(&lw->busy_since, __ATOMIC_RELAXED);
+        if (master_stuck(&o, since, timer_now())) {
+            log_error("stuck in a handler for over %.0f s: exiting", lw->timeout);
             _exit(70);
         }
     }
@@ -191,8 +195,9 @@ int main(int argc, char **argv)
     }
     int status;
     if (n == 1) {
-        static uint64_t busy;
-        void *args[2] = { &o, &busy };
+        /* static: the thread lives on while the process exits */
+        static struct lone_watch lw;
+        lw.timeout = o.handler_timeout;
         pthread_t t;
         sigset_t all, old;
         sigfillset(&all);
@@ -200,9 +205,9 @@ int main(int argc, char **argv)
          * worker's signalfd */
         pthread_sigmask(SIG_BLOCK, &all, &old);
         if (o.handler_timeout > 0)
-            pthread_create(&t, NULL, lone_watchdog, args);
+            pthread_create(&t, NULL, lone_watchdog, &lw);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
-        status = serve(&o, fds[0], 1, &busy);
+        status = serve(&o, fds[0], 1, &lw.busy_since);
     } else {
         status = master_run(&o, fds, n);
     }

@@ -256,6 +256,7 @@ int worker_run(struct worker *w)
         if (w->reload_pending && !w->stopping)
             reload_run(w);
     }
+    __atomic_store_n(w->busy_since, 0, __ATOMIC_RELAXED); /* not stuck: done */
     io_uring_submit(&w->loop.ring); /* the last close chains */
     log_info("stopped");
     return 0;

@@ -197,7 +197,12 @@ static void test_save_styles(void **state)
         assert_int_equal(h_log_count(&s, "reloaded"), i + 1);
     }
     close(fd);
-    h_finish(&s, path);
+    int st = h_stop(&s, SIGTERM);
+    if (st)
+        fprintf(stderr, "exit %d; log:\n%s\n", st, s.log);
+    assert_int_equal(st, 0);
+    free(s.log);
+    free(path);
 }
 
 /* --- a broken script changes nothing; a fix takes over --- */
