@@ -27,7 +27,7 @@ CORE_SRC   := log.c cli.c bufring.c sendq.c conn.c loop.c net.c conn_io.c \
 CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIN        := moonring$(if $(filter 1,$(SANITIZE)),-san)
 
-.PHONY: all deps deps-test run test check unit integration install uninstall clean
+.PHONY: all deps deps-test run test check unit integration install uninstall fuzz soak clean
 all: $(BIN)
 
 deps:
@@ -92,6 +92,27 @@ build/loadgen: tests/bench/loadgen.c
 run: deps
 	@$(MAKE) --no-print-directory all
 	./moonring
+
+# make fuzz [FUZZ_SECONDS=60]: libFuzzer (clang) on the C code that parses
+# or queues bytes, each harness for FUZZ_SECONDS, under ASan and UBSan.
+FUZZERS      := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   := -g -O1 -std=gnu11 -D_GNU_SOURCE -Isrc $(shell pkg-config --cflags liburing 2>/dev/null) \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+
+build/fuzz/fuzz_sendq: src/sendq.c
+build/fuzz/fuzz_cli: src/cli.c src/log.c
+build/fuzz/fuzz_watch: src/watch.c
+build/fuzz/%: tests/fuzz/%.c
+	@mkdir -p build/fuzz build/fuzz/corpus-$*
+	clang $(FUZZ_FLAGS) -o $@ $^
+
+fuzz:
+	@scripts/deps.sh fuzz
+	@$(MAKE) --no-print-directory $(FUZZERS)
+	@set -e; for f in $(FUZZERS); do echo "== $$f ($(FUZZ_SECONDS) s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus-$$(basename $$f) 2>&1 \
+	    | grep -E "^stat::number_of_executed_units|^stat::peak_rss|ERROR|SUMMARY|Done"; done
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the binary, the Lua
 # library it requires from, the man page and the README.

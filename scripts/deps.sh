@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages moonring needs to build and test.
-# Usage: scripts/deps.sh [build|test|bench]
+# Usage: scripts/deps.sh [build|test|fuzz|bench]
 # Installs only what is missing; never prompts (CI has no stdin).
 set -euo pipefail
 
@@ -9,9 +9,10 @@ case "${1:-build}" in
   build) ;;
   # the examples' tests drive them with real clients and peers
   test)  want+=(libcmocka-dev python3 curl wrk redis-tools redis-server socat) ;;
+  fuzz)  want+=(clang libclang-rt-14-dev) ;;
   bench) want+=(libcmocka-dev python3 curl wrk redis-tools redis-server socat
                 nginx libnginx-mod-http-lua strace) ;;
-  *) echo "deps.sh: unknown set '$1' (build|test|bench)" >&2; exit 2 ;;
+  *) echo "deps.sh: unknown set '$1' (build|test|fuzz|bench)" >&2; exit 2 ;;
 esac
 
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }

@@ -67,7 +67,7 @@ void reload_on_inotify(struct worker *w, int res)
                   strerror(-res));
         return;
     }
-    if (watch_match(&w->watch, (size_t)res)) {
+    if (watch_match(&w->watch, w->watch.buf, (size_t)res)) {
         /* each save pushes the reload back: it runs once they settle */
         w->reload_at = mono_ns() + RELOAD_SETTLE_NS;
         if (!w->reload_timer_armed)

@@ -84,27 +84,34 @@ int watch_add(struct watch *w, const char *path)
     return 0;
 }
 
-static bool concerns(const struct watch *w, const struct inotify_event *ev)
+/* Does the event (header ev, name bytes of ev->len after it) concern a
+ * watched file? The name is NUL-padded to len bytes: never read past. */
+static bool concerns(const struct watch *w, const struct inotify_event *ev,
+                     const char *name)
 {
-    if (!ev->len)
-        return false;
-    for (size_t i = 0; i < w->nfiles; i++)
-        if (w->dirs[w->files[i].dir].wd == ev->wd &&
-            strcmp(w->files[i].name, ev->name) == 0)
+    for (size_t i = 0; i < w->nfiles; i++) {
+        const char *want = w->files[i].name;
+        size_t n = strlen(want);
+        if (w->dirs[w->files[i].dir].wd == ev->wd && n < ev->len &&
+            memcmp(want, name, n + 1) == 0)
             return true;
+    }
     return false;
 }
 
-bool watch_match(const struct watch *w, size_t n)
+bool watch_match(const struct watch *w, const char *events, size_t n)
 {
     bool hit = false;
-    for (size_t off = 0; off + sizeof(struct inotify_event) <= n;) {
-        const struct inotify_event *ev = (const void *)(w->buf + off);
-        if (ev->mask & IN_Q_OVERFLOW)
+    struct inotify_event ev;
+    for (size_t off = 0; off + sizeof ev <= n;) {
+        memcpy(&ev, events + off, sizeof ev); /* no alignment assumed */
+        if (ev.len > n - off - sizeof ev)
+            break; /* a truncated event */
+        if (ev.mask & IN_Q_OVERFLOW)
             hit = true; /* events were lost: assume the worst */
-        else if (concerns(w, ev))
+        else if (concerns(w, &ev, events + off + sizeof ev))
             hit = true;
-        off += sizeof *ev + ev->len;
+        off += sizeof ev + ev.len;
     }
     return hit;
 }

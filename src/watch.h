@@ -40,8 +40,8 @@ void watch_destroy(struct watch *w);
  * Returns 0 or a negative errno. */
 int watch_add(struct watch *w, const char *path);
 
-/* Parse n bytes of events read into buf; true if any concerns a watched
- * file. */
-bool watch_match(const struct watch *w, size_t n);
+/* Parse n bytes of events (read into w->buf); true if any concerns a
+ * watched file. */
+bool watch_match(const struct watch *w, const char *events, size_t n);
 
 #endif

@@ -57,7 +57,7 @@ static bool events_match(struct watch *w)
         return false;
     ssize_t n = read(w->fd, w->buf, sizeof w->buf);
     assert_true(n > 0);
-    return watch_match(w, (size_t)n);
+    return watch_match(w, w->buf, (size_t)n);
 }
 
 static void test_saves(void **state)
