@@ -1,16 +1,23 @@
 -- chat.lua: line-based chat.
 --   moonring examples/chat.lua [IDLE_SECONDS]      (default 300)
 -- The first line a client sends is its nickname; each later line goes to
--- every other client as "nick: text". Idle clients are disconnected.
+-- every other client as "nick: text". Idle clients are disconnected, and so
+-- are clients that stop reading.
 local mr = require "moonring"
 local framing = require "moonring.framing"
 
 local IDLE = tonumber(arg[1]) or 300
 local MAX_LINE = 4096
 
+-- A client that does not read what the others say would make its queue
+-- grow for ever: once it passes the high-water mark, it is let go
+-- (IRC servers call this "SendQ exceeded").
 local function broadcast(from, msg)
   for c in mr.conns() do
-    if c ~= from and c.nick then c:send(msg) end
+    if c ~= from and c.nick and c:send(msg) == false then
+      mr.log("info", "chat:", c.nick, "does not keep up; disconnecting")
+      c:close()
+    end
   end
 end
 

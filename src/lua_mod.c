@@ -162,31 +162,29 @@ static int l_timer_cancel(lua_State *L)
     return 1;
 }
 
-/* conns(): iterate this worker's open connections. */
-static int conns_next(lua_State *L)
-{
-    struct lua_host *h = HOST(L);
-    uint32_t i = (uint32_t)lua_tointeger(L, lua_upvalueindex(4));
-    struct conn_table *t = h->w ? &h->w->conns : NULL;
-    for (; t && i < t->used_hi; i++) {
-        if (t->c[i].state != CONN_OPEN)
-            continue;
-        lua_pushinteger(L, (lua_Integer)i + 1);
-        lua_replace(L, lua_upvalueindex(4));
-        lua_rawgeti(L, UV_CONNS, (int)i + 1);
-        return 1;
-    }
-    return 0;
-}
-
+/* conns(): iterate this worker's open connections. It returns next over
+ * a snapshot whose keys are the connections, so closing or opening
+ * connections in the loop is safe, and the iterator keeps no state of its
+ * own (a stateful C iterator hung in JIT-compiled loops under load). */
 static int l_conns(lua_State *L)
 {
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushvalue(L, UV_CONNS);
-    lua_pushvalue(L, UV_TIMERS);
-    lua_pushinteger(L, 0);
-    lua_pushcclosure(L, conns_next, 4);
-    return 1;
+    struct lua_host *h = HOST(L);
+    struct conn_table *t = h->w ? &h->w->conns : NULL;
+    lua_getglobal(L, "next");
+    lua_createtable(L, 0, t ? (int)t->live : 0);
+    for (uint32_t i = 0; t && i < t->used_hi; i++) {
+        if (t->c[i].state != CONN_OPEN)
+            continue;
+        lua_rawgeti(L, UV_CONNS, (int)i + 1);
+        if (lua_istable(L, -1)) {
+            lua_pushboolean(L, 1);
+            lua_rawset(L, -3);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    lua_pushnil(L);
+    return 3;
 }
 
 static int fail2(lua_State *L, const char *msg)

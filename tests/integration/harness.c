@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -23,6 +24,41 @@
 #include <cmocka.h>
 
 unsigned h_nofile;
+
+/* Every process started and not yet reaped: killed at exit, so that a
+ * failed assertion (which skips the test's own stop) leaves nothing
+ * running. Children also die with the test (PR_SET_PDEATHSIG). */
+static pid_t live[256];
+
+static void forget(pid_t pid)
+{
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+        if (live[i] == pid)
+            live[i] = 0;
+}
+
+static void kill_leftovers(void)
+{
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+        if (live[i] > 0) {
+            kill(live[i], SIGKILL);
+            waitpid(live[i], NULL, 0);
+        }
+}
+
+static void track(pid_t pid)
+{
+    static bool registered;
+    if (!registered) {
+        atexit(kill_leftovers);
+        registered = true;
+    }
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+        if (!live[i]) {
+            live[i] = pid;
+            return;
+        }
+}
 
 static const char *bin(void)
 {
@@ -44,8 +80,10 @@ void h_sleep_ms(int ms)
         ;
 }
 
-/* fork + exec moonring with argv (and extra), stderr to a pipe */
-static pid_t spawn(const char *const *argv, const char *const *extra, int *err_fd)
+/* fork + exec moonring with argv (and extra), stderr to a pipe, or with
+ * to_file to an unlinked temporary file */
+static pid_t spawn(const char *const *argv, const char *const *extra, int *err_fd,
+                   bool to_file)
 {
     const char *args[64];
     int n = 0;
@@ -56,10 +94,21 @@ static pid_t spawn(const char *const *argv, const char *const *extra, int *err_f
         args[n++] = *argv;
     args[n] = NULL;
     int p[2];
-    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    if (to_file) {
+        char tmpl[] = "/tmp/moonring-log-XXXXXX";
+        p[1] = mkostemp(tmpl, O_APPEND);
+        assert_true(p[1] >= 0);
+        p[0] = open(tmpl, O_RDONLY | O_CLOEXEC);
+        assert_true(p[0] >= 0);
+        unlink(tmpl);
+        fcntl(p[1], F_SETFD, FD_CLOEXEC);
+    } else {
+        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    }
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(p[1], 2);
         int devnull = open("/dev/null", O_RDWR);
         dup2(devnull, 0);
@@ -73,35 +122,65 @@ static pid_t spawn(const char *const *argv, const char *const *extra, int *err_f
         _exit(127);
     }
     close(p[1]);
-    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    if (!to_file)
+        fcntl(p[0], F_SETFL, O_NONBLOCK);
     *err_fd = p[0];
+    track(pid);
     return pid;
 }
 
-/* Append what is readable on the stderr pipe; false at EOF. */
+/* Has pid exited (without reaping it), or been reaped already? */
+static bool exited(pid_t pid)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0)
+        return true;
+    return info.si_pid == pid;
+}
+
+/* Append what the server wrote since the last look, waiting up to ms for
+ * something new; false once there is nothing more to come. A server's
+ * stderr goes to a file (O_APPEND), not a pipe: a pipe that the test does
+ * not drain while it is busy would block the server in write(2). */
 static bool slurp(struct h_server *s, int ms)
 {
-    struct pollfd pfd = { s->err_fd, POLLIN, 0 };
-    if (s->err_fd < 0 || poll(&pfd, 1, ms) <= 0)
-        return s->err_fd >= 0;
-    for (;;) {
+    if (s->err_fd < 0)
+        return false;
+    for (long end = now_ms() + ms;;) {
         if (s->log_cap - s->log_len < 4096) {
             s->log_cap = s->log_cap ? s->log_cap * 2 : 65536;
             s->log = realloc(s->log, s->log_cap);
             assert_non_null(s->log);
+            s->log[s->log_len] = 0;
         }
-        ssize_t r = read(s->err_fd, s->log + s->log_len, s->log_cap - s->log_len - 1);
+        ssize_t r;
+        if (s->is_file)
+            r = pread(s->err_fd, s->log + s->log_len, s->log_cap - s->log_len - 1,
+                      (off_t)s->log_len);
+        else
+            r = read(s->err_fd, s->log + s->log_len, s->log_cap - s->log_len - 1);
         if (r > 0) {
             s->log_len += (size_t)r;
             s->log[s->log_len] = 0;
             continue;
         }
-        if (r == 0) {
+        if (r == 0 && (!s->is_file || exited(s->pid))) {
+            if (s->is_file && pread(s->err_fd, s->log + s->log_len, 1, (off_t)s->log_len) > 0)
+                continue; /* written just before it exited */
             close(s->err_fd);
             s->err_fd = -1;
             return false;
         }
-        return true; /* EAGAIN */
+        if (now_ms() >= end)
+            return true;
+        if (s->is_file) {
+            h_sleep_ms(5);
+        } else {
+            struct pollfd pfd = { s->err_fd, POLLIN, 0 };
+            long left = end - now_ms();
+            poll(&pfd, 1, (int)(left > 0 ? left : 0));
+        }
     }
 }
 
@@ -135,7 +214,8 @@ void h_start(struct h_server *s, const char *const *argv)
     static const char *const extra[] = { "-p", "0", NULL };
     memset(s, 0, sizeof *s);
     s->err_fd = -1;
-    s->pid = spawn(argv, extra, &s->err_fd);
+    s->is_file = true;
+    s->pid = spawn(argv, extra, &s->err_fd, true);
     if (!h_log_wait(s, "listening on ", H_WAIT_MS)) {
         fprintf(stderr, "server did not start; its stderr:\n%s\n", s->log ? s->log : "");
         h_stop(s, SIGKILL);
@@ -157,8 +237,10 @@ static int wait_exit(pid_t pid, int ms)
     int st;
     for (;;) {
         pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
+        if (r == pid) {
+            forget(pid);
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
         if (now_ms() > end)
             return -1;
         h_sleep_ms(5);
@@ -186,7 +268,7 @@ int h_run(const char *const *argv, char **err)
 {
     struct h_server s;
     memset(&s, 0, sizeof s);
-    s.pid = spawn(argv, NULL, &s.err_fd);
+    s.pid = spawn(argv, NULL, &s.err_fd, false);
     long end = now_ms() + H_WAIT_MS;
     while (slurp(&s, 50) && now_ms() < end)
         ;
@@ -365,6 +447,7 @@ int h_exec(const char *const *argv, const char *input, char **out, int ms,
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(in[0], 0);
         dup2(o[1], 1);
         if (with_stderr)
@@ -376,6 +459,7 @@ int h_exec(const char *const *argv, const char *input, char **out, int ms,
     }
     close(in[0]);
     close(o[1]);
+    track(pid);
     if (input) {
         signal(SIGPIPE, SIG_IGN);
         size_t n = strlen(input), off = 0;
@@ -412,6 +496,7 @@ pid_t h_spawn(const char *const *argv)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int devnull = open("/dev/null", O_RDWR);
         dup2(devnull, 0);
         dup2(devnull, 1);
@@ -419,6 +504,7 @@ pid_t h_spawn(const char *const *argv)
         execvp(argv[0], (char *const *)argv);
         _exit(126);
     }
+    track(pid);
     return pid;
 }
 

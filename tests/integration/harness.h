@@ -13,7 +13,8 @@
 struct h_server {
     pid_t pid;
     int port;
-    int err_fd;           /* read end of the server's stderr */
+    int err_fd;           /* where the server's stderr is read */
+    bool is_file;         /* a file (servers), else a pipe (h_run, h_exec) */
     char *log;            /* everything read from stderr so far */
     size_t log_len, log_cap;
 };

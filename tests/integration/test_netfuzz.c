@@ -1,0 +1,203 @@
+/* test_netfuzz.c - random and mutated input, for a bounded time, to the
+ * echo, HTTP, Redis and chat servers: no crash, no hang, memory bounded,
+ * and a well-behaved client is still served correctly afterwards. */
+#include "harness.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <cmocka.h>
+
+#define FUZZ_MS 2000
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+static uint32_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+
+/* A mutated copy of seed into out: flips, insertions, deletions,
+ * repetitions and truncation. Returns the length. */
+static size_t mutate(const char *seed, char *out, size_t cap)
+{
+    size_t n = strlen(seed);
+    if (rnd() % 8 == 0) {                   /* plain garbage */
+        n = rnd() % cap;
+        for (size_t i = 0; i < n; i++)
+            out[i] = (char)rnd();
+        return n;
+    }
+    memcpy(out, seed, n);
+    for (int k = rnd() % 6; k > 0; k--) {
+        size_t at = n ? rnd() % n : 0;
+        switch (rnd() % 5) {
+        case 0: if (n) out[at] ^= (char)(1 << (rnd() % 8)); break;
+        case 1: if (n + 1 < cap) { memmove(out + at + 1, out + at, n - at); out[at] = (char)rnd(); n++; } break;
+        case 2: if (n) { memmove(out + at, out + at + 1, n - at - 1); n--; } break;
+        case 3: { size_t len = rnd() % 64; while (len-- && n + 1 < cap) out[n++] = out[at]; } break;
+        case 4: n = at; break;
+        }
+    }
+    return n;
+}
+
+static long ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static long rss_kib(pid_t pid)
+{
+    char path[64], l[256];
+    long rss = 0;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(l, sizeof l, f) && sscanf(l, "VmRSS: %ld", &rss) != 1)
+        ;
+    fclose(f);
+    return rss;
+}
+
+/* Hammer the server with mutants of the seeds for FUZZ_MS, over a few
+ * connections at a time, sent in random pieces, reading what comes
+ * back, sometimes resetting. */
+static void hammer(struct h_server *s, const char *const *seeds, int nseeds)
+{
+    enum { NC = 8 };
+    int fds[NC] = { 0 };
+    static char buf[16384];
+    long end = ms_now() + FUZZ_MS, execs = 0;
+    for (int i = 0; i < NC; i++)
+        fds[i] = -1;
+    while (ms_now() < end) {
+        int i = (int)(rnd() % NC);
+        if (fds[i] < 0) {
+            fds[i] = h_connect(s->port, false);
+            fcntl(fds[i], F_SETFL, O_NONBLOCK);
+        }
+        size_t n = mutate(seeds[rnd() % nseeds], buf, sizeof buf);
+        for (size_t off = 0; off < n;) {
+            size_t piece = 1 + rnd() % (n - off);
+            ssize_t w = send(fds[i], buf + off, piece, MSG_NOSIGNAL);
+            if (w <= 0)
+                break;
+            off += (size_t)w;
+        }
+        execs++;
+        char sink[65536];
+        for (int j = 0; j < NC; j++)
+            if (fds[j] >= 0 && recv(fds[j], sink, sizeof sink, 0) == 0) {
+                close(fds[j]);          /* the server closed it */
+                fds[j] = -1;
+            }
+        if (rnd() % 16 == 0 && fds[i] >= 0) {
+            if (rnd() % 2) {
+                struct linger lg = { 1, 0 };
+                setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            }
+            close(fds[i]);
+            fds[i] = -1;
+        }
+    }
+    for (int i = 0; i < NC; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    fprintf(stderr, "    %ld inputs in %d ms\n", execs, FUZZ_MS);
+}
+
+static void fuzz(const char *script, const char *const *seeds, int nseeds,
+                 const char *probe, const char *want)
+{
+    struct h_server s;
+    const char *argv[] = { script, NULL };
+    h_start(&s, script ? argv : argv + 1);
+    long rss0 = rss_kib(s.pid);
+    hammer(&s, seeds, nseeds);
+    long grown = rss_kib(s.pid) - rss0;
+    if (grown > 64 * 1024) {
+        h_log_wait(&s, NULL, 100);
+        size_t len = strlen(s.log);
+        fail_msg("RSS grew by %ld KiB; the server's log ends:\n%s", grown,
+                 s.log + (len > 3000 ? len - 3000 : 0));
+    }
+    int fd = h_connect(s.port, false);
+    h_send_all(fd, probe, strlen(probe));
+    char out[256] = { 0 };
+    size_t n = strlen(want);
+    if (h_recv_exact(fd, out, n, H_WAIT_MS) != n) {
+        kill(s.pid, SIGUSR1);
+        h_log_wait(&s, "stats:", 2000);
+        size_t len = strlen(s.log);
+        fail_msg("no answer after fuzzing; the server's log ends:\n%s",
+                 s.log + (len > 3000 ? len - 3000 : 0));
+    }
+    assert_memory_equal(out, want, n);
+    close(fd);
+    h_finish(&s, NULL);   /* exit status 0: no crash on the way */
+}
+
+static void test_fuzz_echo(void **state)
+{
+    (void)state;
+    static const char *const seeds[] = { "hello\n", "x", "" };
+    fuzz(NULL, seeds, 3, "still there", "still there");
+}
+
+static void test_fuzz_http(void **state)
+{
+    (void)state;
+    static const char *const seeds[] = {
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    };
+    fuzz("examples/http.lua", seeds, 4, "GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK\r\n");
+}
+
+static void test_fuzz_redis(void **state)
+{
+    (void)state;
+    static const char *const seeds[] = {
+        "*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\n",
+        "*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n",
+        "*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nPX\r\n$3\r\n100\r\n",
+        "PING\r\nINCR n\r\n",
+        "*2\r\n$4\r\nKEYS\r\n$3\r\n*[a\r\n",
+    };
+    fuzz("examples/redis.lua", seeds, 5, "PING\r\n", "+PONG\r\n");
+}
+
+static void test_fuzz_chat(void **state)
+{
+    (void)state;
+    static const char *const seeds[] = { "alice\nhello everyone\n", "bob\r\n\r\n\n", "x\n" };
+    fuzz("examples/chat.lua", seeds, 3, "", "welcome! your nickname?\n");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fuzz_echo),
+        cmocka_unit_test(test_fuzz_http),
+        cmocka_unit_test(test_fuzz_redis),
+        cmocka_unit_test(test_fuzz_chat),
+    };
+    return cmocka_run_group_tests_name("netfuzz", tests, NULL, NULL);
+}
