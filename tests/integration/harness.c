@@ -565,7 +565,12 @@ char *h_serve(struct h_server *s, const char *text, const char *const *opts,
 
 void h_finish(struct h_server *s, char *path)
 {
-    assert_int_equal(h_stop(s, SIGTERM), 0);
+    int st = h_stop(s, SIGTERM);
+    if (st) {
+        size_t len = s->log ? strlen(s->log) : 0;
+        fail_msg("exit status %d; the server's log ends:\n%s", st,
+                 s->log ? s->log + (len > 4000 ? len - 4000 : 0) : "");
+    }
     free(s->log);
     free(path);
 }

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,12 +78,22 @@ static long rss_kib(pid_t pid)
 /* Hammer the server with mutants of the seeds for FUZZ_MS, over a few
  * connections at a time, sent in random pieces, reading what comes
  * back, sometimes resetting. */
+static bool sanitized(void)
+{
+    /* a sanitizer build is ten times slower: a shorter round keeps the
+     * load within what it can serve, so that the test is about crashes
+     * and hangs, not about a backlog */
+    const char *bin = getenv("MOONRING_BIN");
+    return bin && strstr(bin, "-san");
+}
+
 static void hammer(struct h_server *s, const char *const *seeds, int nseeds)
 {
+    const int round_ms = sanitized() ? 200 : FUZZ_MS;
     enum { NC = 8 };
     int fds[NC] = { 0 };
     static char buf[16384];
-    long end = ms_now() + FUZZ_MS, execs = 0;
+    long end = ms_now() + round_ms, execs = 0;
     for (int i = 0; i < NC; i++)
         fds[i] = -1;
     while (ms_now() < end) {
@@ -118,7 +129,7 @@ static void hammer(struct h_server *s, const char *const *seeds, int nseeds)
     for (int i = 0; i < NC; i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    fprintf(stderr, "    %ld inputs in %d ms\n", execs, FUZZ_MS);
+    fprintf(stderr, "    %ld inputs in %d ms\n", execs, round_ms);
 }
 
 static void fuzz(const char *script, const char *const *seeds, int nseeds,
@@ -127,7 +138,8 @@ static void fuzz(const char *script, const char *const *seeds, int nseeds,
     struct h_server s;
     /* a small high-water mark and buffer pool: what memory may grow by is
      * then small, and growth beyond it stands out */
-    const char *argv[] = { "--high-water", "65536", "--buffers", "256", script, NULL };
+    const char *argv[] = { "--high-water", "65536", "--buffers", "256",
+                           "--shutdown-timeout", "2", script, NULL };
     h_start(&s, argv);
     /* Memory must level off: the first round warms up (buffers, the JIT,
      * allocator caches, a sanitizer's quarantine), the second may not grow
@@ -136,7 +148,10 @@ static void fuzz(const char *script, const char *const *seeds, int nseeds,
     long rss1 = rss_kib(s.pid);
     hammer(&s, seeds, nseeds);
     long grown = rss_kib(s.pid) - rss1;
-    if (grown > 32 * 1024) {
+    /* A sanitizer's allocator (redzones, quarantine, slow frees) makes
+     * RSS say little about the server's own memory: check it on the
+     * plain build only. */
+    if (!sanitized() && grown > 32 * 1024) {
         h_log_wait(&s, NULL, 100);
         size_t len = strlen(s.log);
         fail_msg("RSS grew by %ld KiB; the server's log ends:\n%s", grown,
