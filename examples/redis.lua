@@ -91,26 +91,52 @@ local function incr(key, by)
   return int(n)
 end
 
--- KEYS pattern: a glob, turned into a Lua pattern.
-local function glob(p)
-  local out, i = { "^" }, 1
-  while i <= #p do
-    local c = sub(p, i, i)
-    if c == "*" then out[#out + 1] = ".*"
-    elseif c == "?" then out[#out + 1] = "."
-    elseif c == "\\" and i < #p then i = i + 1; out[#out + 1] = "%" .. sub(p, i, i)
-    elseif c == "[" then
-      local j = find(p, "]", i + 2, true)
-      if not j then out[#out + 1] = "%[" else
-        local class = sub(p, i + 1, j - 1):gsub("^%^", "!"):gsub("%%", "%%%%")
-        out[#out + 1] = "[" .. class:gsub("^!", "^") .. "]"
-        i = j
-      end
-    elseif find(c, "^[%^%$%(%)%%%.%]%+%-]") then out[#out + 1] = "%" .. c
-    else out[#out + 1] = c end
-    i = i + 1
+-- KEYS pattern: glob matching (* ? [abc] [^a-z] \x) in O(pattern x key)
+-- time, going back only to the last "*" on a mismatch: a Lua pattern
+-- would backtrack over every "*" and a hostile pattern could hang us.
+local function class_at(p, i, c)
+  -- the class starting at p[i] == "[": does it hold c? returns ok, next i
+  local j, negate, ok = i + 1, false, false
+  if sub(p, j, j) == "^" then negate, j = true, j + 1 end
+  while j <= #p and sub(p, j, j) ~= "]" do
+    local lo = sub(p, j, j)
+    if lo == "\\" and j < #p then j = j + 1; lo = sub(p, j, j) end
+    if sub(p, j + 1, j + 1) == "-" and j + 2 <= #p and sub(p, j + 2, j + 2) ~= "]" then
+      local hi = sub(p, j + 2, j + 2)
+      if c >= lo and c <= hi then ok = true end
+      j = j + 3
+    else
+      if c == lo then ok = true end
+      j = j + 1
+    end
   end
-  return concat(out) .. "$"
+  return ok ~= negate, j + 1
+end
+
+local function glob_match(p, s)
+  local pi, si, star_p, star_s = 1, 1, nil, nil
+  while si <= #s do
+    local pc, sc = sub(p, pi, pi), sub(s, si, si)
+    local matched, next_pi = false, pi + 1
+    if pc == "*" then
+      star_p, star_s, pi = pi, si, pi + 1
+      goto continue
+    elseif pc == "?" then matched = pi <= #p
+    elseif pc == "[" then matched, next_pi = class_at(p, pi, sc)
+    elseif pc == "\\" and pi < #p then matched, next_pi = sub(p, pi + 1, pi + 1) == sc, pi + 2
+    else matched = pi <= #p and pc == sc end
+    if matched then
+      pi, si = next_pi, si + 1
+    elseif star_p then
+      star_s = star_s + 1
+      pi, si = star_p + 1, star_s
+    else
+      return false
+    end
+    ::continue::
+  end
+  while sub(p, pi, pi) == "*" do pi = pi + 1 end
+  return pi > #p
 end
 
 local commands = {}
@@ -208,9 +234,9 @@ end
 
 commands.KEYS = function(a)
   if #a ~= 2 then return arity("keys") end
-  local pat, out, now = glob(a[2]), {}, mr.now()
+  local pat, out, now = a[2], {}, mr.now()
   for key in pairs(state.db) do
-    if not expired(key, now) and find(key, pat) then out[#out + 1] = key end
+    if not expired(key, now) and glob_match(pat, key) then out[#out + 1] = key end
   end
   return array(out)
 end
