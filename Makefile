@@ -114,6 +114,11 @@ fuzz:
 	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus-$$(basename $$f) 2>&1 \
 	    | grep -E "^stat::number_of_executed_units|^stat::peak_rss|ERROR|SUMMARY|Done"; done
 
+# make soak [SOAK_SECONDS=180]: 10,000 connections echoing and churning;
+# RSS must not grow and no request may fail. Not part of make test.
+soak: deps
+	@scripts/soak.sh
+
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the binary, the Lua
 # library it requires from, the man page and the README.
 install: moonring
