@@ -422,6 +422,12 @@ static void test_proxy_http(void **state)
     char *out = client(c, body);
     assert_string_equal(out, body);
     free(out);
+    /* random bytes through the proxy: the upstream's answer (a 4xx and a
+     * close) comes back, and the proxy closes the client too */
+    static unsigned char junk[65536];
+    h_fill_random(junk, sizeof junk, 77);
+    contains(raw(s.port, junk, sizeof junk, H_WAIT_MS), "HTTP/1.1 4");
+    still_serves_http(&s);
     /* an upstream that is down: the client is closed, the proxy lives */
     int http_port = http.port;
     h_finish(&http, NULL);
