@@ -104,15 +104,17 @@ build/fuzz/fuzz_sendq: src/sendq.c
 build/fuzz/fuzz_cli: src/cli.c src/log.c
 build/fuzz/fuzz_watch: src/watch.c
 build/fuzz/%: tests/fuzz/%.c
-	@mkdir -p build/fuzz build/fuzz/corpus-$*
+	@mkdir -p build/fuzz
 	clang $(FUZZ_FLAGS) -o $@ $^
 
 fuzz:
 	@scripts/deps.sh fuzz
 	@$(MAKE) --no-print-directory $(FUZZERS)
 	@set -e; for f in $(FUZZERS); do echo "== $$f ($(FUZZ_SECONDS) s)"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus-$$(basename $$f) 2>&1 \
-	    | grep -E "^stat::number_of_executed_units|^stat::peak_rss|ERROR|SUMMARY|Done"; done
+	  corpus=build/fuzz/corpus-$$(basename $$f); mkdir -p $$corpus; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$corpus > build/fuzz/last.log 2>&1 \
+	    || { tail -40 build/fuzz/last.log; exit 1; }; \
+	  grep -E "^stat::number_of_executed_units|^Done" build/fuzz/last.log; done
 
 # make soak [SOAK_SECONDS=180]: 10,000 connections echoing and churning;
 # RSS must not grow and no request may fail. Not part of make test.
