@@ -11,6 +11,7 @@
 #include "master.h"
 #include "log.h"
 #include "timer.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -163,11 +164,7 @@ int master_run(const struct cli_opts *o, const int *fds, int n)
     for (int i = 0; i < n; i++)
         c[i].busy = &busy[i];
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
+    worker_signals(&set);
     sigaddset(&set, SIGCHLD);
     sigprocmask(SIG_BLOCK, &set, NULL);
     log_info("master %d: starting %d workers", (int)getpid(), n);

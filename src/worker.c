@@ -21,14 +21,19 @@ static void arm_signal(struct worker *w)
     io_uring_sqe_set_data64(sqe, ud_make(OP_SIGNAL, 0, 0));
 }
 
+void worker_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
+}
+
 static int setup_signals(struct worker *w)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
+    worker_signals(&set);
     if (sigprocmask(SIG_BLOCK, &set, NULL))
         return -1;
     signal(SIGPIPE, SIG_IGN);

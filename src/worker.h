@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <signal.h>
 #include <sys/signalfd.h>
 #include <time.h>
 
@@ -73,6 +74,10 @@ int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
 int worker_run(struct worker *w);
 
 void worker_destroy(struct worker *w);
+
+/* The signals a worker takes (through its signalfd): SIGTERM, SIGINT,
+ * SIGHUP, SIGUSR1. The master forwards the same ones. */
+void worker_signals(sigset_t *set);
 
 /* conn_io.c: the ring side of connections */
 void conn_io_arm_recv(struct worker *w, struct conn *c);

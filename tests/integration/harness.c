@@ -585,3 +585,16 @@ char *h_line(int fd, int ms)
     buf[n] = 0;
     return buf;
 }
+
+long h_rss_kib(pid_t pid)
+{
+    char path[64], l[256];
+    long rss = 0;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(l, sizeof l, f) && sscanf(l, "VmRSS: %ld", &rss) != 1)
+        ;
+    fclose(f);
+    return rss;
+}

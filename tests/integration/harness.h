@@ -37,6 +37,9 @@ char *h_serve(struct h_server *s, const char *text, const char *const *opts,
  * and path (which may be NULL). */
 void h_finish(struct h_server *s, char *path);
 
+/* The resident memory of pid, in KiB. */
+long h_rss_kib(pid_t pid);
+
 /* One line from fd, without its newline, read within ms ("" if none);
  * the buffer is static. */
 char *h_line(int fd, int ms);

@@ -132,19 +132,6 @@ static void test_pause_resume(void **state)
     h_finish(&s, path);
 }
 
-static long rss_kib(pid_t pid)
-{
-    char path[64], l[256];
-    long rss = 0;
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    while (fgets(l, sizeof l, f) && sscanf(l, "VmRSS: %ld", &rss) != 1)
-        ;
-    fclose(f);
-    return rss;
-}
-
 /* A client that does not read: reading from it pauses at the high-water
  * mark, so the server's memory stays bounded; once it reads, every byte
  * comes back and on_drain has run. */
@@ -161,7 +148,7 @@ static void test_high_water(void **state)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     unsigned char *in = malloc(TOTAL), *out = malloc(TOTAL);
     h_fill_random(in, TOTAL, 3);
-    long rss0 = rss_kib(s.pid);
+    long rss0 = h_rss_kib(s.pid);
     size_t sent = 0;
     for (;;) {    /* write until the server stops reading */
         ssize_t w = send(fd, in + sent, TOTAL - sent, MSG_NOSIGNAL);
@@ -170,7 +157,7 @@ static void test_high_water(void **state)
         sent += (size_t)w;
     }
     assert_true(sent < TOTAL);   /* the pressure reached us */
-    long grown = rss_kib(s.pid) - rss0;
+    long grown = h_rss_kib(s.pid) - rss0;
     if (grown > 16 * 1024)   /* not the megabytes sent */
         fail_msg("server RSS grew by %ld KiB", grown);
     tv.tv_sec = 10;

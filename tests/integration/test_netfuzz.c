@@ -62,19 +62,6 @@ static long ms_now(void)
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-static long rss_kib(pid_t pid)
-{
-    char path[64], l[256];
-    long rss = 0;
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    while (fgets(l, sizeof l, f) && sscanf(l, "VmRSS: %ld", &rss) != 1)
-        ;
-    fclose(f);
-    return rss;
-}
-
 /* Hammer the server with mutants of the seeds for FUZZ_MS, over a few
  * connections at a time, sent in random pieces, reading what comes
  * back, sometimes resetting. */
@@ -145,9 +132,9 @@ static void fuzz(const char *script, const char *const *seeds, int nseeds,
      * allocator caches, a sanitizer's quarantine), the second may not grow
      * much further. Unbounded growth grows in every round. */
     hammer(&s, seeds, nseeds);
-    long rss1 = rss_kib(s.pid);
+    long rss1 = h_rss_kib(s.pid);
     hammer(&s, seeds, nseeds);
-    long grown = rss_kib(s.pid) - rss1;
+    long grown = h_rss_kib(s.pid) - rss1;
     /* A sanitizer's allocator (redzones, quarantine, slow frees) makes
      * RSS say little about the server's own memory: check it on the
      * plain build only. */
