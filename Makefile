@@ -84,8 +84,9 @@ check: unit integration
 test: deps-test
 	@$(MAKE) --no-print-directory check
 
-# the load generator behind scripts/syscalls.sh and make bench
-build/loadgen: tests/bench/loadgen.c
+# the load generator behind scripts/syscalls.sh and make bench, and the
+# epoll echo server moonring is measured against
+build/loadgen build/epoll_echo: build/%: tests/bench/%.c
 	@mkdir -p build
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
 
