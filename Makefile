@@ -27,7 +27,7 @@ CORE_SRC   := log.c cli.c bufring.c sendq.c conn.c loop.c net.c conn_io.c \
 CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIN        := moonring$(if $(filter 1,$(SANITIZE)),-san)
 
-.PHONY: all deps deps-test run test check unit integration install uninstall fuzz soak clean
+.PHONY: all deps deps-test run test check unit integration install uninstall fuzz soak bench clean
 all: $(BIN)
 
 deps:
@@ -116,6 +116,11 @@ fuzz:
 	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$corpus > build/fuzz/last.log 2>&1 \
 	    || { tail -40 build/fuzz/last.log; exit 1; }; \
 	  grep -E "^stat::number_of_executed_units|^Done" build/fuzz/last.log; done
+
+# make bench: moonring side by side with the epoll baseline, tarantool,
+# nginx and redis-server; prints the table and writes it to BENCHMARKS.md.
+bench: deps
+	@scripts/bench.sh
 
 # make soak [SOAK_SECONDS=180]: 10,000 connections echoing and churning;
 # RSS must not grow and no request may fail. Not part of make test.

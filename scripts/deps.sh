@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages moonring needs to build and test.
-# Usage: scripts/deps.sh [build|test|fuzz|bench]
+# Usage: scripts/deps.sh [build|test|fuzz|bench]   or   scripts/deps.sh only PKG...
 # Installs only what is missing; never prompts (CI has no stdin).
 set -euo pipefail
 
@@ -10,9 +10,11 @@ case "${1:-build}" in
   # the examples' tests drive them with real clients and peers
   test)  want+=(libcmocka-dev python3 curl wrk redis-tools redis-server socat) ;;
   fuzz)  want+=(clang libclang-rt-14-dev) ;;
-  bench) want+=(libcmocka-dev python3 curl wrk redis-tools redis-server socat
-                nginx libnginx-mod-http-lua strace) ;;
-  *) echo "deps.sh: unknown set '$1' (build|test|fuzz|bench)" >&2; exit 2 ;;
+  # make bench's peers (nginx, tarantool) come one by one through 'only',
+  # so that a peer Debian cannot give is skipped rather than fatal
+  bench) want+=(python3 wrk redis-tools redis-server strace) ;;
+  only)  want=("${@:2}") ;;
+  *) echo "deps.sh: unknown set '$1' (build|test|fuzz|bench|only)" >&2; exit 2 ;;
 esac
 
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }

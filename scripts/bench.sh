@@ -1,0 +1,394 @@
+#!/usr/bin/env bash
+# make bench: moonring side by side with its peers, in one run.
+#
+# Each workload runs every server in turn, ROUNDS times, in an order that
+# rotates from round to round; the table gives medians, because on a
+# shared 2-core machine figures drift from one run to the next. Servers
+# run on core 0, load generators on core 1. The table is printed and
+# written to BENCHMARKS.md between its bench markers, with the machine,
+# the versions and the exact commands; the rest of that file is prose.
+#
+# usage: scripts/bench.sh    settings from the environment, with their defaults:
+#   ROUNDS=3 SECS=5 WRK_SECS=10 IDLE_CONNS=10000 ONLY="echo http redis churn idle"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}          # alternating rounds; medians are reported
+SECS=${SECS:-5}              # seconds per echo measurement, after 1 s of warm-up
+WRK_SECS=${WRK_SECS:-10}     # seconds per wrk measurement
+IDLE_CONNS=${IDLE_CONNS:-10000}
+ONLY=${ONLY:-echo http redis churn idle}   # which workloads
+OUT=${OUT:-BENCHMARKS.md}
+SCPU=0 CCPU=1                # server core, client core
+PORT=17300
+
+scripts/deps.sh bench
+make --no-print-directory -s moonring build/loadgen build/epoll_echo
+ulimit -n "$(ulimit -Hn)"    # 10,000 idle connections need the hard limit
+
+work=$(mktemp -d)
+log=$work/servers.log
+pid=
+skipped=()                   # peers left out, with the reason
+: >"$work/commands"          # every distinct command, for BENCHMARKS.md
+
+stop() {
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=
+}
+trap 'stop; rm -rf "$work"' EXIT
+
+note_cmd() { # remember a command line once (a file: clients run in $(...))
+  local w c=
+  for w in "$@"; do
+    case $w in ''|*[!-A-Za-z0-9_./:=,\$]*) w=${w@Q} ;; esac
+    c+="${c:+ }$w"
+  done
+  grep -qxF -- "$c" "$work/commands" || echo "$c" >>"$work/commands"
+}
+
+# start CMD...: start a server on the server core, listening on $PORT, and
+# wait until it accepts. Each start takes a fresh port so that no server
+# meets another's connections in TIME_WAIT.
+start() {
+  PORT=$((PORT + 1))
+  local argv=("${@//\$PORT/$PORT}")
+  note_cmd taskset -c $SCPU "$@"
+  taskset -c $SCPU "${argv[@]}" >>"$log" 2>&1 & pid=$!
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "bench: '$*' did not start; its output:" >&2
+  tail -20 "$log" >&2
+  exit 1
+}
+
+client() { # run a load generator on the client core
+  note_cmd taskset -c $CCPU "$@"
+  local argv=("${@//\$PORT/$PORT}")
+  taskset -c $CCPU "${argv[@]}"
+}
+
+record() { echo "$2" >>"$work/$1"; }   # record KEY VALUE
+median() { # median KEY: the median of the values recorded under KEY, or -
+  [ -s "$work/$1" ] || { echo -; return; }
+  sort -g "$work/$1" | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
+}
+rotate() { # rotate N WORDS...: the words, starting from the Nth
+  local n=$(($1 % ($# - 1))); shift
+  echo "${@:n+1}" "${@:1:n}"
+}
+
+# ---- peers ---------------------------------------------------------------
+
+peer_ok() { # peer_ok NAME PACKAGE...: install a peer, or skip it with a note
+  local name=$1; shift
+  if ! scripts/deps.sh only "$@" >"$work/deps.log" 2>&1; then
+    skipped+=("$name: could not install $* ($(tail -1 "$work/deps.log"))")
+    return 1
+  fi
+}
+have_tarantool=0 have_nginx=0
+peer_ok tarantool tarantool && have_tarantool=1
+peer_ok nginx nginx libnginx-mod-http-lua && have_nginx=1
+
+nginx_conf() { # a one-worker nginx serving / statically and /lua from Lua
+  mkdir -p "$work/nginx/logs"
+  local mods=/usr/lib/nginx/modules
+  cat >"$work/nginx/nginx.conf" <<EOF
+load_module $mods/ndk_http_module.so;
+load_module $mods/ngx_http_lua_module.so;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log error;
+events { worker_connections 19000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  default_type text/plain;
+  server {
+    listen 127.0.0.1:\$PORT reuseport;
+    location = / { return 200 "hello from moonring\n"; }
+    location = /lua { content_by_lua_block { ngx.print("hello from moonring\n") } }
+  }
+}
+EOF
+}
+start_nginx() { # nginx's listen port is in its configuration
+  sed "s/\\\$PORT/$((PORT + 1))/" "$work/nginx/nginx.conf" >"$work/nginx/run.conf"
+  start nginx -p "$work/nginx" -c "$work/nginx/run.conf"
+}
+
+start_echo() { # start_echo moonring|epoll|tarantool
+  case $1 in
+    moonring)  start ./moonring -p '$PORT' --log-level warn ;;
+    epoll)     start build/epoll_echo '$PORT' ;;
+    tarantool) start tarantool tests/bench/tarantool_echo.lua '$PORT' ;;
+  esac
+}
+
+# ---- workloads -----------------------------------------------------------
+
+# 1. Echo, 50 connections: 64 B, 4 KiB, 64 B pipelined 16 deep. Every byte
+# is verified; loadgen reads the server's CPU time from /proc.
+echo_loads=("64:-s 64" "4k:-s 4096" "p16:-s 64 -P 16")
+bench_echo() {
+  local servers=(moonring epoll) r s l out
+  [ $have_tarantool = 1 ] && servers+=(tarantool)
+  for r in $(seq "$ROUNDS"); do
+    for s in $(rotate "$r" "${servers[@]}"); do
+      start_echo "$s"
+      for l in "${echo_loads[@]}"; do
+        # shellcheck disable=SC2086
+        out=$(client build/loadgen -p '$PORT' -c 50 ${l#*:} -d "$SECS" -W 1 -S "$pid")
+        set -- $out
+        [ "${12}" = 0 ] || { echo "bench: $s echo ${l%%:*}: $out" >&2; exit 1; }
+        record "echo.${l%%:*}.$s.rps" "$2"
+        record "echo.${l%%:*}.$s.cpu" "${10}"
+      done
+      stop
+    done
+    echo "bench: echo round $r of $ROUNDS done" >&2
+  done
+}
+
+# 2. HTTP hello, wrk -t1 -c50: examples/http.lua, nginx static, nginx+Lua.
+bench_http() {
+  local servers=(moonring) r s url out
+  [ $have_nginx = 1 ] && { nginx_conf; servers+=(nginx nginx-lua); }
+  for r in $(seq "$ROUNDS"); do
+    for s in $(rotate "$r" "${servers[@]}"); do
+      url='http://127.0.0.1:$PORT/'
+      case $s in
+        moonring)  start ./moonring -p '$PORT' --log-level warn examples/http.lua ;;
+        nginx)     start_nginx ;;
+        nginx-lua) start_nginx; url+=lua ;;
+      esac
+      out=$(client wrk -t1 -c50 -d"${WRK_SECS}s" "$url")
+      if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
+        echo "bench: $s answered with errors: $out" >&2; exit 1
+      fi
+      record "http.$s.rps" "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+      stop
+    done
+    echo "bench: http round $r of $ROUNDS done" >&2
+  done
+}
+
+# 3. redis-benchmark -t ping,set,get -c 50, then with -P 16:
+# examples/redis.lua against redis-server with persistence off.
+bench_redis() {
+  local r s p n out
+  for r in $(seq "$ROUNDS"); do
+    for s in $(rotate "$r" moonring redis); do
+      case $s in
+        moonring) start ./moonring -p '$PORT' --log-level warn examples/redis.lua ;;
+        redis)    start redis-server --port '$PORT' --bind 127.0.0.1 --save '' \
+                    --appendonly no --maxclients 19000 --logfile '' ;;
+      esac
+      for p in 1 16; do
+        n=$((p == 1 ? 200000 : 2000000))
+        out=$(client redis-benchmark -p '$PORT' -t ping,set,get -c 50 -n "$n" -P "$p" -q |
+              tr '\r' '\n' | grep 'requests per second' | sort -u)
+        while IFS=: read -r test rest; do
+          record "redis.P$p.$test.$s" "$(awk '{print $1}' <<<"$rest")"
+        done <<<"$out"
+      done
+      stop
+    done
+    echo "bench: redis round $r of $ROUNDS done" >&2
+  done
+}
+
+# 4. Churn: 1,000 short-lived clients, 50 at a time; the server's
+# syscalls counted by strace (scripts/syscalls.sh).
+bench_churn() {
+  local r s out
+  for r in $(seq "$ROUNDS"); do
+    for s in $(rotate "$r" moonring epoll); do
+      if [ "$s" = moonring ]; then
+        note_cmd scripts/syscalls.sh 1000 50
+        out=$(scripts/syscalls.sh 1000 50)
+      else
+        note_cmd scripts/syscalls.sh 1000 50 -- taskset -c $SCPU build/epoll_echo '$PORT'
+        out=$(scripts/syscalls.sh 1000 50 -- sh -c "exec taskset -c $SCPU build/epoll_echo \$PORT")
+      fi
+      record "churn.waves.$s.enter" "$(awk -F'|' '/waves/ {print $3+0}' <<<"$out")"
+      record "churn.waves.$s.all" "$(awk -F'|' '/waves/ {print $4+0}' <<<"$out")"
+      record "churn.flight.$s.enter" "$(awk -F'|' '/in flight/ {print $3+0}' <<<"$out")"
+      record "churn.flight.$s.all" "$(awk -F'|' '/in flight/ {print $4+0}' <<<"$out")"
+    done
+    echo "bench: churn round $r of $ROUNDS done" >&2
+  done
+}
+
+# 5. Idle memory: RSS per connection with IDLE_CONNS idle connections.
+idle() { # idle NAME PROBE [PID]: measure the server just started
+  local out
+  out=$(client scripts/idle-rss.py "${3:-$pid}" '$PORT' "$IDLE_CONNS" "$2")
+  record "idle.$1" "$(awk '{print $NF}' <<<"$out")"
+  stop
+}
+bench_idle() {
+  start ./moonring -p '$PORT' --log-level warn; idle moonring echo
+  start build/epoll_echo '$PORT'; idle epoll echo
+  if [ $have_tarantool = 1 ]; then
+    start tarantool tests/bench/tarantool_echo.lua '$PORT'; idle tarantool echo
+  fi
+  if [ $have_nginx = 1 ]; then
+    nginx_conf; start_nginx
+    idle nginx http "$(pgrep -P "$pid" | head -1)"   # the worker holds them
+  fi
+  start redis-server --port '$PORT' --bind 127.0.0.1 --save '' --appendonly no \
+    --maxclients 19000 --logfile ''
+  idle redis-server redis
+  echo "bench: idle memory done" >&2
+}
+
+# ---- report --------------------------------------------------------------
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+meets() { # meets VALUE OP TARGET: yes, no, or - when there is no value
+  awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
+    if (v == "-") { print "-"; exit }
+    ok = (op == ">=") ? v >= t : v <= t; print ok ? "yes" : "**no**" }'
+}
+k() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else if (v >= 10000) printf "%.0fk", v / 1000; else print v }'; }
+
+table_echo() {
+  local l w m e t re rt
+  echo "**Echo, 50 connections, the default Lua echo script** (requests/s; CPU µs per request)"
+  echo
+  echo "| load | moonring | epoll (C) | tarantool | ÷ epoll | target ≥ | met | ÷ tarantool | target ≥ 1.2 | met |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for l in 64 4k p16; do
+    m=$(median "echo.$l.moonring.rps"); e=$(median "echo.$l.epoll.rps"); t=$(median "echo.$l.tarantool.rps")
+    w=$([ $l = p16 ] && echo 1.05 || echo 1.0)
+    re=$(ratio "$m" "$e"); rt=$(ratio "$m" "$t")
+    echo "| $l | $(k "$m") | $(k "$e") | $(k "$t") | $re | $w | $(meets "$re" '>=' "$w") | $rt | 1.2 | $(meets "$rt" '>=' 1.2) |"
+  done
+  echo
+  echo "| server CPU per request | moonring µs | epoll µs | tarantool µs | moonring ÷ epoll | target ≤ | met |"
+  echo "|---|---|---|---|---|---|---|"
+  for l in 64 4k p16; do
+    m=$(median "echo.$l.moonring.cpu"); e=$(median "echo.$l.epoll.cpu"); t=$(median "echo.$l.tarantool.cpu")
+    re=$(ratio "$m" "$e")
+    case $l in 64) w=1.0 ;; p16) w=0.9 ;; *) w=- ;; esac
+    echo "| $l | $m | $e | $t | $re | $w | $([ $w = - ] && echo - || meets "$re" '<=' "$w") |"
+  done
+}
+
+table_http() {
+  local m s v r w
+  m=$(median http.moonring.rps)
+  echo "**HTTP hello, \`wrk -t1 -c50 -d${WRK_SECS}s\`** (requests/s)"
+  echo
+  echo "| server | requests/s | moonring ÷ it | target ≥ | met |"
+  echo "|---|---|---|---|---|"
+  echo "| moonring examples/http.lua | $(k "$m") | | | |"
+  for s in nginx nginx-lua; do
+    v=$(median "http.$s.rps"); r=$(ratio "$m" "$v")
+    w=$([ $s = nginx ] && echo 1.0 || echo 1.1)
+    echo "| $s$([ $s = nginx ] && echo ' static' || echo ' content_by_lua') | $(k "$v") | $r | $w | $(meets "$r" '>=' "$w") |"
+  done
+}
+
+table_redis() {
+  local p t m v r
+  echo "**Redis, \`redis-benchmark -t ping,set,get -c 50\`** (requests/s)"
+  echo
+  echo "| test | moonring examples/redis.lua | redis-server | ÷ redis-server | target ≥ | met |"
+  echo "|---|---|---|---|---|---|"
+  for p in 1 16; do
+    for t in PING_INLINE PING_MBULK SET GET; do
+      m=$(median "redis.P$p.$t.moonring"); v=$(median "redis.P$p.$t.redis"); r=$(ratio "$m" "$v")
+      echo "| $t$([ $p = 16 ] && echo ', -P 16') | $(k "$m") | $(k "$v") | $r | 1.0 | $(meets "$r" '>=' 1.0) |"
+    done
+  done
+}
+
+table_churn() {
+  local mode me ma ee ea
+  echo "**Churn: 1,000 clients, 50 at a time** (server syscalls, \`strace -c -f\`)"
+  echo
+  echo "| clients | moonring io_uring_enter | target ≤ 79 | moonring all | target ≤ 100 | epoll all |"
+  echo "|---|---|---|---|---|---|"
+  for mode in waves flight; do
+    me=$(median "churn.$mode.moonring.enter"); ma=$(median "churn.$mode.moonring.all")
+    ea=$(median "churn.$mode.epoll.all")
+    echo "| $([ $mode = waves ] && echo 'in waves of 50' || echo '50 in flight') | $me | $(meets "$me" '<=' 79) | $ma | $(meets "$ma" '<=' 100) | $ea |"
+  done
+}
+
+table_idle() {
+  local s v
+  echo "**Idle memory: RSS per connection, $IDLE_CONNS idle connections** (bytes)"
+  echo
+  echo "| server | bytes per connection | target ≤ 512 |"
+  echo "|---|---|---|"
+  for s in moonring epoll tarantool nginx redis-server; do
+    v=$(median "idle.$s")
+    [ "$v" = - ] && continue
+    echo "| $s | $v | $([ $s = moonring ] && meets "$v" '<=' 512) |"
+  done
+}
+
+about() { # the machine, the versions, the commands
+  local c
+  echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'): $ROUNDS alternating rounds, medians;"
+  echo "servers on core $SCPU, load generators on core $CCPU."
+  echo
+  echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)," \
+       "$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
+  echo "- kernel: $(uname -r); $(. /etc/os-release; echo "$PRETTY_NAME")"
+  echo "- moonring $(git describe --always --dirty 2>/dev/null || echo '(no git)')," \
+       "gcc $(gcc -dumpfullversion), liburing $(dpkg-query -W -f='${Version}' liburing-dev 2>/dev/null)," \
+       "LuaJIT $(dpkg-query -W -f='${Version}' 'libluajit2-5.1-2' 2>/dev/null || dpkg-query -W -f='${Version}' 'libluajit-5.1-2' 2>/dev/null)"
+  echo "- peers: $(nginx -v 2>&1 | sed 's/.*: //') with lua module" \
+       "$(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null);" \
+       "redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2);" \
+       "$(tarantool --version 2>/dev/null | head -1);" \
+       "$(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}')"
+  for c in "${skipped[@]}"; do echo "- skipped: $c"; done
+  echo
+  echo "Commands (\$PORT is a fresh port for each start, /tmp/bench the run's temporary folder):"
+  echo
+  echo '```'
+  sed "s|$work|/tmp/bench|g" "$work/commands"
+  echo '```'
+  [ -f "$work/nginx/nginx.conf" ] || return 0
+  echo
+  echo "nginx.conf (\$PORT as above):"
+  echo
+  echo '```nginx'
+  sed "s|$work|/tmp/bench|g" "$work/nginx/nginx.conf"
+  echo '```'
+}
+
+report() {
+  table_echo; echo; table_http; echo; table_redis; echo
+  table_churn; echo; table_idle; echo; about
+}
+
+# ---- main ----------------------------------------------------------------
+
+for w in $ONLY; do "bench_$w"; done
+report >"$work/report.md"
+cat "$work/report.md"
+
+# Replace the part of BENCHMARKS.md between the markers; keep the prose.
+begin='<!-- make bench: begin -->' end='<!-- make bench: end -->'
+[ -f "$OUT" ] || printf '# Benchmarks\n\n%s\n%s\n' "$begin" "$end" >"$OUT"
+awk -v b="$begin" -v e="$end" -v f="$work/report.md" '
+  $0 == b { print; while ((getline l < f) > 0) print l; skip = 1; next }
+  $0 == e { skip = 0 }
+  !skip' "$OUT" >"$work/out.md"
+cp "$work/out.md" "$OUT"
+echo "bench: table written to $OUT" >&2
