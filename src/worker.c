@@ -238,6 +238,22 @@ static void run_timers(struct worker *w)
     }
 }
 
+/* Submit the last close chains and wait, briefly, for the multishot
+ * accept to end. Until its last completion the request holds the
+ * listening socket open, even after we exit (the ring is torn down
+ * asynchronously), and a restart would find the port in use. */
+static void wait_accept_end(struct worker *w)
+{
+    struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 50 * 1000 * 1000 };
+    for (int i = 0; i < 20 && w->accept_armed; i++) {
+        int ret = loop_wait(&w->loop, &ts);
+        if (ret < 0 && ret != -ETIME)
+            break;
+        loop_drain(&w->loop, dispatch, w);
+    }
+    io_uring_submit(&w->loop.ring);
+}
+
 int worker_run(struct worker *w)
 {
     struct __kernel_timespec ts;
@@ -262,7 +278,7 @@ int worker_run(struct worker *w)
             reload_run(w);
     }
     __atomic_store_n(w->busy_since, 0, __ATOMIC_RELAXED); /* not stuck: done */
-    io_uring_submit(&w->loop.ring); /* the last close chains */
+    wait_accept_end(w);
     log_info("stopped");
     return 0;
 }

@@ -113,6 +113,30 @@ static void test_port_in_use(void **state)
     close(fd);
 }
 
+/* Stop and start again on the same port, at once, as a restart does:
+ * the old process must have let go of the listening socket when it
+ * exits (its multishot accept held it open a moment longer). */
+static void test_restart_same_port(void **state)
+{
+    (void)state;
+    struct h_server s;
+    h_start(&s, NULL);
+    char port[16];
+    snprintf(port, sizeof port, "%d", s.port);
+    const char *argv[] = { "-p", port, NULL };
+    for (int i = 0; i < 8; i++) {
+        int fd = h_connect(s.port, false);
+        char out[5];
+        assert_int_equal(h_echo(fd, "ping", out, 4, H_WAIT_MS), 4);
+        assert_memory_equal(out, "ping", 4);
+        close(fd);
+        assert_int_equal(h_stop(&s, SIGTERM), 0);
+        free(s.log);
+        h_start(&s, argv); /* fails the test if the port is still held */
+    }
+    h_finish(&s, NULL);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -229,6 +253,7 @@ int main(void)
         cmocka_unit_test(test_not_a_table),
         cmocka_unit_test(test_no_on_data),
         cmocka_unit_test(test_port_in_use),
+        cmocka_unit_test(test_restart_same_port),
         cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_check_mode),
         cmocka_unit_test(test_help_version),
