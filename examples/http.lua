@@ -17,12 +17,11 @@ local MAX_BODY = 1024 * 1024   -- 413 beyond
 local HEAD_TIMEOUT = tonumber(arg[1]) or 10
 local IDLE_TIMEOUT = tonumber(arg[2]) or 30
 
-local find, sub, lower, match, gmatch = string.find, string.sub, string.lower,
-  string.match, string.gmatch
+local find, sub, lower, match = string.find, string.sub, string.lower, string.match
 
-local routes = {
-  ["GET /"] = function() return 200, "hello from moonring\n" end,
-  ["POST /echo"] = function(req) return 200, req.body end,
+local routes = {   -- routes[method][path]
+  GET = { ["/"] = function() return 200, "hello from moonring\n" end },
+  POST = { ["/echo"] = function(req) return 200, req.body end },
 }
 
 local reasons = {
@@ -32,19 +31,26 @@ local reasons = {
   [505] = "HTTP Version Not Supported",
 }
 
--- The Date header changes once a second: format it once a second.
-local date_sec, date_str = -1, ""
-local function http_date()
+-- The Date header changes once a second, and with it the start of every
+-- response: build those once a second, per status.
+local date_sec, heads = -1, {}
+local function head_of(status)
   local now = math.floor(mr.now())
   if now ~= date_sec then
-    date_sec, date_str = now, os.date("!%a, %d %b %Y %H:%M:%S GMT", now)
+    date_sec, heads = now, {}
   end
-  return date_str
+  local h = heads[status]
+  if not h then
+    h = "HTTP/1.1 " .. status .. " " .. reasons[status] ..
+      "\r\nServer: moonring\r\nDate: " .. os.date("!%a, %d %b %Y %H:%M:%S GMT", now) ..
+      "\r\nContent-Type: text/plain\r\nContent-Length: "
+    heads[status] = h
+  end
+  return h
 end
 
 local function respond(conn, status, body, close)
-  conn:send("HTTP/1.1 ", status, " ", reasons[status], "\r\nServer: moonring\r\nDate: ",
-    http_date(), "\r\nContent-Type: text/plain\r\nContent-Length: ", #body,
+  conn:send(head_of(status), #body,
     close and "\r\nConnection: close\r\n\r\n" or "\r\n\r\n", body)
 end
 
@@ -55,34 +61,86 @@ local function fail(conn, status)
   conn.failed = true
 end
 
--- Parse a request head. Returns the request, or nil and a status.
-local function parse_head(head)
-  local method, target, major, minor = match(head, "^(%u+) (%S+) HTTP/(%d)%.(%d)\r\n")
-  if not method then return nil, 400 end
-  if major ~= "1" then return nil, 505 end
-  local req = { method = method, path = target, headers = {}, minor = minor }
-  local first = true
-  for line in gmatch(head, "([^\r\n]*)\r\n") do
-    if first then
-      first = false
-    else
-      local name, value = match(line, "^([%w!#$%%&'*+%-.^_`|~]+):[ \t]*(.-)[ \t]*$")
-      if not name then return nil, 400 end
-      req.headers[lower(name)] = value
-    end
+-- The parser keeps to plain string.find, string.byte and string.sub, which
+-- LuaJIT compiles; string.match and gmatch would leave its traces.
+local byte = string.byte
+local TOKEN = {}   -- the bytes a header name may hold (RFC 9110 tchar)
+for c in ("!#$%&'*+-.^_`|~"):gmatch(".") do TOKEN[byte(c)] = true end
+for c = byte("0"), byte("9") do TOKEN[c] = true end
+for c = byte("A"), byte("Z") do TOKEN[c] = true; TOKEN[c + 32] = true end
+local METHOD = { GET = true, HEAD = true, POST = true, PUT = true, DELETE = true,
+  OPTIONS = true, PATCH = true, CONNECT = true, TRACE = true }
+local SP, TAB = byte(" "), byte("\t")
+
+-- Parse one header line buf[pos, le) into headers. Returns true, or nil
+-- for a malformed line.
+local function parse_header(buf, pos, le, headers)
+  local colon = find(buf, ":", pos, true)
+  if not colon or colon >= le or colon == pos then return nil end
+  for i = pos, colon - 1 do
+    if not TOKEN[byte(buf, i)] then return nil end
   end
-  local h = req.headers
-  local te, cl = h["transfer-encoding"], h["content-length"]
+  local vs, ve = colon + 1, le - 1
+  while vs <= ve and (byte(buf, vs) == SP or byte(buf, vs) == TAB) do vs = vs + 1 end
+  while ve >= vs and (byte(buf, ve) == SP or byte(buf, ve) == TAB) do ve = ve - 1 end
+  headers[lower(sub(buf, pos, colon - 1))] = sub(buf, vs, ve)
+  return true
+end
+
+local function all_digits(s)
+  for i = 1, #s do
+    local b = byte(s, i)
+    if b < 48 or b > 57 then return false end
+  end
+  return #s > 0
+end
+
+-- Parse the request head buf[pos, e] (e: the first byte of its closing
+-- blank line). Returns the request, or nil and a status.
+local function parse_head(buf, pos, e)
+  local le = find(buf, "\r\n", pos, true)
+  if find(buf, "\n", pos, true) ~= le + 1 or find(buf, "\r", pos, true) ~= le then
+    return nil, 400
+  end
+  local sp1 = find(buf, " ", pos, true)
+  local sp2 = sp1 and find(buf, " ", sp1 + 1, true)
+  if not sp2 or sp2 >= le or sp1 == pos or sp2 == sp1 + 1 then return nil, 400 end
+  local method, target, version = sub(buf, pos, sp1 - 1), sub(buf, sp1 + 1, sp2 - 1),
+    sub(buf, sp2 + 1, le - 1)
+  if not METHOD[method] and not match(method, "^%u+$") then return nil, 400 end
+  local minor
+  if version == "HTTP/1.1" then minor = "1"
+  elseif version == "HTTP/1.0" then minor = "0"
+  else
+    local major
+    major, minor = match(version, "^HTTP/(%d)%.(%d)$")
+    if not major then return nil, 400 end
+    if major ~= "1" then return nil, 505 end
+  end
+  local headers = {}
+  pos = le + 2
+  while pos < e + 2 do
+    le = find(buf, "\r\n", pos, true)
+    -- a bare CR or LF inside a line is malformed
+    if find(buf, "\n", pos, true) ~= le + 1 or find(buf, "\r", pos, true) ~= le
+      or not parse_header(buf, pos, le, headers) then
+      return nil, 400
+    end
+    pos = le + 2
+  end
+  local req = { method = method, path = target, headers = headers, minor = minor }
+  local te, cl = headers["transfer-encoding"], headers["content-length"]
   if te then
     if cl then return nil, 400 end
     if lower(te) ~= "chunked" then return nil, 501 end
     req.chunked = true
   elseif cl then
-    if not match(cl, "^%d+$") or #cl > 15 then return nil, 400 end
+    if not all_digits(cl) or #cl > 15 then return nil, 400 end
     req.length = tonumber(cl)
     if req.length > MAX_BODY then return nil, 413 end
   end
-  local connection = lower(h["connection"] or "")
+  local connection = headers["connection"]
+  connection = connection and lower(connection) or ""
   if minor == "0" then
     req.close = not find(connection, "keep-alive", 1, true)
   else
@@ -140,7 +198,7 @@ local function process(conn)
       end
       if e - pos > MAX_HEAD then return fail(conn, 431) end
       local status
-      req, status = parse_head(sub(buf, pos, e + 1))
+      req, status = parse_head(buf, pos, e)
       if not req then return fail(conn, status) end
       conn.req, pos = req, e + 4
     end
@@ -157,7 +215,8 @@ local function process(conn)
       req.body, pos = sub(buf, pos, pos + n - 1), pos + n
     end
     conn.req = nil
-    local route = routes[req.method .. " " .. req.path]
+    local route = routes[req.method]
+    route = route and route[req.path]
     if route then
       local status, body = route(req)
       respond(conn, status, body, req.close)
@@ -185,7 +244,8 @@ return {
   end,
   on_data = function(conn, data)
     if conn.failed then return end
-    conn.buf = conn.buf .. data
+    local buf = conn.buf
+    conn.buf = buf == "" and data or buf .. data
     process(conn)
   end,
   on_close = function(conn)

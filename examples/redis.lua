@@ -306,13 +306,19 @@ local function parse(buf, pos)
     if #buf - pos + 1 > MAX_INLINE then return false, "too big inline request" end
     return nil, #buf + 1
   end
+  local last = byte(buf, e - 1) == 13 and e - 2 or e - 1   -- without a CR
+  local line = sub(buf, pos, last)
+  if line ~= "" and not find(line, " ", 1, true) and not find(line, "\t", 1, true)
+    and not find(line, "\r", 1, true) and not find(line, "\v", 1, true)
+    and not find(line, "\f", 1, true) then
+    return { line }, e + 1   -- one word, as from "PING\r\n"
+  end
   local args = {}
-  for word in sub(buf, pos, e - 1):gmatch("[^%s]+") do args[#args + 1] = word end
+  for word in line:gmatch("[^%s]+") do args[#args + 1] = word end
   return args, e + 1
 end
 
-local function run(args)
-  local name = upper(args[1])
+local function run(name, args)
   local cmd = commands[name]
   if not cmd then
     local preview = {}
@@ -324,19 +330,26 @@ local function run(args)
 end
 
 -- Bytes arrive in pieces; they are joined only once a whole command can
--- be there, so a large value does not cost a copy per piece.
+-- be there, so a large value does not cost a copy per piece. The usual
+-- case, one command in one piece, allocates no table: one reply is sent
+-- as it is, several (pipelining) are joined into one send.
 local function on_data(conn, data)
+  local nchunks = conn.nchunks + 1
   local chunks = conn.chunks
-  chunks[#chunks + 1] = data
+  chunks[nchunks] = data
   conn.have = conn.have + #data
-  if conn.have < conn.need then return end
-  local buf = #chunks == 1 and chunks[1] or concat(chunks)
-  local pos, out = 1, {}
+  if conn.have < conn.need then conn.nchunks = nchunks; return end
+  local buf = data
+  if nchunks > 1 then
+    buf = concat(chunks, "", 1, nchunks)
+    conn.chunks = {}   -- let go of the pieces
+  end
+  local pos, first, out, nout = 1, nil, nil, 0
   while pos <= #buf do
     local args, nxt = parse(buf, pos)
     if args == false then
-      out[#out + 1] = err("ERR Protocol error: " .. nxt)
-      conn:send(concat(out))
+      conn:send(first or "", out and concat(out, "", 2) or "",
+        err("ERR Protocol error: " .. nxt))
       conn:close()
       return
     elseif args == nil then
@@ -346,24 +359,30 @@ local function on_data(conn, data)
     pos = nxt
     if #args > 0 then
       local name = upper(args[1])
+      local reply = name == "QUIT" and OK or run(name, args)
+      nout = nout + 1
+      if nout == 1 then first = reply
+      elseif nout == 2 then out = { first, reply }
+      else out[nout] = reply end
       if name == "QUIT" then
-        out[#out + 1] = OK
-        conn:send(concat(out))
+        conn:send(nout == 1 and first or concat(out))
         conn:close()
         return
       end
-      out[#out + 1] = run(args)
     end
   end
-  if pos > #buf then conn.need = 0 end
-  local rest = pos > #buf and "" or sub(buf, pos)
-  conn.chunks, conn.have = { rest }, #rest
-  if #out > 0 then conn:send(concat(out)) end
+  if pos > #buf then
+    conn.need, conn.have, conn.nchunks = 0, 0, 0
+  else
+    local rest = sub(buf, pos)
+    conn.chunks[1], conn.have, conn.nchunks = rest, #rest, 1
+  end
+  if nout == 1 then conn:send(first) elseif nout > 1 then conn:send(concat(out)) end
 end
 
 return {
   on_open = function(conn)
-    conn.chunks, conn.have, conn.need = {}, 0, 0
+    conn.chunks, conn.nchunks, conn.have, conn.need = {}, 0, 0, 0
   end,
   on_data = on_data,
 }

@@ -74,6 +74,12 @@ client() { # run a load generator on the client core
 }
 
 record() { echo "$2" >>"$work/$1"; }   # record KEY VALUE
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # CPU time, in clock ticks
+# cpu_per_req PID TICKS_BEFORE REQUESTS: the server's CPU µs per request
+cpu_per_req() {
+  awk -v t0="$2" -v t1="$(ticks "$1")" -v hz="$(getconf CLK_TCK)" -v n="$3" \
+    'BEGIN { printf "%.2f", (t1 - t0) * 1e6 / hz / n }'
+}
 median() { # median KEY: the median of the values recorded under KEY, or -
   [ -s "$work/$1" ] || { echo -; return; }
   sort -g "$work/$1" | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
@@ -161,7 +167,7 @@ bench_echo() {
 
 # 2. HTTP hello, wrk -t1 -c50: examples/http.lua, nginx static, nginx+Lua.
 bench_http() {
-  local servers=(moonring) r s url out
+  local servers=(moonring) r s url out spid t0
   [ $have_nginx = 1 ] && { nginx_conf; servers+=(nginx nginx-lua); }
   for r in $(seq "$ROUNDS"); do
     for s in $(rotate "$r" "${servers[@]}"); do
@@ -171,11 +177,15 @@ bench_http() {
         nginx)     start_nginx ;;
         nginx-lua) start_nginx; url+=lua ;;
       esac
+      spid=$pid
+      [ "$s" = moonring ] || spid=$(pgrep -P "$pid" | head -1)   # nginx's worker
+      t0=$(ticks "$spid")
       out=$(client wrk -t1 -c50 -d"${WRK_SECS}s" "$url")
       if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
         echo "bench: $s answered with errors: $out" >&2; exit 1
       fi
       record "http.$s.rps" "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+      record "http.$s.cpu" "$(cpu_per_req "$spid" "$t0" "$(awk '/requests in/ {print $1}' <<<"$out")")"
       stop
     done
     echo "bench: http round $r of $ROUNDS done" >&2
@@ -185,7 +195,7 @@ bench_http() {
 # 3. redis-benchmark -t ping,set,get -c 50, then with -P 16:
 # examples/redis.lua against redis-server with persistence off.
 bench_redis() {
-  local r s p n out
+  local r s p n out t0
   for r in $(seq "$ROUNDS"); do
     for s in $(rotate "$r" moonring redis); do
       case $s in
@@ -195,11 +205,13 @@ bench_redis() {
       esac
       for p in 1 16; do
         n=$((p == 1 ? 200000 : 2000000))
+        t0=$(ticks "$pid")
         out=$(client redis-benchmark -p '$PORT' -t ping,set,get -c 50 -n "$n" -P "$p" -q |
               tr '\r' '\n' | grep 'requests per second' | sort -u)
         while IFS=: read -r test rest; do
           record "redis.P$p.$test.$s" "$(awk '{print $1}' <<<"$rest")"
         done <<<"$out"
+        record "redis.P$p.cpu.$s" "$(cpu_per_req "$pid" "$t0" $((4 * n)))"
       done
       stop
     done
@@ -290,13 +302,13 @@ table_http() {
   m=$(median http.moonring.rps)
   echo "**HTTP hello, \`wrk -t1 -c50 -d${WRK_SECS}s\`** (requests/s)"
   echo
-  echo "| server | requests/s | moonring ÷ it | target ≥ | met |"
-  echo "|---|---|---|---|---|"
-  echo "| moonring examples/http.lua | $(k "$m") | | | |"
+  echo "| server | requests/s | moonring ÷ it | target ≥ | met | server CPU µs per request |"
+  echo "|---|---|---|---|---|---|"
+  echo "| moonring examples/http.lua | $(k "$m") | | | | $(median http.moonring.cpu) |"
   for s in nginx nginx-lua; do
     v=$(median "http.$s.rps"); r=$(ratio "$m" "$v")
     w=$([ $s = nginx ] && echo 1.0 || echo 1.1)
-    echo "| $s$([ $s = nginx ] && echo ' static' || echo ' content_by_lua') | $(k "$v") | $r | $w | $(meets "$r" '>=' "$w") |"
+    echo "| $s$([ $s = nginx ] && echo ' static' || echo ' content_by_lua') | $(k "$v") | $r | $w | $(meets "$r" '>=' "$w") | $(median "http.$s.cpu") |"
   done
 }
 
@@ -311,6 +323,8 @@ table_redis() {
       m=$(median "redis.P$p.$t.moonring"); v=$(median "redis.P$p.$t.redis"); r=$(ratio "$m" "$v")
       echo "| $t$([ $p = 16 ] && echo ', -P 16') | $(k "$m") | $(k "$v") | $r | 1.0 | $(meets "$r" '>=' 1.0) |"
     done
+    m=$(median "redis.P$p.cpu.moonring"); v=$(median "redis.P$p.cpu.redis")
+    echo "| server CPU µs per request$([ $p = 16 ] && echo ', -P 16') | $m | $v | $(ratio "$m" "$v") | | |"
   done
 }
 
