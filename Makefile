@@ -22,7 +22,7 @@ BUILD      := build/rel
 endif
 
 CORE_SRC   := log.c cli.c bufring.c sendq.c conn.c loop.c net.c conn_io.c \
-              accept.c worker.c reload.c watch.c lua_host.c lua_conn.c lua_mod.c \
+              accept.c worker.c reload.c watch.c lua_host.c lua_gc.c lua_conn.c lua_mod.c \
               lua_reload.c timer.c master.c embed.c
 CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIN        := moonring$(if $(filter 1,$(SANITIZE)),-san)

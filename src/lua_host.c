@@ -253,6 +253,7 @@ struct lua_host *lua_host_new(const struct cli_opts *o, int worker, char *err,
     h->argc = o->script_argc;
     h->argv = o->script_argv;
     lua_reload_register(L, h);
+    lua_gc_pace(L, h);
     if (lua_host_load(h, err, len)) {
         lua_host_free(h);
         return NULL;
@@ -266,6 +267,7 @@ void lua_host_free(struct lua_host *h)
 {
     if (!h)
         return;
+    h->closing = true;
     if (h->L)
         lua_close(h->L);
     lua_reload_free(h);

@@ -46,6 +46,8 @@ struct lua_host {
     size_t mem;        /* bytes of Lua heap */
     size_t mem_limit;  /* --lua-memory, 0 for none */
     bool guarded;      /* a handler runs: the limit applies */
+    bool closing;      /* lua_close runs: no more GC pacing */
+    int gc_pause;      /* the pause lua_gc.c last set */
     struct timer_heap early; /* timers made before the worker runs */
 };
 
@@ -61,6 +63,9 @@ bool lua_conn_push_handler(lua_State *L, struct conn *c, int cached,
 /* Set the handler table at stack index idx as c's own (outbound
  * connections); obj is the stack index of c's object. */
 void lua_conn_set_handlers(lua_State *L, struct conn *c, int obj, int idx);
+
+/* lua_gc.c: collect small heaps rarely, large ones as LuaJIT would */
+void lua_gc_pace(lua_State *L, struct lua_host *h);
 
 /* lua_host.c: load and run the script, leaving a checked handler table
  * on the stack; 0, or -1 with one line in err */

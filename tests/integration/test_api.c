@@ -63,6 +63,49 @@ static void test_timers(void **state)
     h_finish(&s, path);
 }
 
+/* The collector: moonring paces it (a small heap is collected only past a
+ * floor, so the pause it sets is far above LuaJIT's 200), collection
+ * still happens, and a script that sets its own pause keeps it. */
+static const char gc_lua[] =
+    "local own = tonumber(arg[1])\n"
+    "if own then collectgarbage('setpause', own) end\n"
+    "return { on_data = function(conn, data)\n"
+    "  if data == 'churn' then\n"
+    "    for i = 1, 200000 do local t = { i } end\n"   /* ~8 MB of garbage */
+    "    conn:send('done\\n')\n"
+    "  else\n"
+    "    local p = collectgarbage('setpause', 200)\n"
+    "    collectgarbage('setpause', p)\n"
+    "    conn:send(p, ' ', collectgarbage('count') < 16384 and 'small' or 'big', '\\n')\n"
+    "  end\n"
+    "end }\n";
+
+static void test_gc_pacing(void **state)
+{
+    (void)state;
+    struct h_server s;
+    char *path = h_serve(&s, gc_lua, NULL, NULL);
+    int fd = h_connect(s.port, false);
+    for (int i = 0; i < 5; i++)
+        ask(fd, "churn", "done");
+    h_send_all(fd, "?", 1);
+    char *line = h_line(fd, H_WAIT_MS);
+    int pause = atoi(line);
+    assert_true(pause > 1000);           /* paced: a 4 MiB floor over a small heap */
+    assert_non_null(strstr(line, " small")); /* and collected all the same */
+    close(fd);
+    h_finish(&s, path);
+
+    const char *args[] = { "150", NULL };
+    path = h_serve(&s, gc_lua, NULL, args);
+    fd = h_connect(s.port, false);
+    for (int i = 0; i < 5; i++)
+        ask(fd, "churn", "done");
+    ask(fd, "?", "150 small");
+    close(fd);
+    h_finish(&s, path);
+}
+
 static const char idle_lua[] =
     "local mr = require 'moonring'\n"
     "local reasons = {}\n"
@@ -302,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_conns_broadcast),
         cmocka_unit_test(test_connect),
         cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_gc_pacing),
     };
     return cmocka_run_group_tests_name("api", tests, NULL, NULL);
 }
