@@ -9,12 +9,12 @@
 # the versions and the exact commands; the rest of that file is prose.
 #
 # usage: scripts/bench.sh    settings from the environment, with their defaults:
-#   ROUNDS=3 SECS=5 WRK_SECS=10 IDLE_CONNS=10000 ONLY="echo http redis churn idle"
+#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 ONLY="echo http redis churn idle"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-3}          # alternating rounds; medians are reported
-SECS=${SECS:-5}              # seconds per echo measurement, after 1 s of warm-up
+ROUNDS=${ROUNDS:-5}          # alternating rounds; medians are reported
+SECS=${SECS:-3}              # seconds per echo measurement, after 1 s of warm-up
 WRK_SECS=${WRK_SECS:-10}     # seconds per wrk measurement
 IDLE_CONNS=${IDLE_CONNS:-10000}
 ONLY=${ONLY:-echo http redis churn idle}   # which workloads
@@ -224,10 +224,13 @@ bench_redis() {
 bench_churn() {
   local r s out
   for r in $(seq "$ROUNDS"); do
-    for s in $(rotate "$r" moonring epoll); do
+    for s in $(rotate "$r" moonring batched epoll); do
       if [ "$s" = moonring ]; then
         note_cmd scripts/syscalls.sh 1000 50
         out=$(scripts/syscalls.sh 1000 50)
+      elif [ "$s" = batched ]; then
+        note_cmd scripts/syscalls.sh 1000 50 -- taskset -c $SCPU ./moonring -p '$PORT' --batch-wait 50
+        out=$(scripts/syscalls.sh 1000 50 -- sh -c "exec taskset -c $SCPU ./moonring -p \$PORT --log-level warn --batch-wait 50")
       else
         note_cmd scripts/syscalls.sh 1000 50 -- taskset -c $SCPU build/epoll_echo '$PORT'
         out=$(scripts/syscalls.sh 1000 50 -- sh -c "exec taskset -c $SCPU build/epoll_echo \$PORT")
@@ -332,12 +335,12 @@ table_churn() {
   local mode me ma ee ea
   echo "**Churn: 1,000 clients, 50 at a time** (server syscalls, \`strace -c -f\`)"
   echo
-  echo "| clients | moonring io_uring_enter | target ≤ 79 | moonring all | target ≤ 100 | epoll all |"
-  echo "|---|---|---|---|---|---|"
+  echo "| clients | moonring io_uring_enter | target ≤ 79 | moonring all | target ≤ 100 | with --batch-wait 50: io_uring_enter | all | epoll all |"
+  echo "|---|---|---|---|---|---|---|---|"
   for mode in waves flight; do
     me=$(median "churn.$mode.moonring.enter"); ma=$(median "churn.$mode.moonring.all")
     ea=$(median "churn.$mode.epoll.all")
-    echo "| $([ $mode = waves ] && echo 'in waves of 50' || echo '50 in flight') | $me | $(meets "$me" '<=' 79) | $ma | $(meets "$ma" '<=' 100) | $ea |"
+    echo "| $([ $mode = waves ] && echo 'in waves of 50' || echo '50 in flight') | $me | $(meets "$me" '<=' 79) | $ma | $(meets "$ma" '<=' 100) | $(median "churn.$mode.batched.enter") | $(median "churn.$mode.batched.all") | $ea |"
   done
 }
 

@@ -18,7 +18,7 @@ shift $(( $# > 2 ? 2 : $# )) || true
 command -v strace >/dev/null || scripts/deps.sh bench >/dev/null
 make --no-print-directory -s moonring build/loadgen >/dev/null
 
-port=$(( 20000 + RANDOM % 20000 ))
+port=$(( 10000 + RANDOM % 20000 )) # below the ephemeral range
 export PORT=$port
 if [ $# -gt 0 ]; then
   "$@" & server=$!

@@ -29,12 +29,16 @@ const char cli_usage[] =
     "      --lua-memory MIB     Lua heap per worker (default 1024; 0: no limit)\n"
     "      --handler-timeout S  a worker stuck this long in Lua is restarted\n"
     "                           (default 10; 0: never)\n"
+    "      --batch-wait USEC    wait up to USEC microseconds for more events\n"
+    "                           before handling a batch: fewer wake-ups, more\n"
+    "                           latency (default 0: off; Linux 6.12 or later)\n"
     "      --user NAME          drop root after binding\n"
     "  -h, --help               show this help\n"
     "  -V, --version            show the version\n";
 
 enum { O_NO_RELOAD = 256, O_LOG_LEVEL, O_MAX_CONNS, O_BUFFERS, O_BUFFER_SIZE,
-       O_SHUTDOWN_TIMEOUT, O_USER, O_HIGH_WATER, O_LUA_MEMORY, O_HANDLER_TIMEOUT };
+       O_SHUTDOWN_TIMEOUT, O_USER, O_HIGH_WATER, O_LUA_MEMORY, O_HANDLER_TIMEOUT,
+       O_BATCH_WAIT };
 
 static const struct option longopts[] = {
     { "bind", required_argument, NULL, 'b' },
@@ -53,6 +57,7 @@ static const struct option longopts[] = {
     { "high-water", required_argument, NULL, O_HIGH_WATER },
     { "lua-memory", required_argument, NULL, O_LUA_MEMORY },
     { "handler-timeout", required_argument, NULL, O_HANDLER_TIMEOUT },
+    { "batch-wait", required_argument, NULL, O_BATCH_WAIT },
     { NULL, 0, NULL, 0 },
 };
 
@@ -140,6 +145,11 @@ static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
         if (parse_long(a, 1024, 1L << 40, &v))
             goto bad;
         o->high_water = (unsigned long)v;
+        return 0;
+    case O_BATCH_WAIT:
+        if (parse_long(a, 0, 1000000, &v))
+            goto bad;
+        o->batch_wait_us = (unsigned)v;
         return 0;
     case O_USER:
         if (!*a)

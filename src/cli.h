@@ -20,6 +20,7 @@ struct cli_opts {
     const char *user;          /* drop root to this user */
     double handler_timeout;    /* seconds a batch of handlers may run; 0: no limit */
     unsigned lua_memory;       /* MiB of Lua heap per worker; 0: no limit */
+    unsigned batch_wait_us;    /* min-wait batching; 0: off */
     const char *script;        /* NULL: built-in echo */
     int script_argc;           /* arguments after the script */
     char **script_argv;

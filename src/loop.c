@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 int loop_init(struct loop *l, unsigned sq_entries, unsigned cq_entries)
 {
@@ -26,6 +28,7 @@ int loop_init(struct loop *l, unsigned sq_entries, unsigned cq_entries)
         if (ret == 0) {
             l->up = true;
             l->setup_flags = p.flags;
+            l->features = p.features;
             break;
         }
         if (ret != -EINVAL)
@@ -63,11 +66,63 @@ struct io_uring_sqe *loop_sqe(struct loop *l)
     return sqe;
 }
 
+/* IORING_FEAT_MIN_TIMEOUT and the min_wait_usec field of the wait
+ * argument (the pad of liburing 2.3's struct) come with Linux 6.12. */
+#define FEAT_MIN_TIMEOUT (1U << 15)
+
+int loop_set_batch_wait(struct loop *l, unsigned usec)
+{
+    if (usec && !(l->features & FEAT_MIN_TIMEOUT))
+        return -EOPNOTSUPP;
+    l->batch_wait_us = usec;
+    return 0;
+}
+
+/* Publish the queued SQEs to the kernel without entering it (liburing
+ * 2.3 keeps its own version private); returns how many are pending. */
+static unsigned flush_sq(struct io_uring *ring)
+{
+    struct io_uring_sq *sq = &ring->sq;
+    unsigned tail = sq->sqe_tail;
+    if (sq->sqe_head != tail) {
+        sq->sqe_head = tail;
+        io_uring_smp_store_release(sq->ktail, tail);
+    }
+    return tail - IO_URING_READ_ONCE(*sq->khead);
+}
+
+/* Submit and wait with min_wait_usec set: one io_uring_enter, as
+ * io_uring_submit_and_wait_timeout would make. */
+static int submit_and_batch(struct loop *l, struct __kernel_timespec *ts)
+{
+    /* Without an overall timeout the kernel ends the wait at min_wait
+     * even with nothing to show: give it one that never comes first. */
+    static struct __kernel_timespec far = { .tv_sec = 3600 };
+    if (!ts)
+        ts = &far;
+    struct io_uring *ring = &l->ring;
+    struct io_uring_getevents_arg arg = {
+        .pad = l->batch_wait_us, /* min_wait_usec */
+        .ts = (uint64_t)(uintptr_t)ts,
+    };
+    unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+    int fd = ring->ring_fd;
+    if (ring->enter_ring_fd != ring->ring_fd) { /* registered */
+        fd = ring->enter_ring_fd;
+        flags |= IORING_ENTER_REGISTERED_RING;
+    }
+    long ret = syscall(__NR_io_uring_enter, fd, flush_sq(ring), LOOP_BATCH,
+                       flags, &arg, sizeof arg);
+    return ret < 0 ? -errno : (int)ret;
+}
+
 int loop_wait(struct loop *l, struct __kernel_timespec *ts)
 {
     struct io_uring_cqe *cqe;
     l->enters++;
-    int ret = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, ts, NULL);
+    int ret = l->batch_wait_us
+        ? submit_and_batch(l, ts)
+        : io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, ts, NULL);
     if (ret == -EINTR || ret == -EAGAIN)
         return 0;
     if (ret == -EBUSY) {

@@ -74,6 +74,8 @@ int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
         log_error("io_uring setup failed: %s", strerror(-ret));
         return -1;
     }
+    if (loop_set_batch_wait(&w->loop, o->batch_wait_us))
+        log_warn("--batch-wait needs Linux 6.12 or later: not batching");
     if ((ret = bufring_init(&w->bufs, o->buffers, o->buffer_size)) ||
         (ret = bufring_register(&w->bufs, &w->loop.ring, BUF_GROUP))) {
         log_error("receive buffer ring: %s", strerror(-ret));

@@ -16,12 +16,23 @@
 #include <stdarg.h>
 #include <cmocka.h>
 
+static struct h_server server;
+
 static int setup(void **state)
 {
-    static struct h_server s;
     static const char *const argv[] = { NULL };
-    h_start(&s, argv);
-    *state = &s;
+    h_start(&server, argv);
+    *state = &server;
+    return 0;
+}
+
+/* The same tests with min-wait batching: every byte still arrives, in
+ * order, and nothing waits for a batch that never fills. */
+static int setup_batch_wait(void **state)
+{
+    static const char *const argv[] = { "--batch-wait", "50", NULL };
+    h_start(&server, argv);
+    *state = &server;
     return 0;
 }
 
@@ -193,5 +204,13 @@ int main(void)
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_unix_socket),
     };
-    return cmocka_run_group_tests_name("echo", tests, setup, teardown);
+    const struct CMUnitTest batched[] = {
+        cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_many_messages),
+        cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_half_close),
+    };
+    return cmocka_run_group_tests_name("echo", tests, setup, teardown) |
+           cmocka_run_group_tests_name("echo --batch-wait", batched,
+                                       setup_batch_wait, teardown);
 }

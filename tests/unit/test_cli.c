@@ -53,8 +53,10 @@ static void test_short_and_long(void **state)
                            "--workers", "auto", "--test", "--no-reload",
                            "--log-level", "debug", "--max-conns", "100",
                            "--buffers", "64", "--buffer-size", "4096",
-                           "--shutdown-timeout", "2.5", "--user", "nobody"),
+                           "--shutdown-timeout", "2.5", "--user", "nobody",
+                           "--batch-wait", "50"),
                      CLI_RUN);
+    assert_int_equal(o.batch_wait_us, 50);
     assert_string_equal(o.bind, "0.0.0.0");
     assert_int_equal(o.port, 65535);
     assert_int_equal(o.workers, 0);
@@ -103,6 +105,8 @@ static void test_errors(void **state)
     expect_error(PARSE(&o, "-w", "0"), "--workers");
     expect_error(PARSE(&o, "--shutdown-timeout", "soon"), "--shutdown-timeout");
     expect_error(PARSE(&o, "--max-conns", "0"), "--max-conns");
+    expect_error(PARSE(&o, "--batch-wait", "-5"), "--batch-wait");
+    expect_error(PARSE(&o, "--batch-wait", "2000000"), "--batch-wait");
     expect_error(PARSE(&o, "--frobnicate"), "unknown option '--frobnicate'");
     expect_error(PARSE(&o, "-x"), "unknown option '-x'");
     expect_error(PARSE(&o, "-p"), "needs a value");
