@@ -18,23 +18,27 @@
 #define MR_LUADIR "/usr/local/share/moonring/lua"
 #endif
 
-/* The Lua heap's allocator. Past --lua-memory it refuses to grow while
- * a handler runs: the "not enough memory" error ends that handler like
- * any other error. Outside handlers (C pushing a callback's arguments,
- * where an error could not be caught) it lets the heap go on, by at most
- * what one callback's arguments take. */
+/* The Lua heap's allocator: accounting around LuaJIT's own allocator.
+ * Past --lua-memory it refuses to grow while a handler runs: the "not
+ * enough memory" error ends that handler like any other error. Outside
+ * handlers (C pushing a callback's arguments, where an error could not be
+ * caught) it lets the heap go on, by at most what one callback's
+ * arguments take.
+ * LuaJIT's allocator beats glibc's malloc here: a collection frees
+ * thousands of objects at once, glibc's per-thread cache holds 7 of a
+ * size, and most allocations then took malloc's slow paths (a quarter of
+ * the CPU of pipelined Redis SETs, perf). */
 static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct lua_host *h = ud;
     if (nsize == 0) {
-        free(ptr);
         h->mem -= osize;
-        return NULL;
+        return h->base_alloc(h->base_ud, ptr, osize, 0);
     }
     if (h->guarded && h->mem_limit && nsize > osize &&
         h->mem - osize + nsize > h->mem_limit)
         return NULL;
-    void *p = realloc(ptr, nsize);
+    void *p = h->base_alloc(h->base_ud, ptr, osize, nsize);
     if (p)
         h->mem = h->mem - osize + nsize;
     return p;
@@ -229,12 +233,15 @@ struct lua_host *lua_host_new(const struct cli_opts *o, int worker, char *err,
     struct lua_host *h = calloc(1, sizeof *h);
     if (h)
         h->mem_limit = (size_t)o->lua_memory << 20;
-    if (!h || !(h->L = lua_newstate(host_alloc, h))) {
+    if (!h || !(h->L = luaL_newstate())) {
         snprintf(err, len, "cannot create a Lua state: out of memory");
         free(h);
         return NULL;
     }
     lua_State *L = h->L;
+    h->base_alloc = lua_getallocf(L, &h->base_ud);
+    h->mem = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+    lua_setallocf(L, host_alloc, h);
     lua_atpanic(L, panic);
     h->script = o->script ? strdup(o->script) : NULL;
     h->name = strdup(o->script ? o->script : "echo (built-in)");

@@ -44,6 +44,8 @@ struct lua_host {
     uint64_t next_timer_id;
     int worker;        /* this worker's number, from 1 */
     size_t mem;        /* bytes of Lua heap */
+    lua_Alloc base_alloc; /* LuaJIT's own allocator, which host_alloc wraps */
+    void *base_ud;
     size_t mem_limit;  /* --lua-memory, 0 for none */
     bool guarded;      /* a handler runs: the limit applies */
     bool closing;      /* lua_close runs: no more GC pacing */
