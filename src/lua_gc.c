@@ -56,7 +56,12 @@ static int on_cycle(lua_State *L)
         return 0;
     }
     h->gc_pause = want;
+    /* a cycle may end inside a handler that is at --lua-memory: the
+     * sentinel's few bytes must not fail there, or pacing would stop */
+    bool guarded = h->guarded;
+    h->guarded = false;
     new_sentinel(L);
+    h->guarded = guarded;
     return 0;
 }
 
