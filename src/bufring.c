@@ -4,6 +4,7 @@
 #include "bufring.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -47,7 +48,14 @@ int bufring_register(struct bufring *b, struct io_uring *ring, uint16_t bgid)
     reg.ring_addr = (unsigned long)b->br;
     reg.ring_entries = b->count;
     reg.bgid = bgid;
+    reg.pad = BUFRING_INC; /* the kernel's flags field, later than liburing 2.3 */
     b->bgid = bgid;
+    b->off = calloc(b->count, sizeof *b->off);
+    if (b->off && io_uring_register_buf_ring(ring, &reg, 0) == 0)
+        return 0;
+    free(b->off); /* before 6.12: whole buffers */
+    b->off = NULL;
+    reg.pad = 0;
     return io_uring_register_buf_ring(ring, &reg, 0);
 }
 
@@ -57,6 +65,8 @@ void bufring_destroy(struct bufring *b)
         munmap(b->br, b->br_bytes);
     if (b->base)
         munmap(b->base, b->base_bytes);
+    free(b->off);
     b->br = NULL;
     b->base = NULL;
+    b->off = NULL;
 }

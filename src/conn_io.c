@@ -89,11 +89,10 @@ void conn_io_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
     int res = cqe->res;
 
     if (res > 0) {
-        unsigned bid = bufring_cqe_bid(cqe->flags);
-        unsigned char *p = bufring_take(&w->bufs, bid);
+        unsigned char *p = bufring_recv_data(&w->bufs, cqe->flags);
         w->stats.bytes_in += (unsigned)res;
         deliver(w, c, (const char *)p, (size_t)res);
-        bufring_put(&w->bufs, bid);
+        bufring_recv_done(&w->bufs, cqe->flags, (unsigned)res);
     } else if (res == 0) {
         conn_close(&w->conns, c, REASON_EOF, false);
     } else if (res == -ENOBUFS) {

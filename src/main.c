@@ -135,9 +135,9 @@ int serve(const struct cli_opts *o, int fd, int index, uint64_t *busy_since)
         char where[256];
         net_sockname(fd, where, sizeof where);
         log_info("moonring %s listening on %s, serving %s (worker %d, max %u "
-                 "connections, %u x %u B receive buffers)", MR_VERSION, where,
+                 "connections, %u x %u B receive buffers%s)", MR_VERSION, where,
                  lua_host_script_name(lua), index, o->max_conns, o->buffers,
-                 o->buffer_size);
+                 o->buffer_size, w.bufs.off ? ", filled incrementally" : "");
         status = worker_run(&w);
     }
     worker_destroy(&w);

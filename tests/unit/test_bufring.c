@@ -63,6 +63,38 @@ static void test_take_put(void **state)
     assert_int_equal(bufring_avail(b), COUNT);
 }
 
+/* Incremental mode: completions with BUF_MORE point further into the
+ * same buffer and leave it with the kernel; the last one gives it back
+ * and the next use of that buffer starts at its beginning again. */
+static void test_incremental(void **state)
+{
+    struct bufring *b = *state;
+    b->off = calloc(COUNT, sizeof *b->off);
+    assert_non_null(b->off);
+    uint32_t tail = b->br->tail;
+    uint32_t more = 3u << IORING_CQE_BUFFER_SHIFT | IORING_CQE_F_BUFFER | BUFRING_CQE_MORE;
+    uint32_t last = 3u << IORING_CQE_BUFFER_SHIFT | IORING_CQE_F_BUFFER;
+    unsigned char *start = b->base + 3 * SIZE;
+
+    assert_ptr_equal(bufring_recv_data(b, more), start);
+    bufring_recv_done(b, more, 10);
+    assert_ptr_equal(bufring_recv_data(b, more), start + 10);
+    bufring_recv_done(b, more, 20);
+    assert_int_equal(b->br->tail, tail);           /* still the kernel's */
+    assert_int_equal(bufring_avail(b), COUNT);
+
+    assert_ptr_equal(bufring_recv_data(b, last), start + 30);
+    assert_int_equal(bufring_avail(b), COUNT - 1); /* ours while used */
+    bufring_recv_done(b, last, 34);
+    assert_int_equal(b->br->tail, tail + 1);       /* given back, whole */
+    struct io_uring_buf *e = &b->br->bufs[tail & (COUNT - 1)];
+    assert_int_equal(e->bid, 3);
+    assert_int_equal(e->len, SIZE);
+    assert_int_equal(bufring_avail(b), COUNT);
+    assert_ptr_equal(bufring_recv_data(b, more), start);
+    bufring_recv_done(b, more, 1);
+}
+
 static void test_bad_counts(void **state)
 {
     (void)state;
@@ -85,6 +117,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_init_fills_ring, setup, teardown),
         cmocka_unit_test_setup_teardown(test_take_put, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_incremental, setup, teardown),
         cmocka_unit_test(test_bad_counts),
         cmocka_unit_test(test_cqe_bid),
     };
