@@ -70,6 +70,9 @@ start() {
 client() { # run a load generator on the client core
   note_cmd taskset -c $CCPU "$@"
   local argv=("${@//\$PORT/$PORT}")
+  argv=("${argv[@]//\$PID/$pid}")
+  [[ "${argv[*]}" != *'$WORKER'* ]] ||   # nginx's worker holds the connections
+    argv=("${argv[@]//\$WORKER/$(pgrep -P "$pid" | head -1)}")
   taskset -c $CCPU "${argv[@]}"
 }
 
@@ -153,7 +156,7 @@ bench_echo() {
       start_echo "$s"
       for l in "${echo_loads[@]}"; do
         # shellcheck disable=SC2086
-        out=$(client build/loadgen -p '$PORT' -c 50 ${l#*:} -d "$SECS" -W 1 -S "$pid")
+        out=$(client build/loadgen -p '$PORT' -c 50 ${l#*:} -d "$SECS" -W 1 -S '$PID')
         set -- $out
         [ "${12}" = 0 ] || { echo "bench: $s echo ${l%%:*}: $out" >&2; exit 1; }
         record "echo.${l%%:*}.$s.rps" "$2"
@@ -247,7 +250,7 @@ bench_churn() {
 # 5. Idle memory: RSS per connection with IDLE_CONNS idle connections.
 idle() { # idle NAME PROBE [PID]: measure the server just started
   local out
-  out=$(client scripts/idle-rss.py "${3:-$pid}" '$PORT' "$IDLE_CONNS" "$2")
+  out=$(client scripts/idle-rss.py "${3:-\$PID}" '$PORT' "$IDLE_CONNS" "$2")
   record "idle.$1" "$(awk '{print $NF}' <<<"$out")"
   stop
 }
@@ -259,7 +262,7 @@ bench_idle() {
   fi
   if [ $have_nginx = 1 ]; then
     nginx_conf; start_nginx
-    idle nginx http "$(pgrep -P "$pid" | head -1)"   # the worker holds them
+    idle nginx http '$WORKER'
   fi
   start redis-server --port '$PORT' --bind 127.0.0.1 --save '' --appendonly no \
     --maxclients 19000 --logfile ''
@@ -375,7 +378,7 @@ about() { # the machine, the versions, the commands
        "$(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}')"
   for c in "${skipped[@]}"; do echo "- skipped: $c"; done
   echo
-  echo "Commands (\$PORT is a fresh port for each start, /tmp/bench the run's temporary folder):"
+  echo "Commands (\$PORT is a fresh port for each start, \$PID the server's process id, \$WORKER nginx's worker's, /tmp/bench the run's temporary folder):"
   echo
   echo '```'
   sed "s|$work|/tmp/bench|g" "$work/commands"
