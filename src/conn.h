@@ -44,6 +44,7 @@ enum conn_flags {
     CF_CONNECT_OUT = 1 << 11, /* a connect is with the kernel */
     CF_OWN_HANDLERS= 1 << 12, /* outbound: handlers of its own, not the script's */
     CF_RESUMED     = 1 << 13, /* on the resumed list */
+    CF_SEND_SHORT  = 1 << 14, /* the last send was short: the socket is full */
 };
 
 #define CF_READ_PAUSED (CF_PAUSED | CF_HWM)

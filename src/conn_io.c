@@ -113,6 +113,15 @@ void conn_io_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
 void conn_io_on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
 {
     int res = cqe->res;
+    if (res == -EAGAIN) { /* a quiet send found the socket full */
+        log_debug("connection %llu: socket full, the next send waits for room",
+                  (unsigned long long)c->id);
+        res = 0;
+    }
+    if (res >= 0 && (size_t)res < c->q.fl_len - c->q.fl_off)
+        c->flags |= CF_SEND_SHORT;
+    else
+        c->flags &= ~CF_SEND_SHORT;
     if (res >= 0) {
         w->stats.bytes_out += (unsigned)res;
         if (res > 0)
@@ -165,15 +174,28 @@ void conn_io_on_close(struct worker *w, struct conn *c, struct io_uring_cqe *cqe
     conn_mark(&w->conns, c);
 }
 
+/* A send can be quiet (see loop_quiet) when nothing waits on its
+ * completion: no close queued behind it, no on_drain to call. It goes
+ * with MSG_DONTWAIT, so that it completes as it is submitted, with
+ * -EAGAIN if the socket is full; then, and after a short send, the next
+ * one waits for room the usual way. */
+static bool send_is_quiet(const struct conn *c)
+{
+    return c->state == CONN_OPEN && !(c->flags & (CF_HWM | CF_SEND_SHORT));
+}
+
 static void start_send(struct worker *w, struct conn *c)
 {
     const void *p;
     size_t n;
     if (sendq_busy(&c->q) || !sendq_next(&c->q, &p, &n))
         return;
+    bool quiet = send_is_quiet(c);
     struct io_uring_sqe *sqe = loop_sqe(&w->loop);
-    io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL | (quiet ? MSG_DONTWAIT : 0));
     io_uring_sqe_set_data64(sqe, ud_make(OP_SEND, c->gen, c->slot));
+    if (quiet)
+        loop_quiet(&w->loop);
 }
 
 /* Close through the ring: shutdown → close, hard-linked so that a failed

@@ -119,10 +119,12 @@ static int submit_and_batch(struct loop *l, struct __kernel_timespec *ts)
 int loop_wait(struct loop *l, struct __kernel_timespec *ts)
 {
     struct io_uring_cqe *cqe;
+    unsigned want = 1 + l->quiet;
+    l->quiet = 0;
     l->enters++;
     int ret = l->batch_wait_us
         ? submit_and_batch(l, ts)
-        : io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, ts, NULL);
+        : io_uring_submit_and_wait_timeout(&l->ring, &cqe, want, ts, NULL);
     if (ret == -EINTR || ret == -EAGAIN)
         return 0;
     if (ret == -EBUSY) {

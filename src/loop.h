@@ -14,6 +14,7 @@ struct loop {
     uint64_t cqes;              /* completions handled */
     unsigned features;          /* IORING_FEAT_* of the ring */
     unsigned batch_wait_us;     /* min-wait batching, 0: off */
+    unsigned quiet;             /* quiet SQEs queued since the last wait */
 };
 
 /* Create the ring with a CQ of cq_entries, preferring SINGLE_ISSUER |
@@ -33,8 +34,17 @@ int loop_set_batch_wait(struct loop *l, unsigned usec);
  * Never returns NULL. */
 struct io_uring_sqe *loop_sqe(struct loop *l);
 
-/* Submit everything queued and wait for at least one completion, in one
- * io_uring_enter. ts may be NULL (wait as long as it takes). Returns 0,
+/* The SQE just queued is quiet: it completes while it is submitted (it
+ * never waits: a send with MSG_DONTWAIT), and its CQE can wait until
+ * something else happens. The next wait then asks for one completion
+ * more than the quiet ones, so a send completing inline does not end the
+ * wait at once and cost a second io_uring_enter to wait for the next
+ * request. Only for SQEs that cannot go async: the count must come true
+ * without waiting. (With --batch-wait the wait asks for LOOP_BATCH.) */
+static inline void loop_quiet(struct loop *l) { l->quiet++; }
+
+/* Submit everything queued and wait for at least one completion (besides
+ * the quiet ones), in one io_uring_enter. ts may be NULL (wait as long as it takes). Returns 0,
  * -ETIME on timeout, or another negative errno worth logging. */
 int loop_wait(struct loop *l, struct __kernel_timespec *ts);
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -219,6 +220,53 @@ static void test_high_water(void **state)
     h_finish(&s, path);
 }
 
+/* Small writes from a timer to a client that reads nothing for a while.
+ * Over a Unix socket every send is one buffer of its own, so the socket
+ * fills after a send that went out whole, and the next send, which does
+ * not wait (MSG_DONTWAIT), finds it full: that send must be made again,
+ * waiting for room, with nothing lost or reordered. */
+static const char trickle_lua[] =
+    "local mr = require 'moonring'\n"
+    "return { on_data = function(conn)\n"
+    "  local i = 0\n"
+    "  local function tick()\n"
+    "    for _ = 1, 4 do i = i + 1; conn:send(string.format('%08d', i)) end\n"
+    "    if i < 4000 then mr.after(0.0001, tick) end\n"
+    "  end\n"
+    "  tick()\n"
+    "end }\n";
+
+static void test_send_socket_full(void **state)
+{
+    (void)state;
+    enum { N = 4000 };
+    char dir[] = "/tmp/moonring-full-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    char bind[sizeof sun.sun_path + 8];
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s/s.sock", dir);
+    snprintf(bind, sizeof bind, "unix:%s", sun.sun_path);
+    const char *opts[] = { "-b", bind, "--log-level", "debug", NULL };
+    struct h_server s;
+    char *path = h_serve(&s, trickle_lua, opts, NULL);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+    h_send_all(fd, "go", 2);
+    assert_true(h_log_wait(&s, "socket full, the next send waits for room", H_WAIT_MS));
+    char *got = malloc(N * 8 + 1), want[9];
+    assert_int_equal(h_recv_exact(fd, got, N * 8, H_WAIT_MS), N * 8);
+    for (int i = 0; i < N; i++) {
+        snprintf(want, sizeof want, "%08d", i + 1);
+        if (memcmp(got + i * 8, want, 8))
+            fail_msg("message %d is '%.8s'", i + 1, got + i * 8);
+    }
+    free(got);
+    close(fd);
+    h_finish(&s, path);
+    unlink(sun.sun_path);
+    rmdir(dir);
+}
+
 static const char chatty_lua[] =
     "local mr = require 'moonring'\n"
     "return { on_data = function(conn, data)\n"
@@ -342,6 +390,7 @@ int main(void)
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_pause_resume),
         cmocka_unit_test(test_high_water),
+        cmocka_unit_test(test_send_socket_full),
         cmocka_unit_test(test_conns_broadcast),
         cmocka_unit_test(test_connect),
         cmocka_unit_test(test_helpers),
