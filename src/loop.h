@@ -43,9 +43,10 @@ struct io_uring_sqe *loop_sqe(struct loop *l);
  * without waiting. (With --batch-wait the wait asks for LOOP_BATCH.) */
 static inline void loop_quiet(struct loop *l) { l->quiet++; }
 
-/* Submit everything queued and wait for at least one completion (besides
- * the quiet ones), in one io_uring_enter. ts may be NULL (wait as long as it takes). Returns 0,
- * -ETIME on timeout, or another negative errno worth logging. */
+/* Submit everything queued and wait for at least one completion besides
+ * the quiet ones, in one io_uring_enter. ts may be NULL (wait as long as
+ * it takes). Returns 0, -ETIME on timeout, or another negative errno
+ * worth logging. */
 int loop_wait(struct loop *l, struct __kernel_timespec *ts);
 
 typedef void (*loop_handler)(void *ctx, struct io_uring_cqe *cqe);

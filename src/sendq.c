@@ -14,10 +14,10 @@
  * pool per size (sizes are powers of two from 512). A request/response
  * server takes one and gives it back per message, and glibc's per-thread
  * cache holds only 7 chunks of a size, so with many connections nearly
- * every one went through malloc's slow paths: about 12% of a pipelined
- * echo's instructions with 512-byte messages, 8% with 1 KiB ones before
- * the larger sizes were pooled. Each worker is one thread of its own
- * process, so the pools need no lock. Bounded: 512 KiB per size. */
+ * every one went through malloc's slow paths: 12% of a pipelined echo's
+ * user-space instructions when only 512-byte buffers were pooled, and 14%
+ * again once its 1 KiB replies were too. Each worker is one thread of its
+ * own process, so the pools need no lock. Bounded: 512 KiB per size. */
 static struct pool {
     void *v[POOL_CLASS_BYTES / SENDQ_MIN_CAP];
     unsigned n;
