@@ -92,7 +92,7 @@ static void test_gc_pacing(void **state)
     h_send_all(fd, "?", 1);
     char *line = h_line(fd, H_WAIT_MS);
     int pause = atoi(line);
-    assert_true(pause > 1000);           /* paced: a 4 MiB floor over a small heap */
+    assert_true(pause > 400);  /* paced: a 512 KiB floor over a heap of ~40 KiB */
     assert_non_null(strstr(line, " small")); /* and collected all the same */
     close(fd);
     h_finish(&s, path);
