@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 secs=${SOAK_SECONDS:-180}
 conns=${SOAK_CONNS:-10000}
 make --no-print-directory -s moonring build/loadgen
-port=$(( 20000 + RANDOM % 20000 ))
+port=$(( 20000 + RANDOM % 12000 )) # below the ephemeral range (32768-)
 ./moonring -p "$port" --log-level ${SOAK_LOG:-warn} & server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done

@@ -119,7 +119,7 @@ static int submit_and_batch(struct loop *l, struct __kernel_timespec *ts)
 int loop_wait(struct loop *l, struct __kernel_timespec *ts)
 {
     struct io_uring_cqe *cqe;
-    unsigned want = 1 + l->quiet;
+    unsigned want = 1 + (l->quiet > LOOP_QUIET_MAX ? 0 : l->quiet);
     l->quiet = 0;
     l->enters++;
     int ret = l->batch_wait_us

@@ -43,6 +43,15 @@ struct io_uring_sqe *loop_sqe(struct loop *l);
  * without waiting. (With --batch-wait the wait asks for LOOP_BATCH.) */
 static inline void loop_quiet(struct loop *l) { l->quiet++; }
 
+/* Above this many quiet SQEs the wait asks for one completion, as if
+ * none were quiet. Each wait runs as many pending completions as it asks
+ * for (at least 20): asking for thousands, at 10,000 busy connections,
+ * made one turn of the loop serve thousands of requests, with all their
+ * output buffered at once (5 MB more RSS) and more latency. Capped like
+ * --batch-wait's LOOP_BATCH; a turn with this many sends is a busy one,
+ * and its wait returns at once anyway. */
+#define LOOP_QUIET_MAX 63
+
 /* Submit everything queued and wait for at least one completion besides
  * the quiet ones, in one io_uring_enter. ts may be NULL (wait as long as
  * it takes). Returns 0, -ETIME on timeout, or another negative errno
