@@ -24,7 +24,7 @@
 
 #include <lauxlib.h>
 
-#define GC_FLOOR ((size_t)512 << 10)   /* bytes */
+#define GC_FLOOR ((size_t)512 << 10) /* bytes */
 #define GC_PAUSE_MIN 200             /* LuaJIT's default */
 #define GC_PAUSE_MAX 100000
 
