@@ -67,12 +67,13 @@ start() {
   exit 1
 }
 
+nginx_worker() { pgrep -P "$pid" | head -1; }   # it holds the connections
+
 client() { # run a load generator on the client core
   note_cmd taskset -c $CCPU "$@"
   local argv=("${@//\$PORT/$PORT}")
   argv=("${argv[@]//\$PID/$pid}")
-  [[ "${argv[*]}" != *'$WORKER'* ]] ||   # nginx's worker holds the connections
-    argv=("${argv[@]//\$WORKER/$(pgrep -P "$pid" | head -1)}")
+  [[ "${argv[*]}" != *'$WORKER'* ]] || argv=("${argv[@]//\$WORKER/$(nginx_worker)}")
   taskset -c $CCPU "${argv[@]}"
 }
 
@@ -182,7 +183,7 @@ bench_http() {
         nginx-lua) start_nginx; url+=lua ;;
       esac
       spid=$pid
-      [[ "$s" = moonring* ]] || spid=$(pgrep -P "$pid" | head -1)   # nginx's worker
+      [[ "$s" = moonring* ]] || spid=$(nginx_worker)
       t0=$(ticks "$spid")
       out=$(client wrk -t1 -c50 -d"${WRK_SECS}s" "$url")
       if grep -q "Non-2xx\|Socket errors" <<<"$out"; then

@@ -50,7 +50,7 @@ static inline void loop_quiet(struct loop *l) { l->quiet++; }
  * output buffered at once (5 MB more RSS) and more latency. Capped like
  * --batch-wait's LOOP_BATCH; a turn with this many sends is a busy one,
  * and its wait returns at once anyway. */
-#define LOOP_QUIET_MAX 63
+#define LOOP_QUIET_MAX (LOOP_BATCH - 1)
 
 /* Submit everything queued and wait for at least one completion besides
  * the quiet ones, in one io_uring_enter. ts may be NULL (wait as long as
