@@ -9,8 +9,9 @@ CFLAGS     ?= -O2 -g
 CFLAGS     += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE \
               -DMR_VERSION='"$(VERSION)"' \
               -DMR_LUADIR='"$(PREFIX)/share/moonring/lua"' \
-              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+              $(shell pkg-config --cflags liburing 2>/dev/null)
 LDLIBS     += $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LUA_CFLAGS := $(shell pkg-config --cflags luajit 2>/dev/null)
 
 # make SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer build
 ifeq ($(SANITIZE),1)
@@ -21,13 +22,21 @@ else
 BUILD      := build/rel
 endif
 
-CORE_SRC   := log.c cli.c bufring.c sendq.c conn.c loop.c net.c conn_io.c \
-              accept.c worker.c reload.c watch.c lua_host.c lua_gc.c lua_conn.c lua_mod.c \
-              lua_reload.c timer.c master.c embed.c
-CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
+# Three layers, each calling only the one below (README, "How it works").
+# Each sees only its own headers and those below: the core is built
+# without Lua's, the server without Lua's too (it knows the binding by
+# lua_host.h alone), so a call upward does not compile.
+CORE_SRC   := $(wildcard src/core/*.c)
+LUA_SRC    := $(wildcard src/lua/*.c)
+SERVER_SRC := $(filter-out src/server/main.c,$(wildcard src/server/*.c))
+CORE_OBJ   := $(CORE_SRC:src/%.c=$(BUILD)/%.o)
+ALL_OBJ    := $(CORE_OBJ) $(LUA_SRC:src/%.c=$(BUILD)/%.o) $(SERVER_SRC:src/%.c=$(BUILD)/%.o)
+INC_core   := -Isrc/core
+INC_lua    := -Isrc/lua -Isrc/core $(LUA_CFLAGS)
+INC_server := -Isrc/server -Isrc/lua -Isrc/core
 BIN        := moonring$(if $(filter 1,$(SANITIZE)),-san)
 
-.PHONY: all deps deps-test run test check unit integration install uninstall fuzz soak bench clean
+.PHONY: all deps deps-test run test check unit integration layers fuzz-replay install uninstall fuzz soak bench clean
 all: $(BIN)
 
 deps:
@@ -35,32 +44,44 @@ deps:
 deps-test:
 	@scripts/deps.sh test
 
-$(BIN): $(CORE_OBJ) $(BUILD)/main.o
+$(BIN): $(ALL_OBJ) $(BUILD)/server/main.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/%.o: src/%.c | $(BUILD)
-	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+# $(BUILD)/<layer>/<file>.o, with that layer's include path
+.SECONDEXPANSION:
+$(BUILD)/%.o: src/%.c | $$(@D)
+	$(CC) $(CFLAGS) $(INC_$(firstword $(subst /, ,$*))) -MMD -MP -c -o $@ $<
 
-$(BUILD)/embed.o: lua/echo.lua
+$(BUILD)/lua/embed.o: lua/echo.lua
 
-$(BUILD):
+$(BUILD)/core $(BUILD)/lua $(BUILD)/server:
 	@mkdir -p $@
 
-$(BUILD)/libmoonring.a: $(CORE_OBJ)
+$(BUILD)/libmrcore.a: $(CORE_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/libmoonring.a: $(ALL_OBJ)
 	ar rcs $@ $^
 
 # Tests: one cmocka binary per unit (tests/unit/test_<module>.c) and per
 # integration suite (tests/integration/test_*.c, which drive the real binary).
+# The core's own tests see the core alone, and link with it alone.
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 INTEG_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
-TEST_CFLAGS := $(CFLAGS) -Isrc -Itests/integration
-TEST_LIBS   := $(LDLIBS) -lcmocka -lpthread
+CORE_TESTS  := $(addprefix $(BUILD)/tests/test_,bufring conn core sendq timer ud)
+TEST_CFLAGS := $(CFLAGS) -Itests/integration
+TEST_LIBS   := -lcmocka -lpthread
+
+$(CORE_TESTS): $(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libmrcore.a | $(BUILD)/tests
+	$(CC) $(TEST_CFLAGS) $(INC_core) $(LDFLAGS) -MMD -MP -o $@ $< $(BUILD)/libmrcore.a \
+	  $(shell pkg-config --libs liburing 2>/dev/null) $(TEST_LIBS)
 
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libmoonring.a | $(BUILD)/tests
-	$(CC) $(TEST_CFLAGS) $(LDFLAGS) -MMD -MP -o $@ $< $(BUILD)/libmoonring.a $(TEST_LIBS)
+	$(CC) $(TEST_CFLAGS) $(INC_server) $(LDFLAGS) -MMD -MP -o $@ $< $(BUILD)/libmoonring.a \
+	  $(LDLIBS) $(TEST_LIBS)
 
 $(BUILD)/tests/test_%: tests/integration/test_%.c $(BUILD)/tests/harness.o | $(BUILD)/tests
-	$(CC) $(TEST_CFLAGS) $(LDFLAGS) -MMD -MP -o $@ $< $(BUILD)/tests/harness.o $(TEST_LIBS)
+	$(CC) $(TEST_CFLAGS) $(LDFLAGS) -MMD -MP -o $@ $< $(BUILD)/tests/harness.o $(LDLIBS) $(TEST_LIBS)
 
 $(BUILD)/tests/harness.o: tests/integration/harness.c | $(BUILD)/tests
 	$(CC) $(TEST_CFLAGS) -MMD -MP -c -o $@ $<
@@ -77,7 +98,34 @@ integration: $(BIN) $(INTEG_TESTS)
 	@set -e; for t in $(INTEG_TESTS); do echo "== $$t"; \
 	  ASAN_OPTIONS=quarantine_size_mb=8 MOONRING_BIN=./$(BIN) $$t; done
 
-check: unit integration
+# No file includes a header of a layer above its own, even by a path
+# the include flags would not stop.
+layers:
+	@! grep -nE '#include *[<"](\.\./)*(lua|server)/|#include *<(lua|lauxlib|lualib|luajit)\.h>' src/core/* \
+	  || { echo "layers: src/core/ must not include the binding, the server or Lua"; exit 1; }
+	@! grep -nE '#include *[<"](\.\./)*server/' src/lua/* \
+	  || { echo "layers: src/lua/ must not include the server"; exit 1; }
+
+# Inputs that once crashed a fuzzer (tests/fuzz/corpus/<harness>/), run
+# through the harness's code by a plain driver, under ASan and UBSan.
+FUZZ_HARNESSES := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SRC_fuzz_sendq := src/core/sendq.c
+FUZZ_SRC_fuzz_cli   := src/server/cli.c src/core/log.c
+FUZZ_SRC_fuzz_watch := src/server/watch.c
+REPLAYERS := $(FUZZ_HARNESSES:%=$(BUILD)/replay/%)
+REPLAY_FLAGS := -g -O1 -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc/core -Isrc/server \
+                -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+$(BUILD)/replay/%: tests/fuzz/%.c tests/fuzz/replay.c $$(FUZZ_SRC_%)
+	@mkdir -p $(@D)
+	$(CC) $(REPLAY_FLAGS) -o $@ $^
+
+fuzz-replay: $(REPLAYERS)
+	@set -e; for h in $(FUZZ_HARNESSES); do [ -d tests/fuzz/corpus/$$h ] || continue; \
+	  echo "== $$h: $$(ls tests/fuzz/corpus/$$h | wc -l) regression input(s)"; \
+	  $(BUILD)/replay/$$h tests/fuzz/corpus/$$h; done
+
+check: layers unit fuzz-replay integration
 
 # make test: install what is missing, build, run every test.
 # make test SANITIZE=1: the same under ASan and UBSan.
@@ -95,16 +143,14 @@ run: deps
 	./moonring
 
 # make fuzz [FUZZ_SECONDS=60]: libFuzzer (clang) on the C code that parses
-# or queues bytes, each harness for FUZZ_SECONDS, under ASan and UBSan.
+# or queues bytes, each harness for FUZZ_SECONDS, under ASan and UBSan,
+# starting from the regression inputs.
 FUZZERS      := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_SECONDS ?= 60
-FUZZ_FLAGS   := -g -O1 -std=gnu11 -D_GNU_SOURCE -Isrc $(shell pkg-config --cflags liburing 2>/dev/null) \
+FUZZ_FLAGS   := -g -O1 -std=gnu11 -D_GNU_SOURCE -Isrc/core -Isrc/server $(shell pkg-config --cflags liburing 2>/dev/null) \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
-build/fuzz/fuzz_sendq: src/sendq.c
-build/fuzz/fuzz_cli: src/cli.c src/log.c
-build/fuzz/fuzz_watch: src/watch.c
-build/fuzz/%: tests/fuzz/%.c
+build/fuzz/%: tests/fuzz/%.c $$(FUZZ_SRC_%)
 	@mkdir -p build/fuzz
 	clang $(FUZZ_FLAGS) -o $@ $^
 
@@ -112,9 +158,11 @@ fuzz:
 	@scripts/deps.sh fuzz
 	@$(MAKE) --no-print-directory $(FUZZERS)
 	@set -e; for f in $(FUZZERS); do echo "== $$f ($(FUZZ_SECONDS) s)"; \
-	  corpus=build/fuzz/corpus-$$(basename $$f); mkdir -p $$corpus; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$corpus > build/fuzz/last.log 2>&1 \
-	    || { tail -40 build/fuzz/last.log; exit 1; }; \
+	  h=$$(basename $$f); corpus=build/fuzz/corpus-$$h; mkdir -p $$corpus; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=build/fuzz/$$h- \
+	    $$corpus $$(ls -d tests/fuzz/corpus/$$h 2>/dev/null) > build/fuzz/last.log 2>&1 \
+	    || { tail -40 build/fuzz/last.log; \
+	         echo "a crash is in build/fuzz/; once fixed, keep it in tests/fuzz/corpus/$$h/"; exit 1; }; \
 	  grep -E "^stat::number_of_executed_units|^Done" build/fuzz/last.log; done
 
 # make bench: moonring side by side with the epoll baseline, tarantool,
@@ -146,4 +194,4 @@ uninstall:
 clean:
 	rm -rf build moonring moonring-san
 
--include $(wildcard $(BUILD)/*.d $(BUILD)/tests/*.d)
+-include $(wildcard $(BUILD)/*/*.d)

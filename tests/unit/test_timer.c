@@ -16,7 +16,7 @@ static void test_order(void **state)
     assert_false(timer_pop_due(&h, 1000, &e));
     static const uint64_t due[] = { 50, 10, 40, 10, 30, 20 };
     for (int i = 0; i < 6; i++)
-        assert_int_equal(timer_push(&h, due[i], TIMER_LUA, (uint64_t)i), 0);
+        assert_int_equal(timer_push(&h, due[i], TIMER_USER, (uint64_t)i), 0);
     assert_int_equal(timer_peek(&h)->due, 10);
     assert_false(timer_pop_due(&h, 9, &e));        /* nothing due yet */
     uint64_t last = 0;

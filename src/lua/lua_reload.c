@@ -8,7 +8,6 @@
  * and returns a valid handler table replaces the running one; anything
  * else changes nothing, not even package.loaded. */
 #include "log.h"
-#include "lua_host.h"
 #include "lua_int.h"
 
 #include <stdio.h>
@@ -187,23 +186,24 @@ int lua_host_reload(struct lua_host *h, char *err, size_t len)
     int loaded = lua_gettop(L) - 1, saved = lua_gettop(L);
     unload_changed(h, loaded, saved);
 
-    if (lua_host_load(h, err, len)) {
+    if (lua_script_load(h, err, len)) {
         restore(h, loaded, saved);
         lua_settop(L, LS_TOP);
         return -1;
     }
     /* stack: loaded, saved, new handlers */
     lua_pushvalue(L, LS_HANDLERS);
-    lua_host_install(L, -2);
+    lua_script_install(L, -2);
     lua_getfield(L, LS_HANDLERS, "on_reload");
     if (lua_isfunction(L, -1)) {
         lua_insert(L, -2); /* on_reload(old) */
-        if (lua_host_pcall(h, 1, 0)) {
-            h->w->stats.lua_errors++;
+        if (lua_script_pcall(h, 1, 0)) {
+            h->errors++;
             log_error("on_reload failed (the new handlers stay): %s",
                       lua_tostring(L, -1));
         }
     }
     lua_settop(L, LS_TOP);
+    h->reloads++;
     return 0;
 }

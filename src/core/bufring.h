@@ -3,7 +3,7 @@
  * All connections of a worker receive into the same pool, so an idle
  * connection holds no receive memory. The kernel picks a buffer when data
  * arrives and names it in the CQE; moonring hands it back with
- * bufring_put() as soon as the Lua callback that saw the bytes returns. */
+ * bufring_put() as soon as the handler that saw the bytes returns. */
 #ifndef MR_BUFRING_H
 #define MR_BUFRING_H
 

@@ -57,11 +57,11 @@ static int l_send(lua_State *L)
                                                 luaL_typename(L, i)));
     if (!live(c))
         return closed(L);
-    struct conn_table *t = &HOST(L)->w->conns;
+    struct core *k = HOST(L)->k;
     for (int i = 2; i <= n; i++) {
         size_t len;
         const char *p = lua_tolstring(L, i, &len);
-        if (conn_send(t, c, p, len) == -ENOMEM) {
+        if (core_send(k, c, p, len) == -ENOMEM) {
             lua_pushnil(L);
             lua_pushliteral(L, "out of memory");
             return 2;
@@ -77,7 +77,7 @@ static int l_close(lua_State *L)
     struct conn *c = to_conn(L);
     if (!live(c))
         return closed(L);
-    conn_close(&HOST(L)->w->conns, c, REASON_CLOSED, false);
+    core_close(HOST(L)->k, c, REASON_CLOSED, false);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -120,7 +120,7 @@ static int l_pause(lua_State *L)
     struct conn *c = to_conn(L);
     if (!live(c))
         return closed(L);
-    conn_pause(&HOST(L)->w->conns, c);
+    core_pause(HOST(L)->k, c);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -130,7 +130,7 @@ static int l_resume(lua_State *L)
     struct conn *c = to_conn(L);
     if (!live(c))
         return closed(L);
-    conn_resume(&HOST(L)->w->conns, c);
+    core_resume(HOST(L)->k, c);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -146,12 +146,10 @@ static int l_set_timeout(lua_State *L)
         return luaL_argerror(L, 2, "seconds between 0 and a year expected");
     if (!c || c->state != CONN_OPEN)
         return closed(L);
-    struct worker *w = HOST(L)->w;
-    c->idle_ms = (uint32_t)(sec * 1000 + 0.5);
-    if (sec > 0 && !c->idle_ms)
-        c->idle_ms = 1;
-    c->active = w->now;
-    conn_io_idle_arm(w, c);
+    uint32_t ms = (uint32_t)(sec * 1000 + 0.5);
+    if (sec > 0 && !ms)
+        ms = 1;
+    core_set_idle(HOST(L)->k, c, ms);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -221,7 +219,7 @@ void lua_conn_invalidate(lua_State *L, struct conn *c)
 bool lua_conn_push_handler(lua_State *L, struct conn *c, int cached,
                            const char *name)
 {
-    if (!(c->flags & CF_OWN_HANDLERS)) {
+    if (!(c->user & LC_OWN_HANDLERS)) {
         lua_pushvalue(L, cached);
     } else {
         lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);
@@ -242,5 +240,5 @@ void lua_conn_set_handlers(lua_State *L, struct conn *c, int obj, int idx)
     lua_pushlightuserdata(L, (void *)&handlers_key);
     lua_pushvalue(L, idx);
     lua_rawset(L, obj);
-    c->flags |= CF_OWN_HANDLERS;
+    c->user |= LC_OWN_HANDLERS;
 }

@@ -7,13 +7,15 @@
  * of its own; it sleeps in sigtimedwait, forwards SIGHUP, SIGUSR1,
  * SIGTERM and SIGINT, and restarts a worker that dies, with a back-off
  * so that a script that crashes at start-up cannot make it loop hot. It
- * also kills (and so restarts) a worker stuck in a handler. */
+ * also kills (and so restarts) a worker stuck in a handler. A lone
+ * worker runs in the process itself, watched by a thread. */
 #include "master.h"
 #include "log.h"
 #include "timer.h"
 #include "worker.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -44,7 +46,8 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-bool master_stuck(const struct cli_opts *o, uint64_t since, uint64_t now)
+/* Is a worker that has been busy since `since` (monotonic ns) stuck? */
+static bool stuck(const struct cli_opts *o, uint64_t since, uint64_t now)
 {
     return o->handler_timeout > 0 && since && now > since &&
            (double)(now - since) / 1e9 > o->handler_timeout;
@@ -67,7 +70,7 @@ static pid_t start(const struct cli_opts *o, const int *fds, int n, int i,
     for (int j = 0; j < n; j++)
         if (fds[j] != fds[i])
             close(fds[j]);
-    _exit(serve(o, fds[i], i + 1, busy));
+    _exit(worker_main(o, fds[i], i + 1, busy));
 }
 
 static void reap(struct child *c, int n, bool stopping)
@@ -112,7 +115,7 @@ static void watchdog(const struct cli_opts *o, struct child *c, int n)
     uint64_t now = timer_now();
     for (int i = 0; i < n; i++) {
         uint64_t since = __atomic_load_n(c[i].busy, __ATOMIC_RELAXED);
-        if (c[i].pid > 0 && master_stuck(o, since, now)) {
+        if (c[i].pid > 0 && stuck(o, since, now)) {
             log_error("worker %d (pid %d) stuck in a handler for %.0f s: killing it",
                       i + 1, (int)c[i].pid, (double)(now - since) / 1e9);
             kill(c[i].pid, SIGKILL);
@@ -203,4 +206,42 @@ int master_run(const struct cli_opts *o, const int *fds, int n)
     munmap(busy, (size_t)n * sizeof *busy);
     log_info("master: stopped");
     return 0;
+}
+
+/* The watchdog of a lone worker. */
+struct lone_watch {
+    const struct cli_opts *o;
+    uint64_t busy_since;
+};
+
+static void *lone_watchdog(void *arg)
+{
+    struct lone_watch *lw = arg;
+    for (;;) {
+        sleep(1);
+        uint64_t since = __atomic_load_n(&lw->busy_since, __ATOMIC_RELAXED);
+        if (stuck(lw->o, since, timer_now())) {
+            log_error("stuck in a handler for over %.0f s: exiting",
+                      lw->o->handler_timeout);
+            _exit(70);
+        }
+    }
+    return NULL;
+}
+
+int master_run_one(const struct cli_opts *o, int fd)
+{
+    /* static: the thread lives on while the process exits */
+    static struct lone_watch lw;
+    lw.o = o;
+    pthread_t t;
+    sigset_t all, old;
+    sigfillset(&all);
+    /* the thread starts with every signal blocked: they belong to the
+     * worker's signalfd */
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    if (o->handler_timeout > 0)
+        pthread_create(&t, NULL, lone_watchdog, &lw);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return worker_main(o, fd, 1, &lw.busy_since);
 }

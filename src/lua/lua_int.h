@@ -2,7 +2,8 @@
 #ifndef MR_LUA_INT_H
 #define MR_LUA_INT_H
 
-#include "worker.h"
+#include "core.h"
+#include "lua_host.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -32,7 +33,7 @@ struct lua_mod_file {
 
 struct lua_host {
     lua_State *L;
-    struct worker *w;
+    struct core *k;    /* NULL until attached: the script only loads */
     char *script;      /* path as given, or NULL for the built-in echo */
     char *name;        /* for logs */
     char *dirs[2];     /* the script's folder and the library: watched */
@@ -50,8 +51,13 @@ struct lua_host {
     bool guarded;      /* a handler runs: the limit applies */
     bool closing;      /* lua_close runs: no more GC pacing */
     int gc_pause;      /* the pause lua_gc.c last set */
-    struct timer_heap early; /* timers made before the worker runs */
+    struct timer_heap early; /* timers made before it is attached */
+    uint64_t errors;   /* handlers that raised an error */
+    uint64_t reloads;  /* reloads that took over */
 };
+
+/* Bits of conn.user */
+#define LC_OWN_HANDLERS 1  /* outbound: handlers of its own, not the script's */
 
 /* lua_conn.c */
 void lua_conn_register(lua_State *L, struct lua_host *h);
@@ -69,15 +75,18 @@ void lua_conn_set_handlers(lua_State *L, struct conn *c, int obj, int idx);
 /* lua_gc.c: collect small heaps rarely, large ones as LuaJIT would */
 void lua_gc_pace(lua_State *L, struct lua_host *h);
 
-/* lua_host.c: load and run the script, leaving a checked handler table
- * on the stack; 0, or -1 with one line in err */
-int lua_host_load(struct lua_host *h, char *err, size_t len);
-void lua_host_install(lua_State *L, int idx);
+/* lua_script.c: load and run the script, leaving a checked handler
+ * table on the stack; 0, or -1 with one line in err */
+int lua_script_load(struct lua_host *h, char *err, size_t len);
+/* Make the handler table at idx the live one, caching its functions. */
+void lua_script_install(lua_State *L, int idx);
+/* lua_pcall with the Lua memory limit in force and LS_TRACEBACK as the
+ * message handler. */
+int lua_script_pcall(struct lua_host *h, int nargs, int nres);
+/* The message handler: the error plus a stack traceback. */
+int lua_script_traceback(lua_State *L);
 
-/* lua_pcall with the Lua memory limit in force. */
-int lua_host_pcall(struct lua_host *h, int nargs, int nres);
-
-/* lua_reload.c */
+/* lua_reload.c (which also gives lua_host.h's reload functions) */
 void lua_reload_register(lua_State *L, struct lua_host *h);
 void lua_reload_free(struct lua_host *h);
 

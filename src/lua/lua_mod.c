@@ -1,18 +1,13 @@
 /* lua_mod.c - the `moonring` module: require "moonring". */
 #include "log.h"
-#include "lua_host.h"
 #include "lua_int.h"
 
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 /* Every function here has three upvalues: the host, the conns table and
  * the timers table. Upvalues, not the main stack's fixed slots, because
@@ -23,7 +18,7 @@
 
 static uint64_t host_now(struct lua_host *h)
 {
-    return h->w ? h->w->now : timer_now();
+    return h->k ? h->k->now : timer_now();
 }
 
 /* moonring.log(level, ...): the arguments, tostring'd and joined by
@@ -78,20 +73,20 @@ static void set_num(lua_State *L, const char *k, double v)
 static int l_stats(lua_State *L)
 {
     struct lua_host *h = HOST(L);
-    struct worker *w = h->w;
+    struct core *k = h->k;
     lua_createtable(L, 0, 10);
-    if (!w)
+    if (!k)
         return 1; /* called while the script loads: nothing to count yet */
-    set_num(L, "conns", w->conns.live);
-    set_num(L, "accepted", (double)w->stats.accepted);
-    set_num(L, "bytes_in", (double)w->stats.bytes_in);
-    set_num(L, "bytes_out", (double)w->stats.bytes_out);
-    set_num(L, "lua_errors", (double)w->stats.lua_errors);
-    set_num(L, "enobufs", (double)w->stats.enobufs);
-    set_num(L, "reloads", (double)w->stats.reloads);
-    set_num(L, "enters", (double)w->loop.enters);
-    set_num(L, "cqes", (double)w->loop.cqes);
-    set_num(L, "lua_mem", (double)lua_host_mem(h));
+    set_num(L, "conns", core_live(k));
+    set_num(L, "accepted", (double)k->stats.accepted);
+    set_num(L, "bytes_in", (double)k->stats.bytes_in);
+    set_num(L, "bytes_out", (double)k->stats.bytes_out);
+    set_num(L, "lua_errors", (double)h->errors);
+    set_num(L, "enobufs", (double)k->stats.enobufs);
+    set_num(L, "reloads", (double)h->reloads);
+    set_num(L, "enters", (double)k->loop.enters);
+    set_num(L, "cqes", (double)k->loop.cqes);
+    set_num(L, "lua_mem", (double)h->mem);
     return 1;
 }
 
@@ -126,8 +121,9 @@ static int make_timer(lua_State *L, bool repeat)
     if (sec > 86400.0 * 365 * 100)
         return luaL_argerror(L, 1, "too far in the future");
     uint64_t id = h->next_timer_id++;
-    struct timer_heap *heap = h->w ? &h->w->timers : &h->early;
-    if (timer_push(heap, host_now(h) + (uint64_t)(sec * 1e9), TIMER_LUA, id))
+    uint64_t due = host_now(h) + (uint64_t)(sec * 1e9);
+    if (h->k ? core_timer_add(h->k, due, id)
+             : timer_push(&h->early, due, TIMER_USER, id))
         return luaL_error(L, "out of memory");
     lua_createtable(L, 0, 3);
     lua_pushvalue(L, 2);
@@ -169,7 +165,7 @@ static int l_timer_cancel(lua_State *L)
 static int l_conns(lua_State *L)
 {
     struct lua_host *h = HOST(L);
-    struct conn_table *t = h->w ? &h->w->conns : NULL;
+    struct conn_table *t = h->k ? &h->k->conns : NULL;
     lua_getglobal(L, "next");
     lua_createtable(L, 0, t ? (int)t->live : 0);
     for (uint32_t i = 0; t && i < t->used_hi; i++) {
@@ -211,11 +207,10 @@ static int l_connect(lua_State *L)
     lua_pop(L, 1);
     if (port < 1 || port > 65535)
         return luaL_argerror(L, 2, "port 1-65535 expected");
-    struct worker *w = h->w;
-    if (!w)
+    if (!h->k)
         return luaL_error(L, "moonring.connect works once the server runs "
                              "(from a handler or a timer)");
-    if (w->stopping)
+    if (h->k->stopping)
         return fail2(L, "shutting down");
 
     char service[8];
@@ -225,28 +220,13 @@ static int l_connect(lua_State *L)
     int gai = getaddrinfo(host, service, &hints, &ai);
     if (gai)
         return fail2(L, gai_strerror(gai));
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    void *addr = fd < 0 ? NULL : malloc(ai->ai_addrlen);
-    struct conn *c = addr ? conn_alloc(&w->conns, fd) : NULL;
-    if (!c) {
-        const char *why = fd < 0 ? strerror(errno) : addr ? "too many connections"
-                                                          : "out of memory";
-        if (fd >= 0)
-            close(fd);
-        free(addr);
-        freeaddrinfo(ai);
-        return fail2(L, why);
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    memcpy(addr, ai->ai_addr, ai->ai_addrlen);
-    unsigned len = ai->ai_addrlen;
+    struct conn *c;
+    int ret = core_connect(h->k, ai->ai_addr, ai->ai_addrlen, NULL, &c);
     freeaddrinfo(ai);
-    c->state = CONN_CONNECTING;
-    c->active = w->now;
+    if (ret)
+        return fail2(L, ret == -ENOSPC ? "too many connections" : strerror(-ret));
     lua_conn_push_new(L, c, UV_CONNS);
     lua_conn_set_handlers(L, c, lua_gettop(L), 3);
-    conn_io_connect(w, c, addr, len);
     return 1;
 }
 

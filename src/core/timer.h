@@ -11,11 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum timer_kind { TIMER_LUA = 1, TIMER_IDLE };
+enum timer_kind { TIMER_USER = 1, TIMER_IDLE }; /* the layer above's, the core's own */
 
 struct timer_entry {
     uint64_t due;          /* monotonic ns */
-    uint64_t key;          /* TIMER_LUA: timer id; TIMER_IDLE: slot << 32 | gen */
+    uint64_t key;          /* TIMER_USER: its owner's key; TIMER_IDLE: slot << 32 | gen */
     uint32_t kind;
 };
 

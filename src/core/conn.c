@@ -156,7 +156,7 @@ void conn_close(struct conn_table *t, struct conn *c, enum conn_reason why,
         c->state = CONN_CLOSING;
         c->reason = (uint8_t)why;
         if (slotvec_push(&t->closing, c->slot))
-            c->flags |= CF_NOTIFIED; /* out of memory: skip on_close */
+            c->flags |= CF_NOTIFIED; /* out of memory: no closed event */
     }
     if (abort)
         c->flags |= CF_ABORT;

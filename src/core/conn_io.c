@@ -1,25 +1,24 @@
 /* conn_io.c - the ring side of connections: receive, send, close.
  *
- * Completion handlers only record what happened and run Lua; the phases
- * after the batch (notify closes, flush) submit what follows from it, so
- * each connection gets at most one send per batch, with every byte its
- * handlers wrote during that batch. */
+ * Completion handlers only record what happened and report events; the
+ * phases after the batch (notify closes, flush) submit what follows from
+ * it, so each connection gets at most one send per batch, with every byte
+ * its handlers wrote during that batch. */
+#include "core_int.h"
 #include "log.h"
-#include "lua_host.h"
 #include "ud.h"
-#include "worker.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
-void conn_io_arm_recv(struct worker *w, struct conn *c)
+static void arm_recv(struct core *k, struct conn *c)
 {
-    struct io_uring_sqe *sqe = loop_sqe(&w->loop);
+    struct io_uring_sqe *sqe = loop_sqe(&k->loop);
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = w->bufs.bgid;
+    sqe->buf_group = k->bufs.bgid;
     io_uring_sqe_set_data64(sqe, ud_make(OP_RECV, c->gen, c->slot));
     c->flags |= CF_RECV_ARMED;
     c->flags &= ~CF_WANT_RECV;
@@ -27,12 +26,12 @@ void conn_io_arm_recv(struct worker *w, struct conn *c)
 
 /* Receive again after this batch, once its buffers are back (re-arming
  * into an empty ring only earns another ENOBUFS at once). */
-static void want_recv(struct worker *w, struct conn *c)
+static void want_recv(struct core *k, struct conn *c)
 {
-    if (slotvec_push(&w->rearm, c->slot) == 0)
+    if (slotvec_push(&k->rearm, c->slot) == 0)
         c->flags |= CF_WANT_RECV;
     else
-        conn_close(&w->conns, c, REASON_ERROR, true);
+        conn_close(&k->conns, c, REASON_ERROR, true);
 }
 
 static enum conn_reason reason_for(int err)
@@ -46,59 +45,107 @@ static enum conn_reason reason_for(int err)
     }
 }
 
-static void io_error(struct worker *w, struct conn *c, const char *what, int res)
+static void io_error(struct core *k, struct conn *c, const char *what, int res)
 {
     enum conn_reason r = reason_for(res);
     if (r == REASON_ERROR)
         log_warn("connection %llu: %s: %s", (unsigned long long)c->id, what,
                  strerror(-res));
-    conn_close(&w->conns, c, r, true);
+    conn_close(&k->conns, c, r, true);
 }
 
 /* Keep bytes that arrive while reading is paused (the receive was still
  * in flight when the pause came), in order, for when it resumes. */
-static void hold(struct worker *w, struct conn *c, const char *p, size_t n)
+static void hold(struct core *k, struct conn *c, const char *p, size_t n)
 {
     char *h = realloc(c->held, c->held_len + n);
     if (!h) {
-        conn_close(&w->conns, c, REASON_ERROR, true);
+        conn_close(&k->conns, c, REASON_ERROR, true);
         return;
     }
     memcpy(h + c->held_len, p, n);
     c->held = h;
     c->held_len += (uint32_t)n;
     if (!(c->flags & CF_READ_PAUSED))
-        conn_wake(&w->conns, c);
+        conn_wake(&k->conns, c);
 }
 
-/* Bytes arrived: to on_data, or held while reading is paused. */
-static void deliver(struct worker *w, struct conn *c, const char *p, size_t n)
+/* Bytes from the socket, to the transport or straight to the handler. */
+static void to_handler(struct core *k, struct conn *c, const char *p, size_t n)
 {
-    c->active = w->now;
+    if (!c->tp) {
+        k->ev->data(k->ev_ctx, c, p, n);
+        return;
+    }
+    int ret = c->tp->recv(k, c, p, n);
+    if (ret < 0) {
+        c->err = ret;
+        conn_close(&k->conns, c, REASON_ERROR, true);
+    }
+}
+
+/* Bytes arrived: to the handler, or held while reading is paused. */
+static void deliver(struct core *k, struct conn *c, const char *p, size_t n)
+{
+    c->active = k->now;
     if (c->state != CONN_OPEN)
         return; /* closing: nobody to read them */
     if ((c->flags & CF_READ_PAUSED) || c->held_len)
-        hold(w, c, p, n);
+        hold(k, c, p, n);
     else
-        lua_host_data(w->lua, c, p, n);
+        to_handler(k, c, p, n);
 }
 
-void conn_io_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+void core_deliver(struct core *k, struct conn *c, const char *p, size_t n)
+{
+    if (c->state == CONN_OPEN && (c->flags & CF_KNOWN))
+        k->ev->data(k->ev_ctx, c, p, n);
+}
+
+void core_ready(struct core *k, struct conn *c)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    if (c->origin == CONN_OUTBOUND) {
+        k->ev->connected(k->ev_ctx, c);
+    } else {
+        c->flags |= CF_KNOWN;
+        k->ev->opened(k->ev_ctx, c);
+    }
+}
+
+/* c was accepted, or its connect completed: start its transport, tell
+ * the handler (now, or once the transport is ready), start reading. */
+void conn_io_start(struct core *k, struct conn *c)
+{
+    int ret = c->tp ? c->tp->start(k, c) : 0;
+    if (ret < 0) {
+        c->err = ret;
+        conn_close(&k->conns, c, REASON_ERROR, true);
+        return;
+    }
+    if (ret == 0)
+        core_ready(k, c);
+    if (c->state == CONN_OPEN && !(c->flags & CF_READ_PAUSED))
+        arm_recv(k, c);
+}
+
+void conn_io_on_recv(struct core *k, struct conn *c, struct io_uring_cqe *cqe)
 {
     bool more = cqe->flags & IORING_CQE_F_MORE;
     int res = cqe->res;
 
     if (res > 0) {
-        unsigned char *p = bufring_recv_data(&w->bufs, cqe->flags);
-        w->stats.bytes_in += (unsigned)res;
-        deliver(w, c, (const char *)p, (size_t)res);
-        bufring_recv_done(&w->bufs, cqe->flags, (unsigned)res);
+        unsigned char *p = bufring_recv_data(&k->bufs, cqe->flags);
+        k->stats.bytes_in += (unsigned)res;
+        deliver(k, c, (const char *)p, (size_t)res);
+        bufring_recv_done(&k->bufs, cqe->flags, (unsigned)res);
     } else if (res == 0) {
-        conn_close(&w->conns, c, REASON_EOF, false);
+        conn_close(&k->conns, c, REASON_EOF, false);
     } else if (res == -ENOBUFS) {
-        w->stats.enobufs++; /* the bytes wait in the socket: nothing lost */
+        k->stats.enobufs++; /* the bytes wait in the socket: nothing lost */
     } else if (res != -ECANCELED) {
-        io_error(w, c, "receive", res);
+        io_error(k, c, "receive", res);
     }
     if (more)
         return;
@@ -106,11 +153,11 @@ void conn_io_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
      * an empty buffer ring, a pause, or for reasons of the kernel's own */
     c->flags &= ~(CF_RECV_ARMED | CF_CANCEL_SENT);
     if (c->state == CONN_OPEN && !(c->flags & CF_READ_PAUSED))
-        want_recv(w, c);
-    conn_mark(&w->conns, c);
+        want_recv(k, c);
+    conn_mark(&k->conns, c);
 }
 
-void conn_io_on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+void conn_io_on_send(struct core *k, struct conn *c, struct io_uring_cqe *cqe)
 {
     int res = cqe->res;
     if (res == -EAGAIN) { /* a quiet send found the socket full */
@@ -123,26 +170,27 @@ void conn_io_on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
     else
         c->flags &= ~CF_SEND_SHORT;
     if (res >= 0) {
-        w->stats.bytes_out += (unsigned)res;
+        k->stats.bytes_out += (unsigned)res;
         if (res > 0)
-            c->active = w->now;
+            c->active = k->now;
         sendq_done(&c->q, (size_t)res);
     } else {
         sendq_done(&c->q, 0);
         if (res != -ECANCELED)
-            io_error(w, c, "send", res);
+            io_error(k, c, "send", res);
     }
-    if ((c->flags & CF_HWM) && sendq_pending(&c->q) <= w->conns.low_water) {
+    if ((c->flags & CF_HWM) && sendq_pending(&c->q) <= k->conns.low_water) {
         c->flags &= ~CF_HWM;
         if (c->state == CONN_OPEN) {
-            lua_host_drain(w->lua, c);
-            conn_wake(&w->conns, c);
+            if (c->flags & CF_KNOWN)
+                k->ev->drained(k->ev_ctx, c);
+            conn_wake(&k->conns, c);
         }
     }
-    conn_mark(&w->conns, c);
+    conn_mark(&k->conns, c);
 }
 
-void conn_io_on_connect(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+void conn_io_on_connect(struct core *k, struct conn *c, struct io_uring_cqe *cqe)
 {
     c->flags &= ~CF_CONNECT_OUT;
     free(c->aux);
@@ -151,31 +199,29 @@ void conn_io_on_connect(struct worker *w, struct conn *c, struct io_uring_cqe *c
         if (cqe->res < 0) {
             /* -ECANCELED: the linked timeout cut it short */
             c->err = cqe->res == -ECANCELED ? -ETIMEDOUT : cqe->res;
-            conn_close(&w->conns, c, cqe->res == -ECANCELED ? REASON_TIMEOUT
+            conn_close(&k->conns, c, cqe->res == -ECANCELED ? REASON_TIMEOUT
                                                             : REASON_ERROR, true);
         } else {
             c->state = CONN_OPEN;
-            c->active = w->now;
-            lua_host_open(w->lua, c);
-            if (c->state == CONN_OPEN && !(c->flags & CF_READ_PAUSED))
-                conn_io_arm_recv(w, c);
+            c->active = k->now;
+            conn_io_start(k, c);
         }
     }
-    conn_mark(&w->conns, c);
+    conn_mark(&k->conns, c);
 }
 
-void conn_io_on_close(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+void conn_io_on_close(struct core *k, struct conn *c, struct io_uring_cqe *cqe)
 {
     if (cqe->res < 0)
         log_debug("connection %llu: close: %s", (unsigned long long)c->id,
                   strerror(-cqe->res));
     c->flags |= CF_CLOSED;
     c->fd = -1;
-    conn_mark(&w->conns, c);
+    conn_mark(&k->conns, c);
 }
 
 /* A send can be quiet (see loop_quiet) when nothing waits on its
- * completion: no close queued behind it, no on_drain to call. It goes
+ * completion: no close queued behind it, no drained event to report. It goes
  * with MSG_DONTWAIT, so that it completes as it is submitted, with
  * -EAGAIN if the socket is full; then, and after a short send, the next
  * one waits for room the usual way. */
@@ -184,18 +230,18 @@ static bool send_is_quiet(const struct conn *c)
     return c->state == CONN_OPEN && !(c->flags & (CF_HWM | CF_SEND_SHORT));
 }
 
-static void start_send(struct worker *w, struct conn *c)
+static void start_send(struct core *k, struct conn *c)
 {
     const void *p;
     size_t n;
     if (sendq_busy(&c->q) || !sendq_next(&c->q, &p, &n))
         return;
     bool quiet = send_is_quiet(c);
-    struct io_uring_sqe *sqe = loop_sqe(&w->loop);
+    struct io_uring_sqe *sqe = loop_sqe(&k->loop);
     io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL | (quiet ? MSG_DONTWAIT : 0));
     io_uring_sqe_set_data64(sqe, ud_make(OP_SEND, c->gen, c->slot));
     if (quiet)
-        loop_quiet(&w->loop);
+        loop_quiet(&k->loop);
 }
 
 /* Close through the ring: shutdown → close, hard-linked so that a failed
@@ -205,29 +251,29 @@ static void start_send(struct worker *w, struct conn *c)
  * memory of ours, and a failure's late CQE misses on the generation. When
  * something is, the close's CQE and the final CQEs of the cancelled
  * operations tell us when the slot is free. */
-static void submit_close(struct worker *w, struct conn *c)
+static void submit_close(struct core *k, struct conn *c)
 {
     bool busy = (c->flags & (CF_RECV_ARMED | CF_CONNECT_OUT)) ||
                 sendq_busy(&c->q);
     uint64_t cancel_ud = ud_make(OP_CANCEL, c->gen, c->slot);
-    struct io_uring *ring = &w->loop.ring;
+    struct io_uring *ring = &k->loop.ring;
     struct io_uring_sqe *sqe;
     /* a link chain must not be split by loop_sqe() submitting midway */
     if (io_uring_sq_space_left(ring) < 3)
         io_uring_submit(ring);
 
     if (busy) {
-        sqe = loop_sqe(&w->loop);
+        sqe = loop_sqe(&k->loop);
         io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
         io_uring_sqe_set_data64(sqe, cancel_ud);
         sqe->flags |= IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
     }
-    sqe = loop_sqe(&w->loop);
+    sqe = loop_sqe(&k->loop);
     io_uring_prep_shutdown(sqe, c->fd, SHUT_RDWR);
     io_uring_sqe_set_data64(sqe, cancel_ud);
     sqe->flags |= IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
 
-    sqe = loop_sqe(&w->loop);
+    sqe = loop_sqe(&k->loop);
     io_uring_prep_close(sqe, c->fd);
     io_uring_sqe_set_data64(sqe, ud_make(OP_CLOSE, c->gen, c->slot));
     c->flags |= CF_CLOSE_SENT;
@@ -239,9 +285,9 @@ static void submit_close(struct worker *w, struct conn *c)
 }
 
 /* Stop a receive in flight, for a pause; its last CQE says when. */
-static void cancel_recv(struct worker *w, struct conn *c)
+static void cancel_recv(struct core *k, struct conn *c)
 {
-    struct io_uring_sqe *sqe = loop_sqe(&w->loop);
+    struct io_uring_sqe *sqe = loop_sqe(&k->loop);
     io_uring_prep_cancel64(sqe, ud_make(OP_RECV, c->gen, c->slot), 0);
     io_uring_sqe_set_data64(sqe, ud_make(OP_CANCEL, c->gen, c->slot));
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
@@ -249,54 +295,56 @@ static void cancel_recv(struct worker *w, struct conn *c)
 }
 
 /* Move one connection along: send, pause, close, free. */
-static void progress(struct worker *w, struct conn *c)
+static void progress(struct core *k, struct conn *c)
 {
     bool abort = c->flags & CF_ABORT;
     if (c->state == CONN_CONNECTING)
         return; /* sends wait for the connection */
     if (!abort && !(c->flags & CF_CLOSE_SENT))
-        start_send(w, c);
+        start_send(k, c);
     if (c->state == CONN_OPEN) {
         if ((c->flags & CF_READ_PAUSED) &&
             (c->flags & (CF_RECV_ARMED | CF_CANCEL_SENT)) == CF_RECV_ARMED)
-            cancel_recv(w, c);
+            cancel_recv(k, c);
         return;
     }
     if (!(c->flags & CF_NOTIFIED))
-        return; /* on_close runs first; it marks c again */
+        return; /* the closed event comes first; it marks c again */
     if (abort && !sendq_busy(&c->q))
         sendq_free(&c->q);
     if (!(c->flags & CF_CLOSE_SENT) &&
         (abort || (!sendq_busy(&c->q) && !sendq_pending(&c->q))))
-        submit_close(w, c);
+        submit_close(k, c);
     if (conn_idle(c)) {
-        conn_free(&w->conns, c);
-        if (w->accept_paused)
-            accept_on_retry(w); /* an fd is free again */
+        if (c->tp)
+            c->tp->release(k, c);
+        conn_free(&k->conns, c);
+        if (k->accept_paused)
+            listener_on_retry(k); /* an fd is free again */
     }
 }
 
-void conn_io_flush(struct worker *w)
+void conn_io_flush(struct core *k)
 {
-    struct slotvec *d = &w->conns.dirty;
+    struct slotvec *d = &k->conns.dirty;
     for (uint32_t i = 0; i < d->n; i++) {
-        struct conn *c = &w->conns.c[d->v[i]];
+        struct conn *c = &k->conns.c[d->v[i]];
         if (!(c->flags & CF_DIRTY))
             continue;
         c->flags &= ~CF_DIRTY;
         if (c->state != CONN_FREE)
-            progress(w, c);
+            progress(k, c);
     }
     d->n = 0;
 }
 
 /* Reading may go on for these: hand over what was held during the pause,
  * then receive again. */
-void conn_io_resume(struct worker *w)
+void conn_io_resume(struct core *k)
 {
-    struct slotvec *r = &w->conns.resumed;
+    struct slotvec *r = &k->conns.resumed;
     for (uint32_t i = 0; i < r->n; i++) {
-        struct conn *c = &w->conns.c[r->v[i]];
+        struct conn *c = &k->conns.c[r->v[i]];
         if (!(c->flags & CF_RESUMED))
             continue;
         c->flags &= ~CF_RESUMED;
@@ -307,46 +355,47 @@ void conn_io_resume(struct worker *w)
             size_t n = c->held_len;
             c->held = NULL;
             c->held_len = 0;
-            lua_host_data(w->lua, c, p, n);
+            to_handler(k, c, p, n);
             free(p);
         }
         if (c->state == CONN_OPEN && !(c->flags & CF_READ_PAUSED) &&
             !(c->flags & (CF_RECV_ARMED | CF_WANT_RECV)))
-            want_recv(w, c);
+            want_recv(k, c);
     }
     r->n = 0;
 }
 
-void conn_io_notify_closes(struct worker *w)
+void conn_io_notify_closes(struct core *k)
 {
-    struct slotvec *cl = &w->conns.closing;
-    /* on_close may close other connections: n can grow as we go */
+    struct slotvec *cl = &k->conns.closing;
+    /* a closed handler may close other connections: n can grow as we go */
     for (uint32_t i = 0; i < cl->n; i++) {
-        struct conn *c = &w->conns.c[cl->v[i]];
+        struct conn *c = &k->conns.c[cl->v[i]];
         if (c->state != CONN_CLOSING || (c->flags & CF_NOTIFIED))
             continue;
         c->flags |= CF_NOTIFIED;
-        lua_host_close(w->lua, c);
-        conn_mark(&w->conns, c);
+        if (c->flags & CF_KNOWN)
+            k->ev->closed(k->ev_ctx, c);
+        conn_mark(&k->conns, c);
     }
     cl->n = 0;
 }
 
 /* Re-arm receives that ended, at most as many as there are free buffers,
  * oldest first; the rest wait for buffers to come back. */
-void conn_io_rearm(struct worker *w)
+void conn_io_rearm(struct core *k)
 {
-    struct slotvec *e = &w->rearm;
-    uint32_t i = 0, budget = bufring_avail(&w->bufs);
+    struct slotvec *e = &k->rearm;
+    uint32_t i = 0, budget = bufring_avail(&k->bufs);
     for (; i < e->n && budget; i++) {
-        struct conn *c = &w->conns.c[e->v[i]];
+        struct conn *c = &k->conns.c[e->v[i]];
         if (c->state != CONN_OPEN || (c->flags & CF_READ_PAUSED)) {
             c->flags &= ~CF_WANT_RECV; /* resuming asks again */
             continue;
         }
         if ((c->flags & (CF_WANT_RECV | CF_RECV_ARMED)) != CF_WANT_RECV)
             continue;
-        conn_io_arm_recv(w, c);
+        arm_recv(k, c);
         budget--;
     }
     if (i) {
@@ -355,18 +404,18 @@ void conn_io_rearm(struct worker *w)
     }
 }
 
-void conn_io_connect(struct worker *w, struct conn *c, void *addr, unsigned len)
+void conn_io_connect(struct core *k, struct conn *c, void *addr, unsigned len)
 {
-    struct io_uring *ring = &w->loop.ring;
+    struct io_uring *ring = &k->loop.ring;
     if (io_uring_sq_space_left(ring) < 2)
         io_uring_submit(ring); /* keep the connect and its timeout together */
     c->aux = addr;
-    struct io_uring_sqe *sqe = loop_sqe(&w->loop);
+    struct io_uring_sqe *sqe = loop_sqe(&k->loop);
     io_uring_prep_connect(sqe, c->fd, addr, len);
     io_uring_sqe_set_data64(sqe, ud_make(OP_CONNECT, c->gen, c->slot));
     sqe->flags |= IOSQE_IO_LINK;
-    sqe = loop_sqe(&w->loop);
-    io_uring_prep_link_timeout(sqe, &w->connect_ts, 0);
+    sqe = loop_sqe(&k->loop);
+    io_uring_prep_link_timeout(sqe, &k->connect_ts, 0);
     io_uring_sqe_set_data64(sqe, ud_make(OP_CANCEL, c->gen, c->slot));
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
     c->flags |= CF_CONNECT_OUT;
@@ -377,28 +426,35 @@ static uint64_t idle_key(const struct conn *c)
     return (uint64_t)c->slot << 32 | c->gen;
 }
 
-void conn_io_idle_arm(struct worker *w, struct conn *c)
+static void idle_arm(struct core *k, struct conn *c)
 {
     if (!c->idle_ms || (c->flags & CF_IDLE_QUEUED))
         return;
     uint64_t due = c->active + (uint64_t)c->idle_ms * 1000000ull;
-    if (timer_push(&w->timers, due, TIMER_IDLE, idle_key(c)) == 0)
+    if (timer_push(&k->timers, due, TIMER_IDLE, idle_key(c)) == 0)
         c->flags |= CF_IDLE_QUEUED;
 }
 
 /* An idle-timeout entry is due: close the connection if it has really
  * been idle that long, else look again when it could be. */
-void conn_io_idle_check(struct worker *w, uint64_t key)
+void conn_io_idle_check(struct core *k, uint64_t key)
 {
-    struct conn *c = conn_get(&w->conns, (uint32_t)(key >> 32), (uint32_t)key);
+    struct conn *c = conn_get(&k->conns, (uint32_t)(key >> 32), (uint32_t)key);
     if (!c)
         return;
     c->flags &= ~CF_IDLE_QUEUED;
     if (c->state != CONN_OPEN || !c->idle_ms)
         return;
-    if (w->now >= c->active + (uint64_t)c->idle_ms * 1000000ull)
+    if (k->now >= c->active + (uint64_t)c->idle_ms * 1000000ull)
         /* output still queued to an idle peer will not drain: drop it */
-        conn_close(&w->conns, c, REASON_TIMEOUT, sendq_pending(&c->q) > 0);
+        conn_close(&k->conns, c, REASON_TIMEOUT, sendq_pending(&c->q) > 0);
     else
-        conn_io_idle_arm(w, c);
+        idle_arm(k, c);
+}
+
+void core_set_idle(struct core *k, struct conn *c, uint32_t ms)
+{
+    c->idle_ms = ms;
+    c->active = k->now;
+    idle_arm(k, c);
 }

@@ -4,14 +4,11 @@
 #include "lua_host.h"
 #include "master.h"
 #include "net.h"
-#include "timer.h"
 #include "worker.h"
 
 #include <errno.h>
 #include <grp.h>
-#include <pthread.h>
 #include <pwd.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,53 +95,6 @@ static int open_listeners(const struct cli_opts *o, int *fds, int n, char *err,
     return 0;
 }
 
-/* The watchdog of a lone worker, which has no master: a thread that
- * ends the process when a handler never returns, so that a supervisor
- * (systemd's Restart=) starts it again rather than it hanging for good. */
-struct lone_watch {
-    double timeout;
-    uint64_t busy_since;
-};
-
-static void *lone_watchdog(void *arg)
-{
-    struct lone_watch *lw = arg;
-    struct cli_opts o = { .handler_timeout = lw->timeout };
-    for (;;) {
-        sleep(1);
-        uint64_t since = __atomic_load_n(&lw->busy_since, __ATOMIC_RELAXED);
-        if (master_stuck(&o, since, timer_now())) {
-            log_error("stuck in a handler for over %.0f s: exiting", lw->timeout);
-            _exit(70);
-        }
-    }
-    return NULL;
-}
-
-int serve(const struct cli_opts *o, int fd, int index, uint64_t *busy_since)
-{
-    char err[1024];
-    struct lua_host *lua = lua_host_new(o, index, err, sizeof err);
-    if (!lua) {
-        log_error("%s", err);
-        return 1;
-    }
-    struct worker w;
-    int status = 1;
-    if (worker_init(&w, o, fd, lua, busy_since) == 0) {
-        char where[256];
-        net_sockname(fd, where, sizeof where);
-        log_info("moonring %s listening on %s, serving %s (worker %d, max %u "
-                 "connections, %u x %u B receive buffers%s)", MR_VERSION, where,
-                 lua_host_script_name(lua), index, o->max_conns, o->buffers,
-                 o->buffer_size, w.bufs.off ? ", filled incrementally" : "");
-        status = worker_run(&w);
-    }
-    worker_destroy(&w);
-    lua_host_free(lua);
-    return status;
-}
-
 int main(int argc, char **argv)
 {
     struct cli_opts o;
@@ -173,7 +123,7 @@ int main(int argc, char **argv)
 
     /* load the script once here, so that a broken one stops us now with
      * one clear line; each worker loads its own copy afterwards */
-    struct lua_host *lua = lua_host_new(&o, 1, err, sizeof err);
+    struct lua_host *lua = worker_load(&o, 1, err, sizeof err);
     if (!lua)
         return fail(err);
     if (o.test_only) {
@@ -193,24 +143,7 @@ int main(int argc, char **argv)
         free(fds);
         return fail(err);
     }
-    int status;
-    if (n == 1) {
-        /* static: the thread lives on while the process exits */
-        static struct lone_watch lw;
-        lw.timeout = o.handler_timeout;
-        pthread_t t;
-        sigset_t all, old;
-        sigfillset(&all);
-        /* the thread starts with every signal blocked: they belong to the
-         * worker's signalfd */
-        pthread_sigmask(SIG_BLOCK, &all, &old);
-        if (o.handler_timeout > 0)
-            pthread_create(&t, NULL, lone_watchdog, &lw);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        status = serve(&o, fds[0], 1, &lw.busy_since);
-    } else {
-        status = master_run(&o, fds, n);
-    }
+    int status = n == 1 ? master_run_one(&o, fds[0]) : master_run(&o, fds, n);
     if (strncmp(o.bind, "unix:", 5) == 0)
         unlink(o.bind + 5);
     free(fds);

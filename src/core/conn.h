@@ -8,21 +8,24 @@
  * (an outbound connection starts as CONNECTING, and becomes OPEN when its
  * connect completes)
  * conn_close() only records the reason and queues the connection; the
- * worker tells Lua (on_close) after the current batch of completions, sends
- * what is queued (unless the close is an abort), then closes the socket
- * through the ring, and frees the slot once no operation is in flight.
- * This is bookkeeping only: the ring work lives in conn_io.c. */
+ * core reports it closed (core_events.closed) after the current batch of
+ * completions, sends what is queued (unless the close is an abort), then
+ * closes the socket through the ring, and frees the slot once no
+ * operation is in flight. This is bookkeeping only: the ring work lives
+ * in conn_io.c. */
 #ifndef MR_CONN_H
 #define MR_CONN_H
 
 #include "sendq.h"
+
+struct transport;
 
 #include <stdbool.h>
 #include <stdint.h>
 
 enum conn_state { CONN_FREE = 0, CONN_CONNECTING, CONN_OPEN, CONN_CLOSING };
 
-/* Why a connection closed; the names are what Lua's on_close sees. */
+/* Why a connection closed; the names are what handlers see. */
 enum conn_reason {
     REASON_NONE = 0, REASON_EOF, REASON_RESET, REASON_TIMEOUT, REASON_ERROR,
     REASON_CLOSED, REASON_SHUTDOWN,
@@ -36,18 +39,22 @@ enum conn_flags {
     CF_ABORT       = 1 << 3,  /* closing without sending what is queued */
     CF_CLOSE_SENT  = 1 << 4,  /* the cancel/shutdown/close chain is submitted */
     CF_CLOSED      = 1 << 5,  /* the close completed: fd is gone */
-    CF_NOTIFIED    = 1 << 6,  /* on_close has run */
-    CF_PAUSED      = 1 << 7,  /* the script paused reading */
+    CF_NOTIFIED    = 1 << 6,  /* the closed event has been reported */
+    CF_PAUSED      = 1 << 7,  /* the handler paused reading */
     CF_HWM         = 1 << 8,  /* output above the high-water mark: reading paused */
     CF_CANCEL_SENT = 1 << 9,  /* the receive is being cancelled (pause) */
     CF_IDLE_QUEUED = 1 << 10, /* an idle-timeout entry is in the timer heap */
     CF_CONNECT_OUT = 1 << 11, /* a connect is with the kernel */
-    CF_OWN_HANDLERS= 1 << 12, /* outbound: handlers of its own, not the script's */
+    CF_KNOWN       = 1 << 12, /* the handler knows c: told it opened, or made it */
     CF_RESUMED     = 1 << 13, /* on the resumed list */
     CF_SEND_SHORT  = 1 << 14, /* the last send was short: the socket is full */
 };
 
 #define CF_READ_PAUSED (CF_PAUSED | CF_HWM)
+
+/* conn.origin of a connection this worker made (core_connect); accepted
+ * ones carry the index of their listener. */
+#define CONN_OUTBOUND 0xffff
 
 struct conn {
     struct sendq q;
@@ -55,6 +62,8 @@ struct conn {
     uint64_t active;          /* monotonic ns of the last byte in or out */
     char *held;               /* bytes received after a pause, for resume */
     void *aux;                /* connect: the address until the connect ends */
+    const struct transport *tp; /* between socket and handler; NULL: plain */
+    void *tp_state;           /* the transport's own, per connection */
     uint32_t held_len;
     uint32_t idle_ms;         /* idle timeout, 0 for none */
     int err;                  /* negative errno behind REASON_ERROR, or 0 */
@@ -64,6 +73,8 @@ struct conn {
     uint8_t state;            /* enum conn_state */
     uint8_t reason;           /* enum conn_reason, once CLOSING */
     uint16_t flags;           /* enum conn_flags */
+    uint16_t origin;          /* listener index, or CONN_OUTBOUND */
+    uint8_t user;             /* bits of the layer above, zero at first */
 };
 
 /* A growable list of slots. */
@@ -81,10 +92,10 @@ struct conn_table {
     uint32_t nfree;
     uint64_t next_id;
     struct slotvec dirty;     /* connections the flush phase must look at */
-    struct slotvec closing;   /* connections whose on_close is due */
+    struct slotvec closing;   /* connections whose closed event is due */
     struct slotvec resumed;   /* connections whose held bytes are due */
     size_t high_water;        /* output bytes that pause reading */
-    size_t low_water;         /* ... and that resume it, with on_drain */
+    size_t low_water;         /* ... and that resume it, with drained */
 };
 
 int conn_table_init(struct conn_table *t, uint32_t max);
@@ -125,7 +136,7 @@ static inline bool conn_idle(const struct conn *c)
            !(c->flags & (CF_RECV_ARMED | CF_CONNECT_OUT)) && !sendq_busy(&c->q);
 }
 
-/* Pause or resume reading on the script's behalf. */
+/* Pause or resume reading on the handler's behalf. */
 void conn_pause(struct conn_table *t, struct conn *c);
 void conn_resume(struct conn_table *t, struct conn *c);
 

@@ -1,0 +1,261 @@
+/* core.c - the engine's state and its turn: wait, dispatch every
+ * completion by its tag, run timers, then the phases that submit what
+ * the batch asked for. */
+#include "core_int.h"
+#include "log.h"
+#include "ud.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BUF_GROUP 1
+#define CONNECT_TIMEOUT_S 10
+
+static void no_conn(void *ctx, struct conn *c) { (void)ctx, (void)c; }
+static void no_data(void *ctx, struct conn *c, const char *p, size_t n)
+{
+    (void)ctx, (void)c, (void)p, (void)n;
+}
+static void no_timer(void *ctx, uint64_t key, uint64_t due)
+{
+    (void)ctx, (void)key, (void)due;
+}
+
+static const struct core_events no_events = {
+    .opened = no_conn, .connected = no_conn, .data = no_data,
+    .drained = no_conn, .closed = no_conn, .timer = no_timer,
+};
+
+static unsigned pow2_at_least(unsigned n)
+{
+    unsigned p = 1;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+int core_init(struct core *k, const struct core_config *cfg)
+{
+    int ret;
+    memset(k, 0, sizeof *k);
+    k->ev = &no_events;
+    k->now = timer_now();
+    k->connect_ts.tv_sec = CONNECT_TIMEOUT_S;
+
+    /* room for a receive and a send CQE per connection plus one per
+     * buffer, so that a full batch cannot overflow the CQ */
+    unsigned cq = pow2_at_least(2 * cfg->max_conns + cfg->buffers + 64);
+    if (cq > 65536)
+        cq = 65536;
+    if (cq < 4096)
+        cq = 4096;
+    if ((ret = loop_init(&k->loop, 4096, cq))) {
+        log_error("io_uring setup failed: %s", strerror(-ret));
+        return -1;
+    }
+    if (loop_set_batch_wait(&k->loop, cfg->batch_wait_us))
+        log_warn("--batch-wait needs Linux 6.12 or later: not batching");
+    if ((ret = bufring_init(&k->bufs, cfg->buffers, cfg->buffer_size)) ||
+        (ret = bufring_register(&k->bufs, &k->loop.ring, BUF_GROUP))) {
+        log_error("receive buffer ring: %s", strerror(-ret));
+        return -1;
+    }
+    if ((ret = conn_table_init(&k->conns, cfg->max_conns))) {
+        log_error("connection table: %s", strerror(-ret));
+        return -1;
+    }
+    if (cfg->high_water) {
+        k->conns.high_water = cfg->high_water;
+        k->conns.low_water = cfg->high_water / 4;
+    }
+    return 0;
+}
+
+void core_destroy(struct core *k)
+{
+    /* the ring first: after it, the kernel holds no send or receive
+     * buffer of ours, even of connections a shutdown timeout cut off */
+    loop_destroy(&k->loop);
+    for (uint32_t i = 0; k->conns.c && i < k->conns.used_hi; i++) {
+        struct conn *c = &k->conns.c[i];
+        if (c->state != CONN_FREE && c->tp)
+            c->tp->release(k, c);
+    }
+    conn_table_destroy(&k->conns);
+    bufring_destroy(&k->bufs);
+    timer_heap_free(&k->timers);
+    free(k->rearm.v);
+    for (unsigned i = 0; i < k->nlsn; i++)
+        if (k->lsn[i].fd >= 0)
+            close(k->lsn[i].fd);
+    free(k->lsn);
+    k->lsn = NULL;
+    k->nlsn = 0;
+}
+
+void core_set_events(struct core *k, const struct core_events *ev, void *ctx)
+{
+    k->ev = ev ? ev : &no_events;
+    k->ev_ctx = ctx;
+}
+
+struct io_uring_sqe *core_op_sqe(struct core *k, struct core_op *op)
+{
+    struct io_uring_sqe *sqe = loop_sqe(&k->loop);
+    io_uring_sqe_set_data64(sqe, ud_make_ptr(OP_TASK, op));
+    return sqe;
+}
+
+int core_timer_add(struct core *k, uint64_t due, uint64_t key)
+{
+    return timer_push(&k->timers, due, TIMER_USER, key);
+}
+
+static void dispatch(void *ctx, struct io_uring_cqe *cqe)
+{
+    struct core *k = ctx;
+    uint64_t ud = cqe->user_data;
+    enum ud_op op = ud_op(ud);
+    struct conn *c = NULL;
+
+    if (op == OP_RECV || op == OP_SEND || op == OP_CLOSE || op == OP_CANCEL ||
+        op == OP_CONNECT) {
+        c = conn_get(&k->conns, ud_slot(ud), ud_gen(ud));
+        if (!c)
+            return; /* late completion for a freed connection */
+    }
+    switch (op) {
+    case OP_ACCEPT:       listener_on_accept(k, ud_slot(ud), cqe); break;
+    case OP_ACCEPT_RETRY:
+        k->accept_retry_armed = false;
+        listener_on_retry(k);
+        break;
+    case OP_RECV:         conn_io_on_recv(k, c, cqe); break;
+    case OP_SEND:         conn_io_on_send(k, c, cqe); break;
+    case OP_CLOSE:        conn_io_on_close(k, c, cqe); break;
+    case OP_CONNECT:      conn_io_on_connect(k, c, cqe); break;
+    case OP_CANCEL:       /* only failures post; the close that follows matters */
+        break;
+    case OP_CLOSE_RAW:
+        log_debug("close: %s", strerror(-cqe->res));
+        break;
+    case OP_TASK: {
+        struct core_op *o = ud_ptr(ud);
+        o->done(k, o, cqe);
+        break;
+    }
+    default:
+        log_error("completion with unknown user_data 0x%llx (res %d)",
+                  (unsigned long long)ud, cqe->res);
+    }
+}
+
+/* Wait no longer than the earliest timer: the wait's own timeout, so
+ * timers cost no SQE and no extra syscall. */
+static struct __kernel_timespec *wait_limit(struct core *k,
+                                            struct __kernel_timespec *ts)
+{
+    const struct timer_entry *e = timer_peek(&k->timers);
+    if (!e)
+        return NULL;
+    uint64_t now = timer_now();
+    uint64_t d = e->due > now ? e->due - now : 0;
+    ts->tv_sec = (long long)(d / 1000000000ull);
+    ts->tv_nsec = (long long)(d % 1000000000ull);
+    return ts;
+}
+
+int core_wait(struct core *k)
+{
+    struct __kernel_timespec ts;
+    int ret = loop_wait(&k->loop, wait_limit(k, &ts));
+    k->now = timer_now();
+    return ret == -ETIME ? 0 : ret;
+}
+
+static void run_timers(struct core *k)
+{
+    struct timer_entry e;
+    while (timer_pop_due(&k->timers, k->now, &e)) {
+        if (e.kind == TIMER_IDLE)
+            conn_io_idle_check(k, e.key);
+        else
+            k->ev->timer(k->ev_ctx, e.key, e.due);
+    }
+}
+
+void core_run(struct core *k)
+{
+    loop_drain(&k->loop, dispatch, k);
+    run_timers(k);
+    conn_io_resume(k);
+    conn_io_notify_closes(k);
+    conn_io_flush(k);
+    conn_io_rearm(k);
+}
+
+void core_shutdown(struct core *k)
+{
+    k->stopping = true;
+    listener_stop_all(k);
+    for (uint32_t i = 0; i < k->conns.used_hi; i++)
+        if (k->conns.c[i].state == CONN_OPEN)
+            conn_close(&k->conns, &k->conns.c[i], REASON_SHUTDOWN, false);
+}
+
+static bool accepting(const struct core *k)
+{
+    for (unsigned i = 0; i < k->nlsn; i++)
+        if (k->lsn[i].armed)
+            return true;
+    return false;
+}
+
+/* Until its last completion a multishot accept holds the listening
+ * socket open, even after we exit (the ring is torn down
+ * asynchronously), and a restart would find the port in use. */
+void core_finish(struct core *k)
+{
+    struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 50 * 1000 * 1000 };
+    for (int i = 0; i < 20 && accepting(k); i++) {
+        int ret = loop_wait(&k->loop, &ts);
+        if (ret < 0 && ret != -ETIME)
+            break;
+        loop_drain(&k->loop, dispatch, k);
+    }
+    io_uring_submit(&k->loop.ring);
+}
+
+int core_connect(struct core *k, const struct sockaddr *addr, socklen_t len,
+                 const struct transport *tp, struct conn **out)
+{
+    if (k->stopping)
+        return -ESHUTDOWN;
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    void *copy = malloc(len);
+    struct conn *c = copy ? conn_alloc(&k->conns, fd) : NULL;
+    if (!c) {
+        close(fd);
+        free(copy);
+        return copy ? -ENOSPC : -ENOMEM;
+    }
+    if (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    memcpy(copy, addr, len);
+    c->state = CONN_CONNECTING;
+    c->origin = CONN_OUTBOUND;
+    c->flags |= CF_KNOWN;
+    c->tp = tp;
+    c->active = k->now;
+    conn_io_connect(k, c, copy, len);
+    *out = c;
+    return 0;
+}

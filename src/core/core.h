@@ -1,0 +1,211 @@
+/* core.h - one worker's engine: its ring, receive buffers, listeners,
+ * connections and timers, and the one interface through which it tells
+ * the layer above what happened. Nothing under src/core/ knows of Lua:
+ * the Lua binding implements struct core_events, and the core's tests
+ * implement it with a few C functions.
+ *
+ * One turn of the engine, driven by its owner (the worker):
+ *
+ *   core_wait()   submit everything queued and wait, in one io_uring_enter
+ *   core_run()    drain every completion (events go up as they come),
+ *                 run due timers, hand over bytes held while paused,
+ *                 report closes, send what the handlers wrote, re-arm
+ *                 receives
+ *
+ * Every event handler may call back into the core (send, close, pause,
+ * connect, timers); what that asks of the kernel is queued and goes out
+ * with the next wait. */
+#ifndef MR_CORE_H
+#define MR_CORE_H
+
+#include "bufring.h"
+#include "conn.h"
+#include "loop.h"
+#include "timer.h"
+#include "transport.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
+
+struct core;
+
+/* What the core reports, each with the ctx given to core_set_events. A
+ * connection's events come in this order: opened or connected, then any
+ * number of data and drained, then closed, once, as its last. */
+struct core_events {
+    /* c was accepted on listener c->origin (and its transport, if any,
+     * is ready). */
+    void (*opened)(void *ctx, struct conn *c);
+    /* c, made by core_connect, is connected (and its transport ready). */
+    void (*connected)(void *ctx, struct conn *c);
+    /* n bytes for the handler arrived on c: plaintext, after the
+     * transport. They are valid only during the call. */
+    void (*data)(void *ctx, struct conn *c, const char *p, size_t n);
+    /* c's output went above the high-water mark (reading paused) and has
+     * fallen to the low-water mark (reading goes on). */
+    void (*drained)(void *ctx, struct conn *c);
+    /* c is closing: c->reason says why, c->err holds the errno behind an
+     * error. Reported after the batch in which it happened; c is freed
+     * later, once nothing of it is with the kernel. A connection that
+     * core_connect made is reported closed even if it never connected. */
+    void (*closed)(void *ctx, struct conn *c);
+    /* A timer set with core_timer_add is due. */
+    void (*timer)(void *ctx, uint64_t key, uint64_t due);
+};
+
+/* An operation on the ring that is not a connection's (a signal read, a
+ * timeout; later a file read or a name lookup): whoever submits it embeds
+ * a core_op and gets its completion in done. The op must stay valid
+ * until then. */
+struct core_op;
+typedef void (*core_op_fn)(struct core *k, struct core_op *op,
+                           const struct io_uring_cqe *cqe);
+struct core_op {
+    core_op_fn done;
+};
+
+/* The struct that embeds a core_op, from the op done was given. */
+#define core_op_owner(op, type, member) \
+    ((type *)(void *)((char *)(op) - offsetof(type, member)))
+
+struct core_config {
+    unsigned max_conns;        /* connection slots */
+    unsigned buffers;          /* receive buffers, a power of two */
+    unsigned buffer_size;      /* bytes each */
+    size_t high_water;         /* output bytes that pause reading; 0: 1 MiB */
+    unsigned batch_wait_us;    /* min-wait batching, 0: off */
+};
+
+struct core_stats {
+    uint64_t accepted;
+    uint64_t bytes_in, bytes_out;
+    uint64_t enobufs;
+};
+
+/* A listening socket; the connections it accepts carry its index. */
+struct listener {
+    int fd;                    /* -1 once stopped */
+    const struct transport *tp; /* of the connections it accepts */
+    bool armed;                /* a multishot accept is with the kernel */
+    bool paused;               /* out of fds: waiting for one */
+};
+
+struct core {
+    struct loop loop;
+    struct bufring bufs;
+    struct conn_table conns;
+    struct timer_heap timers;  /* the layer above's timers, idle timeouts */
+    struct core_stats stats;
+    uint64_t now;              /* monotonic ns, read once per turn */
+    const struct core_events *ev;
+    void *ev_ctx;
+
+    struct listener *lsn;
+    unsigned nlsn;
+    bool accept_paused;        /* some listener waits for fds */
+    bool accept_retry_armed;   /* the retry timeout is in flight */
+    struct __kernel_timespec accept_retry_ts;
+    struct __kernel_timespec connect_ts; /* timeout of outbound connects */
+    time_t warned_accept, warned_full;   /* rate-limit repeated warnings */
+
+    struct slotvec rearm;      /* connections whose receive must be re-armed */
+    bool stopping;             /* core_shutdown ran: no new connections */
+};
+
+/* Set up the ring, buffers and connection table. Returns 0, or -1 with
+ * the reason logged. core_destroy is safe after a failure. */
+int core_init(struct core *k, const struct core_config *cfg);
+void core_destroy(struct core *k);
+
+/* Where events go. Until this is called they go nowhere. */
+void core_set_events(struct core *k, const struct core_events *ev, void *ctx);
+
+/* Accept connections on fd (bound and listening), each with transport tp
+ * (NULL: plain). The core owns fd from now on. Returns the listener's
+ * index, or a negative errno. */
+int core_listen(struct core *k, int fd, const struct transport *tp);
+
+/* Submit what is queued and wait for completions or the earliest timer,
+ * in one io_uring_enter; sets k->now. Returns 0 or a negative errno
+ * worth giving up for. */
+int core_wait(struct core *k);
+
+/* Handle everything that is ready: completions, due timers, closes, the
+ * sends the handlers queued, receives to re-arm. */
+void core_run(struct core *k);
+
+/* Stop accepting, and close every open connection (reason "shutdown")
+ * once its output is sent. The owner goes on turning until core_live()
+ * is 0 or it gives up. */
+void core_shutdown(struct core *k);
+
+/* Before exiting: submit the last closes and wait, briefly, for the
+ * accepts to end, so that the port is free when the process is gone. */
+void core_finish(struct core *k);
+
+static inline unsigned core_live(const struct core *k) { return k->conns.live; }
+
+/* A free SQE whose completion goes to op->done; prepare it with any
+ * io_uring_prep_* helper (they leave its tag alone). */
+struct io_uring_sqe *core_op_sqe(struct core *k, struct core_op *op);
+
+/* Report `key` through the timer event at monotonic time `due` (ns).
+ * Returns 0 or -ENOMEM. */
+int core_timer_add(struct core *k, uint64_t due, uint64_t key);
+
+/* Connect to addr without waiting: *out is a new connection, CONNECTING,
+ * known to the handler at once (it gets connected, or closed with c->err
+ * set). What it is sent meanwhile waits for the connection. tp may be
+ * NULL. Returns 0, or a negative errno: -ENOSPC when the connection
+ * table is full, -ESHUTDOWN once core_shutdown ran. */
+int core_connect(struct core *k, const struct sockaddr *addr, socklen_t len,
+                 const struct transport *tp, struct conn **out);
+
+/* Queue bytes for c's socket, bypassing the transport (the transport's
+ * own way out). Returns 0, -EPIPE once closing, or -ENOMEM. */
+static inline int core_queue(struct core *k, struct conn *c, const void *p,
+                             size_t n)
+{
+    return conn_send(&k->conns, c, p, n);
+}
+
+/* The handler sends bytes on c: through its transport, if it has one.
+ * Past the high-water mark reading pauses (CF_HWM) until drained.
+ * Returns 0, -EPIPE once closing, or -ENOMEM. */
+static inline int core_send(struct core *k, struct conn *c, const void *p,
+                            size_t n)
+{
+    if (c->tp) {
+        if (c->state != CONN_OPEN && c->state != CONN_CONNECTING)
+            return -EPIPE;
+        return c->tp->send(k, c, p, n);
+    }
+    return conn_send(&k->conns, c, p, n);
+}
+
+/* Close c after its output is sent, or at once (abort). */
+static inline void core_close(struct core *k, struct conn *c,
+                              enum conn_reason why, bool abort)
+{
+    conn_close(&k->conns, c, why, abort);
+}
+
+/* Stop and restart reading from c on the handler's behalf. Bytes already
+ * on their way when it pauses are held for when it resumes. */
+static inline void core_pause(struct core *k, struct conn *c) { conn_pause(&k->conns, c); }
+static inline void core_resume(struct core *k, struct conn *c) { conn_resume(&k->conns, c); }
+
+/* Close c (reason "timeout") once no byte has gone in or out for ms
+ * milliseconds; 0 turns it off. */
+void core_set_idle(struct core *k, struct conn *c, uint32_t ms);
+
+/* For transports: hand the handler n bytes of c (its data event), and
+ * tell it that c is open or connected (after start returned 1). */
+void core_deliver(struct core *k, struct conn *c, const char *p, size_t n);
+void core_ready(struct core *k, struct conn *c);
+
+#endif

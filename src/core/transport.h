@@ -1,0 +1,39 @@
+/* transport.h - what sits between a connection's socket and its handler.
+ *
+ * A plain connection has none (conn.tp is NULL): received bytes go
+ * straight to the handler's data event and sent bytes straight to the
+ * send queue. A transport changes bytes on their way: TLS turns the
+ * ciphertext the receive delivers into plaintext for the handler and the
+ * handler's plaintext into ciphertext for the send queue, and sends on
+ * its own (a handshake, an alert) without being asked. It never sees the
+ * socket: bytes come in from the multishot receive and go out through
+ * the send queue, so the ring stays the only way in or out.
+ *
+ * A listener carries the transport of the connections it accepts; an
+ * outbound connection is given one by core_connect. */
+#ifndef MR_TRANSPORT_H
+#define MR_TRANSPORT_H
+
+#include <stddef.h>
+
+struct conn;
+struct core;
+
+struct transport {
+    const char *name;
+    /* c was accepted or connected. Return 0 when the handler may be told
+     * at once that c is open, 1 when the transport tells it later with
+     * core_ready() (after a handshake), or a negative errno to close c. */
+    int (*start)(struct core *k, struct conn *c);
+    /* n bytes came from the socket. Hand the handler its bytes with
+     * core_deliver(), queue bytes of its own with core_queue(). Returns
+     * 0, or a negative errno that closes c. */
+    int (*recv)(struct core *k, struct conn *c, const char *p, size_t n);
+    /* The handler sends n bytes: queue what goes on the wire with
+     * core_queue(). Returns 0 or a negative errno. */
+    int (*send)(struct core *k, struct conn *c, const void *p, size_t n);
+    /* c is being freed, or the core torn down: release c->tp_state. */
+    void (*release)(struct core *k, struct conn *c);
+};
+
+#endif

@@ -1,0 +1,17 @@
+/* master.h - supervising workers: several as child processes of a
+ * master, or one in this process with a watchdog thread. */
+#ifndef MR_MASTER_H
+#define MR_MASTER_H
+
+#include "cli.h"
+
+/* Run n workers, worker i on fds[i]; returns the exit status once they
+ * have all stopped after SIGTERM or SIGINT. */
+int master_run(const struct cli_opts *o, const int *fds, int n);
+
+/* Run one worker on fd in this process, with no master: a thread ends
+ * the process when a handler never returns (--handler-timeout), so that
+ * a supervisor such as systemd starts it again rather than it hanging. */
+int master_run_one(const struct cli_opts *o, int fd);
+
+#endif

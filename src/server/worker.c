@@ -1,0 +1,214 @@
+/* worker.c - one worker: a core with the Lua binding attached, turned
+ * until shut down. Signals arrive through a signalfd read on the ring,
+ * so nothing but io_uring_enter blocks. */
+#include "worker.h"
+#include "log.h"
+#include "net.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+static void arm_signal(struct worker *w)
+{
+    struct io_uring_sqe *sqe = core_op_sqe(&w->core, &w->signal_op);
+    io_uring_prep_read(sqe, w->signal_fd, &w->siginfo, sizeof w->siginfo, 0);
+}
+
+void worker_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
+}
+
+static int setup_signals(struct worker *w)
+{
+    sigset_t set;
+    worker_signals(&set);
+    if (sigprocmask(SIG_BLOCK, &set, NULL))
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    w->signal_fd = signalfd(-1, &set, SFD_CLOEXEC);
+    return w->signal_fd < 0 ? -1 : 0;
+}
+
+static void log_stats(struct worker *w)
+{
+    const struct core *k = &w->core;
+    const struct core_stats *s = &k->stats;
+    struct lua_host_stats ls;
+    lua_host_stats(w->lua, &ls);
+    double per = k->loop.enters ? (double)k->loop.cqes / k->loop.enters : 0;
+    log_info("stats: conns=%u accepted=%llu bytes_in=%llu bytes_out=%llu "
+             "enters=%llu cqes=%llu cqes_per_enter=%.2f enobufs=%llu "
+             "reloads=%llu lua_errors=%llu lua_mem=%zu",
+             core_live(k), (unsigned long long)s->accepted,
+             (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
+             (unsigned long long)k->loop.enters, (unsigned long long)k->loop.cqes,
+             per, (unsigned long long)s->enobufs, (unsigned long long)ls.reloads,
+             (unsigned long long)ls.errors, ls.mem);
+}
+
+static void on_shutdown_timer(struct core *k, struct core_op *op,
+                              const struct io_uring_cqe *cqe)
+{
+    struct worker *w = core_op_owner(op, struct worker, shutdown_op);
+    (void)cqe;
+    log_warn("shutdown timeout: dropping %u connection(s)", core_live(k));
+    w->stop_now = true;
+}
+
+/* Graceful shutdown: stop accepting, tell every connection, send what is
+ * queued, close; give up after --shutdown-timeout. */
+static void begin_shutdown(struct worker *w, const char *why)
+{
+    log_info("%s: shutting down, %u connection(s) to close", why,
+             core_live(&w->core));
+    w->stopping = true;
+    core_shutdown(&w->core);
+    double t = w->opts->shutdown_timeout;
+    w->shutdown_ts.tv_sec = (long long)t;
+    w->shutdown_ts.tv_nsec = (long long)((t - (double)(long long)t) * 1e9);
+    struct io_uring_sqe *sqe = core_op_sqe(&w->core, &w->shutdown_op);
+    io_uring_prep_timeout(sqe, &w->shutdown_ts, 0, 0);
+}
+
+static void on_signal(struct core *k, struct core_op *op,
+                      const struct io_uring_cqe *cqe)
+{
+    struct worker *w = core_op_owner(op, struct worker, signal_op);
+    (void)k;
+    if (cqe->res != (int)sizeof w->siginfo) {
+        log_error("signalfd read: %s",
+                  cqe->res < 0 ? strerror(-cqe->res) : "short read");
+        w->stop_now = true;
+        return;
+    }
+    int sig = (int)w->siginfo.ssi_signo;
+    switch (sig) {
+    case SIGTERM:
+    case SIGINT:
+        if (w->stopping) {
+            log_warn("%s again: exiting now", strsignal(sig));
+            w->stop_now = true;
+        } else {
+            begin_shutdown(w, strsignal(sig));
+        }
+        break;
+    case SIGHUP:
+        log_info("SIGHUP: reloading");
+        reload_request(&w->reload);
+        break;
+    case SIGUSR1:
+        log_stats(w);
+        break;
+    }
+    arm_signal(w);
+}
+
+/* Set up the core around an already bound listen_fd, attach the loaded
+ * Lua host, and take signals. Returns 0 or -1 (logged). */
+static int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
+                       struct lua_host *lua, uint64_t *busy_since)
+{
+    memset(w, 0, sizeof *w);
+    w->busy_since = busy_since;
+    w->opts = o;
+    w->signal_fd = -1;
+    w->lua = lua;
+    w->signal_op.done = on_signal;
+    w->shutdown_op.done = on_shutdown_timer;
+    w->reload.watch.fd = -1;
+    struct core_config cfg = {
+        .max_conns = o->max_conns, .buffers = o->buffers,
+        .buffer_size = o->buffer_size, .high_water = o->high_water,
+        .batch_wait_us = o->batch_wait_us,
+    };
+    if (core_init(&w->core, &cfg)) {
+        close(listen_fd);
+        return -1;
+    }
+    int ret = core_listen(&w->core, listen_fd, NULL);
+    if (ret < 0) {
+        close(listen_fd);
+        log_error("listener: %s", strerror(-ret));
+        return -1;
+    }
+    if (setup_signals(w)) {
+        log_error("signals: %s", strerror(errno));
+        return -1;
+    }
+    lua_host_attach(lua, &w->core);
+    reload_init(&w->reload, &w->core, lua, !o->no_reload && o->script);
+    arm_signal(w);
+    return 0;
+}
+
+static void worker_destroy(struct worker *w)
+{
+    reload_destroy(&w->reload);
+    core_destroy(&w->core);
+    if (w->signal_fd >= 0)
+        close(w->signal_fd);
+}
+
+static int worker_run(struct worker *w)
+{
+    struct core *k = &w->core;
+    while (!w->stop_now && !(w->stopping && core_live(k) == 0)) {
+        __atomic_store_n(w->busy_since, 0, __ATOMIC_RELAXED);
+        int ret = core_wait(k);
+        if (ret < 0) {
+            log_error("io_uring_enter: %s", strerror(-ret));
+            return 1;
+        }
+        __atomic_store_n(w->busy_since, k->now, __ATOMIC_RELAXED);
+        core_run(k);
+        if (!w->stopping)
+            reload_run(&w->reload);
+    }
+    __atomic_store_n(w->busy_since, 0, __ATOMIC_RELAXED); /* not stuck: done */
+    core_finish(k);
+    log_info("stopped");
+    return 0;
+}
+
+struct lua_host *worker_load(const struct cli_opts *o, int index, char *err,
+                             size_t len)
+{
+    struct lua_host_config lc = {
+        .script = o->script, .argc = o->script_argc, .argv = o->script_argv,
+        .memory_mib = o->lua_memory, .worker = index,
+    };
+    return lua_host_new(&lc, err, len);
+}
+
+int worker_main(const struct cli_opts *o, int listen_fd, int index,
+                uint64_t *busy_since)
+{
+    char err[1024];
+    struct lua_host *lua = worker_load(o, index, err, sizeof err);
+    if (!lua) {
+        log_error("%s", err);
+        close(listen_fd);
+        return 1;
+    }
+    char where[256];
+    net_sockname(listen_fd, where, sizeof where);
+    struct worker w;
+    int status = 1;
+    if (worker_init(&w, o, listen_fd, lua, busy_since) == 0) {
+        log_info("moonring %s listening on %s, serving %s (worker %d, max %u "
+                 "connections, %u x %u B receive buffers%s)", MR_VERSION, where,
+                 lua_host_script_name(lua), index, o->max_conns, o->buffers,
+                 o->buffer_size, w.core.bufs.off ? ", filled incrementally" : "");
+        status = worker_run(&w);
+    }
+    worker_destroy(&w);
+    lua_host_free(lua);
+    return status;
+}
