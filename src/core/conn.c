@@ -39,8 +39,7 @@ void conn_table_destroy(struct conn_table *t)
     for (uint32_t i = 0; t->c && i < t->used_hi; i++) {
         t->c[i].q.busy = false;
         sendq_free(&t->c[i].q);
-        free(t->c[i].held);
-        free(t->c[i].aux);
+        free(t->c[i].held); /* or aux: the same pointer */
     }
     free(t->c);
     free(t->free);
@@ -76,9 +75,8 @@ void conn_free(struct conn_table *t, struct conn *c)
     assert(c->state == CONN_CLOSING);
     assert(conn_idle(c));
     sendq_free(&c->q);
-    free(c->held);
-    free(c->aux);
-    c->held = c->aux = NULL;
+    free(c->held); /* or aux: the same pointer */
+    c->held = NULL;
     c->held_len = 0;
     c->state = CONN_FREE;
     c->flags = 0;

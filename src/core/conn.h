@@ -18,7 +18,7 @@
 
 #include "sendq.h"
 
-struct transport;
+struct transport_conn;
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -60,10 +60,11 @@ struct conn {
     struct sendq q;
     uint64_t id;              /* unique per worker, never reused */
     uint64_t active;          /* monotonic ns of the last byte in or out */
-    char *held;               /* bytes received after a pause, for resume */
-    void *aux;                /* connect: the address until the connect ends */
-    const struct transport *tp; /* between socket and handler; NULL: plain */
-    void *tp_state;           /* the transport's own, per connection */
+    union {                   /* one or the other, never both: */
+        char *held;           /* open: bytes received after a pause */
+        void *aux;            /* connecting: the address */
+    };
+    struct transport_conn *tp; /* between socket and handler; NULL: plain */
     uint32_t held_len;
     uint32_t idle_ms;         /* idle timeout, 0 for none */
     int err;                  /* negative errno behind REASON_ERROR, or 0 */

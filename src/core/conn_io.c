@@ -77,7 +77,7 @@ static void to_handler(struct core *k, struct conn *c, const char *p, size_t n)
         k->ev->data(k->ev_ctx, c, p, n);
         return;
     }
-    int ret = c->tp->recv(k, c, p, n);
+    int ret = c->tp->ops->recv(k, c, p, n);
     if (ret < 0) {
         c->err = ret;
         conn_close(&k->conns, c, REASON_ERROR, true);
@@ -118,7 +118,9 @@ void core_ready(struct core *k, struct conn *c)
  * the handler (now, or once the transport is ready), start reading. */
 void conn_io_start(struct core *k, struct conn *c)
 {
-    int ret = c->tp ? c->tp->start(k, c) : 0;
+    const struct transport *t = c->tp ? c->tp->ops
+        : c->origin != CONN_OUTBOUND ? k->lsn[c->origin].tp : NULL;
+    int ret = t ? t->start(k, c) : 0;
     if (ret < 0) {
         c->err = ret;
         conn_close(&k->conns, c, REASON_ERROR, true);
@@ -317,7 +319,7 @@ static void progress(struct core *k, struct conn *c)
         submit_close(k, c);
     if (conn_idle(c)) {
         if (c->tp)
-            c->tp->release(k, c);
+            c->tp->ops->release(k, c);
         conn_free(&k->conns, c);
         if (k->accept_paused)
             listener_on_retry(k); /* an fd is free again */

@@ -83,7 +83,7 @@ void core_destroy(struct core *k)
     for (uint32_t i = 0; k->conns.c && i < k->conns.used_hi; i++) {
         struct conn *c = &k->conns.c[i];
         if (c->state != CONN_FREE && c->tp)
-            c->tp->release(k, c);
+            c->tp->ops->release(k, c);
     }
     conn_table_destroy(&k->conns);
     bufring_destroy(&k->bufs);
@@ -231,7 +231,7 @@ void core_finish(struct core *k)
 }
 
 int core_connect(struct core *k, const struct sockaddr *addr, socklen_t len,
-                 const struct transport *tp, struct conn **out)
+                 struct transport_conn *tp, struct conn **out)
 {
     if (k->stopping)
         return -ESHUTDOWN;

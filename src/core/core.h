@@ -159,11 +159,12 @@ int core_timer_add(struct core *k, uint64_t due, uint64_t key);
 
 /* Connect to addr without waiting: *out is a new connection, CONNECTING,
  * known to the handler at once (it gets connected, or closed with c->err
- * set). What it is sent meanwhile waits for the connection. tp may be
- * NULL. Returns 0, or a negative errno: -ENOSPC when the connection
+ * set). What it is sent meanwhile waits for the connection. tp, the
+ * connection's transport state, may be NULL; on success the connection
+ * owns it. Returns 0, or a negative errno: -ENOSPC when the connection
  * table is full, -ESHUTDOWN once core_shutdown ran. */
 int core_connect(struct core *k, const struct sockaddr *addr, socklen_t len,
-                 const struct transport *tp, struct conn **out);
+                 struct transport_conn *tp, struct conn **out);
 
 /* Queue bytes for c's socket, bypassing the transport (the transport's
  * own way out). Returns 0, -EPIPE once closing, or -ENOMEM. */
@@ -182,7 +183,7 @@ static inline int core_send(struct core *k, struct conn *c, const void *p,
     if (c->tp) {
         if (c->state != CONN_OPEN && c->state != CONN_CONNECTING)
             return -EPIPE;
-        return c->tp->send(k, c, p, n);
+        return c->tp->ops->send(k, c, p, n);
     }
     return conn_send(&k->conns, c, p, n);
 }

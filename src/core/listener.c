@@ -86,7 +86,6 @@ static void new_conn(struct core *k, unsigned i, int fd)
     k->stats.accepted++;
     c->active = k->now;
     c->origin = (uint16_t)i;
-    c->tp = k->lsn[i].tp;
     conn_io_start(k, c);
 }
 

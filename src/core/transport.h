@@ -10,7 +10,10 @@
  * the send queue, so the ring stays the only way in or out.
  *
  * A listener carries the transport of the connections it accepts; an
- * outbound connection is given one by core_connect. */
+ * outbound connection is given one (its state, made beforehand with
+ * whatever that connection needs, such as a server name) by
+ * core_connect. A connection's transport state is c->tp: the
+ * transport's own struct, which begins with a struct transport_conn. */
 #ifndef MR_TRANSPORT_H
 #define MR_TRANSPORT_H
 
@@ -19,11 +22,19 @@
 struct conn;
 struct core;
 
+struct transport;
+
+struct transport_conn {
+    const struct transport *ops;
+};
+
 struct transport {
     const char *name;
-    /* c was accepted or connected. Return 0 when the handler may be told
-     * at once that c is open, 1 when the transport tells it later with
-     * core_ready() (after a handshake), or a negative errno to close c. */
+    /* c was accepted (c->tp is NULL: make its state and set c->tp) or
+     * connected (c->tp is the state given to core_connect). Return 0
+     * when the handler may be told at once that c is open, 1 when the
+     * transport tells it later with core_ready() (after a handshake), or
+     * a negative errno to close c. */
     int (*start)(struct core *k, struct conn *c);
     /* n bytes came from the socket. Hand the handler its bytes with
      * core_deliver(), queue bytes of its own with core_queue(). Returns
@@ -32,7 +43,7 @@ struct transport {
     /* The handler sends n bytes: queue what goes on the wire with
      * core_queue(). Returns 0 or a negative errno. */
     int (*send)(struct core *k, struct conn *c, const void *p, size_t n);
-    /* c is being freed, or the core torn down: release c->tp_state. */
+    /* c is being freed, or the core torn down: free c->tp. */
     void (*release)(struct core *k, struct conn *c);
 };
 

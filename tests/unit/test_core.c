@@ -364,8 +364,10 @@ static void test_two_listeners(void **state)
  * "handshake") before the handler hears of the connection, and rot13s
  * the bytes both ways. */
 struct rot {
+    struct transport_conn base;
     int handshaken;
 };
+static const struct transport rot_tp;
 static int rot_released;
 
 static void rot13(char *p, size_t n)
@@ -381,16 +383,18 @@ static void rot13(char *p, size_t n)
 
 static int rot_start(struct core *k, struct conn *c)
 {
-    c->tp_state = calloc(1, sizeof(struct rot));
-    if (!c->tp_state)
+    struct rot *st = calloc(1, sizeof *st);
+    if (!st)
         return -ENOMEM;
+    st->base.ops = &rot_tp;
+    c->tp = &st->base;
     int ret = core_queue(k, c, "HELLO?\n", 7);
     return ret < 0 ? ret : 1;
 }
 
 static int rot_recv(struct core *k, struct conn *c, const char *p, size_t n)
 {
-    struct rot *st = c->tp_state;
+    struct rot *st = (struct rot *)c->tp;
     if (!st->handshaken) {
         const char *nl = memchr(p, '\n', n);
         if (!nl)
@@ -425,8 +429,8 @@ static int rot_send(struct core *k, struct conn *c, const void *p, size_t n)
 static void rot_release(struct core *k, struct conn *c)
 {
     (void)k;
-    free(c->tp_state);
-    c->tp_state = NULL;
+    free(c->tp);
+    c->tp = NULL;
     rot_released++;
 }
 
