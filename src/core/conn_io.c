@@ -321,8 +321,6 @@ static void progress(struct core *k, struct conn *c)
         if (c->tp)
             c->tp->ops->release(k, c);
         conn_free(&k->conns, c);
-        if (k->accept_paused)
-            listener_on_retry(k); /* an fd is free again */
     }
 }
 

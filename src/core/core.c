@@ -194,7 +194,10 @@ void core_run(struct core *k)
     run_timers(k);
     conn_io_resume(k);
     conn_io_notify_closes(k);
-    conn_io_flush(k);
+    uint32_t live = k->conns.live;
+    conn_io_flush(k); /* frees the connections that are done */
+    if (k->accept_paused && k->conns.live < live)
+        listener_on_retry(k); /* an fd is free again */
     conn_io_rearm(k);
 }
 

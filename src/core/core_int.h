@@ -14,7 +14,8 @@ void conn_io_on_connect(struct core *k, struct conn *c, struct io_uring_cqe *cqe
 /* Start an outbound connection on c (CONNECTING) to addr; takes addr. */
 void conn_io_connect(struct core *k, struct conn *c, void *addr, unsigned len);
 void conn_io_idle_check(struct core *k, uint64_t key);
-/* The phases after the completions of a turn, in this order. */
+/* The phases after the completions of a turn, in this order; flush
+ * frees the connections that are done. */
 void conn_io_resume(struct core *k);
 void conn_io_notify_closes(struct core *k);
 void conn_io_flush(struct core *k);
