@@ -180,11 +180,17 @@ static int listen_here(struct rec *r, const struct transport *tp)
     return port;
 }
 
+static struct sockaddr_in loopback(int port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return sa;
+}
+
 static int dial(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in sa = loopback(port);
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     struct timeval tv = { .tv_sec = 3 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -300,9 +306,7 @@ static void test_connect(void **state)
     char err[256];
     int lfd = net_listen("127.0.0.1", 0, 0, err, sizeof err);
     assert_true(lfd >= 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET,
-                              .sin_port = htons((uint16_t)net_port(lfd)) };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in sa = loopback(net_port(lfd));
     struct conn *c;
     assert_int_equal(core_connect(&r->k, (struct sockaddr *)&sa, sizeof sa, NULL, &c), 0);
     assert_int_equal(c->origin, CONN_OUTBOUND);
@@ -330,9 +334,7 @@ static void test_connect_refused(void **state)
     struct rec *r = *state;
     char err[256];
     int lfd = net_listen("127.0.0.1", 0, 0, err, sizeof err);
-    struct sockaddr_in sa = { .sin_family = AF_INET,
-                              .sin_port = htons((uint16_t)net_port(lfd)) };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in sa = loopback(net_port(lfd));
     close(lfd); /* nobody listens there now */
     struct conn *c;
     assert_int_equal(core_connect(&r->k, (struct sockaddr *)&sa, sizeof sa, NULL, &c), 0);
@@ -524,8 +526,7 @@ static void test_shutdown(void **state)
     turn(r, NULL, 0, 20);
     assert_int_equal(core_live(&r->k), 0);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in sa = loopback(port);
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), -1);
     assert_int_equal(errno, ECONNREFUSED);
     struct conn *c;
