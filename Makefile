@@ -36,7 +36,7 @@ INC_lua    := -Isrc/lua -Isrc/core $(LUA_CFLAGS)
 INC_server := -Isrc/server -Isrc/lua -Isrc/core
 BIN        := moonring$(if $(filter 1,$(SANITIZE)),-san)
 
-.PHONY: all deps deps-test run test check unit integration layers fuzz-replay install uninstall fuzz soak bench clean
+.PHONY: all deps deps-test run test check unit integration layers fuzz-replay install uninstall fuzz soak bench instructions clean
 all: $(BIN)
 
 deps:
@@ -169,6 +169,13 @@ fuzz:
 # nginx and redis-server; prints the table and writes it to BENCHMARKS.md.
 bench: deps
 	@scripts/bench.sh
+
+# make instructions: user-space instructions per request of the echo,
+# plain and pipelined, counted by callgrind (repeatable to about 0.5%).
+instructions: deps
+	@scripts/deps.sh only valgrind
+	@$(MAKE) --no-print-directory all build/loadgen
+	@scripts/instructions.sh
 
 # make soak [SOAK_SECONDS=180]: 10,000 connections echoing and churning;
 # RSS must not grow and no request may fail. Not part of make test.
