@@ -17,19 +17,19 @@
 static const char conn_key = 0;     /* private key of the C pointer */
 static const char handlers_key = 0; /* private key of an outbound conn's handlers */
 
-/* The connection behind argument 1: NULL once closed; raises when
- * argument 1 is not a conn at all. */
-static struct conn *to_conn(lua_State *L)
+struct conn *lua_conn_at(lua_State *L, int idx)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, idx, LUA_TTABLE);
     lua_pushlightuserdata(L, (void *)&conn_key);
-    lua_rawget(L, 1);
+    lua_rawget(L, idx);
     if (lua_isnil(L, -1))
-        luaL_argerror(L, 1, "conn expected");
+        luaL_argerror(L, idx, "conn expected");
     struct conn *c = lua_touserdata(L, -1); /* NULL for false */
     lua_pop(L, 1);
     return c;
 }
+
+static struct conn *to_conn(lua_State *L) { return lua_conn_at(L, 1); }
 
 /* Open, or an outbound connection still connecting. */
 static bool live(const struct conn *c)
@@ -162,21 +162,33 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
-static const luaL_Reg methods[] = {
-    { "send", l_send },
+/* What a socket (a connection run by a function) shares with a conn. */
+static const luaL_Reg shared[] = {
     { "close", l_close },
     { "peer", l_peer },
     { "pending", l_pending },
-    { "pause", l_pause },
-    { "resume", l_resume },
     { "set_timeout", l_set_timeout },
     { NULL, NULL },
 };
+
+static const luaL_Reg methods[] = {
+    { "send", l_send },
+    { "pause", l_pause },
+    { "resume", l_resume },
+    { NULL, NULL },
+};
+
+void lua_conn_add_shared(lua_State *L, struct lua_host *h)
+{
+    lua_pushlightuserdata(L, h);
+    luaL_openlib(L, NULL, shared, 1);
+}
 
 void lua_conn_register(lua_State *L, struct lua_host *h)
 {
     luaL_newmetatable(L, CONN_MT);
     lua_newtable(L);
+    lua_conn_add_shared(L, h);
     lua_pushlightuserdata(L, h);
     luaL_openlib(L, NULL, methods, 1);
     lua_setfield(L, -2, "__index");
@@ -191,13 +203,18 @@ void lua_conn_register(lua_State *L, struct lua_host *h)
  * index conns), leave it on the stack. */
 void lua_conn_push_new(lua_State *L, struct conn *c, int conns)
 {
+    lua_conn_push_as(L, c, conns, CONN_MT);
+}
+
+void lua_conn_push_as(lua_State *L, struct conn *c, int conns, const char *mt)
+{
     lua_createtable(L, 0, 4);
     lua_pushlightuserdata(L, (void *)&conn_key);
     lua_pushlightuserdata(L, c);
     lua_rawset(L, -3);
     lua_pushnumber(L, (lua_Number)c->id);
     lua_setfield(L, -2, "id");
-    luaL_getmetatable(L, CONN_MT);
+    luaL_getmetatable(L, mt);
     lua_setmetatable(L, -2);
     lua_pushvalue(L, -1);
     lua_rawseti(L, conns, (int)c->slot + 1);

@@ -26,6 +26,10 @@ static void ev_open(void *ctx, struct conn *c)
 {
     struct lua_host *h = ctx;
     lua_State *L = h->L;
+    if (!(c->user & LC_OWN_HANDLERS) && lua_isfunction(L, LS_HANDLERS)) {
+        lua_sock_open(h, c);
+        return;
+    }
     if (!(c->user & LC_OWN_HANDLERS)) /* outbound ones have theirs already */
         lua_conn_push_new(L, c, LS_CONNS);
     else
@@ -42,7 +46,11 @@ static void ev_data(void *ctx, struct conn *c, const char *p, size_t n)
 {
     struct lua_host *h = ctx;
     lua_State *L = h->L;
-    if (c->user & LC_OWN_HANDLERS) {
+    if (c->user & (LC_OWN_HANDLERS | LC_SOCK)) {
+        if (c->user & LC_SOCK) {
+            lua_sock_data(h, c, p, n);
+            return;
+        }
         if (!lua_conn_push_handler(L, c, LS_ON_DATA, "on_data"))
             return;
     } else {
@@ -57,6 +65,10 @@ static void ev_drained(void *ctx, struct conn *c)
 {
     struct lua_host *h = ctx;
     lua_State *L = h->L;
+    if (c->user & LC_SOCK) {
+        lua_sock_drained(h, c);
+        return;
+    }
     if (!lua_conn_push_handler(L, c, LS_ON_DRAIN, "on_drain"))
         return;
     lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);
@@ -67,6 +79,11 @@ static void ev_closed(void *ctx, struct conn *c)
 {
     struct lua_host *h = ctx;
     lua_State *L = h->L;
+    if (c->user & LC_SOCK) {
+        lua_sock_closed(h, c);
+        lua_conn_invalidate(L, c);
+        return;
+    }
     if (lua_conn_push_handler(L, c, LS_ON_CLOSE, "on_close")) {
         lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);
         lua_pushstring(L, conn_reason_name((enum conn_reason)c->reason));
@@ -79,11 +96,10 @@ static void ev_closed(void *ctx, struct conn *c)
     lua_conn_invalidate(L, c);
 }
 
-/* Timer id, due at `due`, fired: call its function (and schedule the
- * next round of an every() timer), unless it was cancelled. */
-static void ev_timer(void *ctx, uint64_t id, uint64_t due)
+/* Timer id, due at `due`, fired: run its function in a coroutine (and
+ * schedule the next round of an every() timer), unless it was cancelled. */
+static void lua_timer(struct lua_host *h, uint64_t id, uint64_t due)
 {
-    struct lua_host *h = ctx;
     lua_State *L = h->L;
     lua_rawgeti(L, LS_TIMERS, (int)id);
     if (!lua_istable(L, -1)) {
@@ -104,12 +120,18 @@ static void ev_timer(void *ctx, uint64_t id, uint64_t due)
         lua_rawseti(L, LS_TIMERS, (int)id);
     }
     lua_getfield(L, -1, "fn");
-    lua_insert(L, -2); /* fn(timer) */
-    if (lua_script_pcall(h, 1, 0)) {
-        h->errors++;
-        log_error("timer callback failed%s: %s",
-                  period > 0 ? " (the timer goes on)" : "", lua_tostring(L, -1));
-        lua_settop(L, LS_TOP);
+    lua_pushvalue(L, -2);
+    lua_co_start(h, L, 1, lua_gettop(L) - 2); /* fn(timer), for the timer */
+    lua_settop(L, LS_TOP);
+}
+
+static void ev_timer(void *ctx, uint64_t key, uint64_t due)
+{
+    struct lua_host *h = ctx;
+    switch (KEY_KIND(key)) {
+    case KEY_KIND(KEY_SLEEP): lua_co_wake(h, KEY_LOW(key)); break;
+    case KEY_KIND(KEY_SOCK):  lua_sock_timer(h, KEY_LOW(key)); break;
+    default:                  lua_timer(h, key, due);
     }
 }
 

@@ -132,6 +132,7 @@ struct lua_host *lua_host_new(const struct lua_host_config *cfg, char *err,
     set_path(h, L, h->script);
     set_arg(L, cfg);
     lua_conn_register(L, h);
+    lua_sock_register(L, h);
     lua_mod_register(L, h);
     h->argc = cfg->argc;
     h->argv = cfg->argv;
@@ -155,6 +156,7 @@ void lua_host_free(struct lua_host *h)
         lua_close(h->L);
     lua_reload_free(h);
     timer_heap_free(&h->early);
+    free(h->socks);
     free(h->script);
     free(h->name);
     free(h->dirs[0]);

@@ -14,7 +14,7 @@
 enum {
     LS_TRACEBACK = 1,  /* message handler for every pcall */
     LS_CONNS,          /* conns[slot + 1] = the Lua object of a connection */
-    LS_HANDLERS,       /* the handler table the script returned */
+    LS_HANDLERS,       /* the handler table or function the script returned */
     LS_ON_OPEN,        /* its handlers, cached (nil when absent) */
     LS_ON_DATA,
     LS_ON_CLOSE,
@@ -22,6 +22,14 @@ enum {
     LS_TIMERS,         /* timers[id] = the timer object of after()/every() */
     LS_TOP = LS_TIMERS
 };
+
+/* Keys of the core's timers: Lua timers by id, and the binding's own. */
+#define KEY_KIND(k)   ((k) >> 60)
+#define KEY_SLEEP     (1ull << 60)  /* | wait id: mr.sleep */
+#define KEY_SOCK      (2ull << 60)  /* | slot << 24 | gen: a socket's deadline */
+#define KEY_LOW(k)    ((k) & ((1ull << 60) - 1))
+
+struct lua_sock;
 
 /* A module that require() loaded from the script's folder or lua/: a
  * reload re-requires it when its file changed. */
@@ -54,14 +62,30 @@ struct lua_host {
     struct timer_heap early; /* timers made before it is attached */
     uint64_t errors;   /* handlers that raised an error */
     uint64_t reloads;  /* reloads that took over */
+    int threads_ref;   /* registry: threads[co] = what co runs for */
+    int waits_ref;     /* registry: waits[id] = a thread asleep */
+    uint64_t next_wait_id;
+    struct lua_sock **socks; /* socks[slot]: connections run by a function */
 };
+
+/* Metatables, registered by name */
+#define TIMER_MT "moonring.timer"  /* after() and every() */
+#define SOCK_MT  "moonring.sock"   /* a connection run by a function */
 
 /* Bits of conn.user */
 #define LC_OWN_HANDLERS 1  /* outbound: handlers of its own, not the script's */
+#define LC_SOCK         2  /* run by a connection function, as a socket */
 
 /* lua_conn.c */
 void lua_conn_register(lua_State *L, struct lua_host *h);
 void lua_conn_push_new(lua_State *L, struct conn *c, int conns);
+/* The same with metatable mt (registered by name). */
+void lua_conn_push_as(lua_State *L, struct conn *c, int conns, const char *mt);
+/* The connection behind the object at idx: NULL once closed; raises
+ * when it is no conn at all. */
+struct conn *lua_conn_at(lua_State *L, int idx);
+/* Add the methods a socket shares with a conn to the table on top. */
+void lua_conn_add_shared(lua_State *L, struct lua_host *h);
 void lua_conn_invalidate(lua_State *L, struct conn *c);
 /* Push handler `name` of c (its own table for an outbound connection,
  * else the cached one in stack slot `cached`); false, nothing pushed,
@@ -71,6 +95,32 @@ bool lua_conn_push_handler(lua_State *L, struct conn *c, int cached,
 /* Set the handler table at stack index idx as c's own (outbound
  * connections); obj is the stack index of c's object. */
 void lua_conn_set_handlers(lua_State *L, struct conn *c, int obj, int idx);
+
+/* lua_co.c: the coroutines moonring runs */
+void lua_co_register(lua_State *L, struct lua_host *h);
+/* Run the function below nargs arguments on L's stack in a new
+ * coroutine, for `owner` (the value at stack index owner: a socket, a
+ * spawned thread's object, or true), until its first wait. Pops the
+ * function and its arguments. */
+void lua_co_start(struct lua_host *h, lua_State *L, int nargs, int owner);
+/* Resume co, which waits, with the nargs values on top of its stack. */
+void lua_co_resume(struct lua_host *h, lua_State *co, int nargs);
+/* Raise, saying why and what to do, unless L is a coroutine moonring
+ * runs (calls that wait work only there). */
+void lua_co_check(lua_State *L, struct lua_host *h, const char *what);
+/* A sleep's timer fired. */
+void lua_co_wake(struct lua_host *h, uint64_t id);
+
+/* lua_sock.c: connections run by a function, as sockets */
+void lua_sock_register(lua_State *L, struct lua_host *h);
+void lua_sock_open(struct lua_host *h, struct conn *c);
+void lua_sock_data(struct lua_host *h, struct conn *c, const char *p, size_t n);
+void lua_sock_drained(struct lua_host *h, struct conn *c);
+void lua_sock_closed(struct lua_host *h, struct conn *c);
+void lua_sock_timer(struct lua_host *h, uint64_t low);
+/* A connection's function returned or raised: close it. */
+/* err: the error and its traceback, or NULL when it returned */
+void lua_sock_done(struct lua_host *h, lua_State *L, int obj, const char *err);
 
 /* lua_gc.c: collect small heaps rarely, large ones as LuaJIT would */
 void lua_gc_pace(lua_State *L, struct lua_host *h);

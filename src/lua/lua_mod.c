@@ -14,7 +14,6 @@
  * these may be called from a coroutine, whose stack is another. */
 #define UV_CONNS lua_upvalueindex(2)
 #define UV_TIMERS lua_upvalueindex(3)
-#define TIMER_MT "moonring.timer"
 
 static uint64_t host_now(struct lua_host *h)
 {
@@ -271,6 +270,7 @@ void lua_mod_register(lua_State *L, struct lua_host *h)
     lua_newtable(L);
     lua_pushcclosure(L, l_keep, 1);
     lua_setfield(L, -2, "keep");
+    lua_co_register(L, h);
     lua_pushliteral(L, MR_VERSION);
     lua_setfield(L, -2, "version");
     lua_setfield(L, -2, "moonring");

@@ -194,7 +194,10 @@ int lua_host_reload(struct lua_host *h, char *err, size_t len)
     /* stack: loaded, saved, new handlers */
     lua_pushvalue(L, LS_HANDLERS);
     lua_script_install(L, -2);
-    lua_getfield(L, LS_HANDLERS, "on_reload");
+    if (lua_istable(L, LS_HANDLERS))
+        lua_getfield(L, LS_HANDLERS, "on_reload");
+    else
+        lua_pushnil(L);
     if (lua_isfunction(L, -1)) {
         lua_insert(L, -2); /* on_reload(old) */
         if (lua_script_pcall(h, 1, 0)) {

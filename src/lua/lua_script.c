@@ -40,15 +40,17 @@ static void first_line(lua_State *L, char *err, size_t len)
     snprintf(err, len, "%.*s", (int)n, msg);
 }
 
-/* Check the value at idx is a usable handler table. */
+/* Check the value at idx is a usable handler table, or a function. */
 static int check_handlers(lua_State *L, int idx, const char *name, char *err,
                           size_t len)
 {
     static const char *const fields[] = { "on_open", "on_close", "on_drain",
                                           "on_reload" };
+    if (lua_isfunction(L, idx))
+        return 0;
     if (!lua_istable(L, idx)) {
         snprintf(err, len, "%s: the script must return a table of handlers "
-                 "(it returned %s)", name, luaL_typename(L, idx));
+                 "or a function (it returned %s)", name, luaL_typename(L, idx));
         return -1;
     }
     lua_getfield(L, idx, "on_data");
@@ -71,11 +73,15 @@ static int check_handlers(lua_State *L, int idx, const char *name, char *err,
     return 0;
 }
 
-/* Make the table at idx the live handlers, caching its functions. */
+/* Make the table at idx the live handlers, caching its functions. A
+ * function takes over new connections only: those opened for a handler
+ * table go on with its functions. */
 void lua_script_install(lua_State *L, int idx)
 {
     lua_pushvalue(L, idx);
     lua_replace(L, LS_HANDLERS);
+    if (!lua_istable(L, LS_HANDLERS))
+        return;
     lua_getfield(L, LS_HANDLERS, "on_open");
     lua_replace(L, LS_ON_OPEN);
     lua_getfield(L, LS_HANDLERS, "on_data");

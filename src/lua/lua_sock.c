@@ -1,0 +1,553 @@
+/* lua_sock.c - connections run by a function.
+ *
+ * A script may return function(sock) instead of a handler table: each
+ * connection then runs it in a coroutine of its own, and reads and writes
+ * from top to bottom. sock:receive(...) returns what it asked for from
+ * the bytes received so far, or waits (yields) until they have come;
+ * sock:send(...) waits while the output is above the high-water mark.
+ * The data event resumes a waiting reader as soon as its wait is met, so
+ * a loop of receive_any and send costs one resume per message.
+ *
+ * Received bytes that no call has taken yet wait in one buffer per
+ * socket, which only ever moves what is left when it needs room: reading
+ * a message of n bytes costs O(n), and a line or delimiter search goes on
+ * from where the last one stopped. The buffer is bounded by the
+ * high-water mark (or by the count a receive(n) asks for): past it the
+ * socket stops reading until the function takes the bytes.
+ *
+ * The socket's state is a userdata kept in its Lua object, so that what
+ * was received before the peer closed can still be read afterwards. */
+#include "lua_int.h"
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum want { W_NONE, W_BYTES, W_LINE, W_UNTIL, W_ANY, W_ALL };
+enum { T_CONNECT, T_SEND, T_READ };
+
+struct lua_sock {
+    char *buf;                 /* buf[off, off + len): received, not taken */
+    size_t off, len, cap;
+    size_t scan;               /* a line or delimiter search goes on here */
+    lua_State *reader, *writer; /* the coroutines waiting on the socket */
+    enum want want;
+    size_t n;                  /* W_BYTES: bytes wanted; W_ANY: at most */
+    char *pat;                 /* W_UNTIL: the delimiter */
+    size_t patlen;
+    size_t wbytes;             /* what the waiting send returns */
+    uint32_t timeout_ms[3];    /* T_*; 0: none */
+    uint64_t rdeadline, wdeadline; /* of the current waits, 0: none */
+    struct conn *c;            /* NULL once closed */
+    const char *why;           /* once closed: why, as on_close would say */
+    bool timer_queued;         /* an entry is in the core's timer heap */
+    bool paused;               /* reading stopped: the buffer is full */
+};
+
+static const char sock_key = 0; /* private key of the state in the object */
+
+static struct lua_sock *to_sock(lua_State *L)
+{
+    lua_conn_at(L, 1); /* raises for a non-socket */
+    lua_pushlightuserdata(L, (void *)&sock_key);
+    lua_rawget(L, 1);
+    struct lua_sock *s = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (!s)
+        luaL_argerror(L, 1, "socket expected (a conn has no receive)");
+    return s;
+}
+
+static size_t limit(struct lua_host *h) { return h->k->conns.high_water; }
+
+static int fail(lua_State *L, const char *err)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
+/* Room for n more bytes at the end of the buffer: move what is left to
+ * the front when that frees enough, else grow. */
+static int reserve(struct lua_sock *s, size_t n)
+{
+    if (s->off + s->len + n <= s->cap)
+        return 0;
+    if (s->off && s->len + n <= s->cap) {
+        memmove(s->buf, s->buf + s->off, s->len);
+        s->off = 0;
+        return 0;
+    }
+    size_t cap = s->cap ? s->cap : 4096;
+    while (cap < s->len + n)
+        cap *= 2;
+    char *b = malloc(cap);
+    if (!b)
+        return -1;
+    if (s->len)
+        memcpy(b, s->buf + s->off, s->len);
+    free(s->buf);
+    s->buf = b;
+    s->cap = cap;
+    s->off = 0;
+    return 0;
+}
+
+/* Push the first n buffered bytes onto L and drop them and `skip` more. */
+static void take(struct lua_host *h, struct lua_sock *s, lua_State *L,
+                 size_t n, size_t skip)
+{
+    lua_pushlstring(L, s->buf + s->off, n);
+    s->off += n + skip;
+    s->len -= n + skip;
+    s->scan = 0;
+    if (!s->len)
+        s->off = 0;
+    if (s->paused && s->c && s->len < limit(h) / 2) {
+        s->paused = false;
+        core_resume(h->k, s->c);
+    }
+}
+
+/* Is the reader's wait met by what is buffered? Push its results onto L
+ * and return their count, or 0 (or -1: the line or delimiter is longer
+ * than the buffer may hold). */
+static int satisfy(struct lua_host *h, struct lua_sock *s, lua_State *L)
+{
+    const char *p = s->buf + s->off;
+    switch (s->want) {
+    case W_ANY:
+        if (!s->len)
+            return 0;
+        take(h, s, L, s->len < s->n ? s->len : s->n, 0);
+        return 1;
+    case W_BYTES:
+        if (s->len < s->n)
+            return 0;
+        take(h, s, L, s->n, 0);
+        return 1;
+    case W_LINE: {
+        const char *nl = s->len > s->scan ? memchr(p + s->scan, '\n', s->len - s->scan) : NULL;
+        if (!nl) {
+            s->scan = s->len;
+            return s->len > limit(h) ? -1 : 0;
+        }
+        size_t n = (size_t)(nl - p);
+        size_t cr = n && p[n - 1] == '\r';
+        take(h, s, L, n - cr, 1 + cr);
+        return 1;
+    }
+    case W_UNTIL: {
+        size_t from = s->scan >= s->patlen ? s->scan - s->patlen + 1 : 0;
+        const char *at = s->len > from ? memmem(p + from, s->len - from, s->pat, s->patlen) : NULL;
+        if (!at) {
+            s->scan = s->len;
+            return s->len > limit(h) ? -1 : 0;
+        }
+        take(h, s, L, (size_t)(at - p), s->patlen);
+        return 1;
+    }
+    case W_ALL:
+    case W_NONE:
+        break;
+    }
+    return 0;
+}
+
+/* The socket has closed: what a read that waits gets now. "*a" gets all
+ * that came; the others nil, the reason, and the partial bytes. */
+static int closed_result(struct lua_host *h, struct lua_sock *s, lua_State *L)
+{
+    if (s->want == W_ALL) {
+        take(h, s, L, s->len, 0);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, s->why ? s->why : "closed");
+    take(h, s, L, s->len, 0);
+    return 3;
+}
+
+static void queue_timer(struct lua_host *h, struct lua_sock *s, uint64_t due)
+{
+    if (s->timer_queued || !s->c)
+        return;
+    uint64_t key = KEY_SOCK | (uint64_t)s->c->slot << 24 | (s->c->gen & 0xffffff);
+    if (core_timer_add(h->k, due, key) == 0)
+        s->timer_queued = true;
+}
+
+/* Stop reading while the buffer holds what it may hold, unless the
+ * waiting read needs more. */
+static void check_room(struct lua_host *h, struct lua_sock *s)
+{
+    size_t max = limit(h);
+    if (s->reader && s->want == W_BYTES && s->n > max)
+        max = s->n;
+    if (s->reader && s->want == W_ALL)
+        max = SIZE_MAX;
+    if (!s->paused && s->c && s->len >= max) {
+        s->paused = true;
+        core_pause(h->k, s->c);
+    } else if (s->paused && s->c && s->len < max) {
+        s->paused = false;
+        core_resume(h->k, s->c);
+    }
+}
+
+/* Wake the reader with the nres values on its stack. */
+static void wake_reader(struct lua_host *h, struct lua_sock *s, int nres)
+{
+    lua_State *co = s->reader;
+    s->reader = NULL;
+    s->want = W_NONE;
+    s->rdeadline = 0;
+    lua_co_resume(h, co, nres);
+}
+
+/* The reader waits; see whether the buffer (or the close) ends the wait. */
+static void try_reader(struct lua_host *h, struct lua_sock *s)
+{
+    if (!s->reader)
+        return;
+    int r = satisfy(h, s, s->reader);
+    if (r < 0) {
+        lua_pushnil(s->reader);
+        lua_pushliteral(s->reader, "line too long");
+        if (s->c)
+            core_close(h->k, s->c, REASON_ERROR, true);
+        r = 2;
+    } else if (!r && s->why) {
+        r = closed_result(h, s, s->reader);
+    }
+    if (r)
+        wake_reader(h, s, r);
+    else
+        check_room(h, s);
+}
+
+/* The wait of receive's pattern (argument 2) into s; 0, or raises. */
+static void parse_receive(lua_State *L, struct lua_sock *s)
+{
+    enum want want = W_LINE;
+    size_t n = 0;
+    if (lua_type(L, 2) == LUA_TNUMBER) {
+        lua_Number v = lua_tonumber(L, 2);
+        if (!(v >= 0 && v <= (lua_Number)(1ull << 40)))
+            luaL_argerror(L, 2, "a count of bytes expected");
+        want = W_BYTES;
+        n = (size_t)v;
+    } else {
+        const char *pat = luaL_optstring(L, 2, "*l");
+        if (pat[0] == '*')
+            pat++;
+        if (strcmp(pat, "l") == 0)
+            want = W_LINE;
+        else if (strcmp(pat, "a") == 0)
+            want = W_ALL;
+        else
+            luaL_argerror(L, 2, "\"*l\", \"*a\" or a number expected");
+    }
+    s->want = want;
+    s->n = n;
+}
+
+/* The part of every receive that waits: the wait is set up in s. */
+static int receive_wait(lua_State *L, struct lua_sock *s, const char *what)
+{
+    struct lua_host *h = HOST(L);
+    int r = satisfy(h, s, L);
+    if (r < 0) {
+        s->want = W_NONE;
+        if (s->c)
+            core_close(h->k, s->c, REASON_ERROR, true);
+        return fail(L, "line too long");
+    }
+    if (!r && s->why)
+        r = closed_result(h, s, L);
+    if (r) {
+        s->want = W_NONE;
+        return r;
+    }
+    lua_co_check(L, h, what);
+    s->reader = L;
+    if (s->timeout_ms[T_READ]) {
+        s->rdeadline = h->k->now + (uint64_t)s->timeout_ms[T_READ] * 1000000;
+        queue_timer(h, s, s->rdeadline);
+    }
+    check_room(h, s);
+    return lua_yield(L, 0);
+}
+
+/* sock:receive(pattern): a number of bytes, "*l" (a line, without its
+ * "\n" or "\r\n"; the default) or "*a" (everything until the peer
+ * closes). */
+static int l_receive(lua_State *L)
+{
+    struct lua_sock *s = to_sock(L);
+    if (s->reader)
+        return fail(L, "socket busy reading");
+    parse_receive(L, s);
+    return receive_wait(L, s, "sock:receive");
+}
+
+/* sock:receive_any(max): whatever has arrived, at most max bytes. */
+static int l_receive_any(lua_State *L)
+{
+    struct lua_sock *s = to_sock(L);
+    lua_Number v = luaL_checknumber(L, 2);
+    if (!(v >= 1 && v <= (lua_Number)(1ull << 40)))
+        return luaL_argerror(L, 2, "a positive count of bytes expected");
+    if (s->reader)
+        return fail(L, "socket busy reading");
+    s->want = W_ANY;
+    s->n = (size_t)v;
+    return receive_wait(L, s, "sock:receive_any");
+}
+
+/* sock:receive_until(delim): the bytes before delim, which is dropped. */
+static int l_receive_until(lua_State *L)
+{
+    struct lua_sock *s = to_sock(L);
+    size_t len;
+    const char *pat = luaL_checklstring(L, 2, &len);
+    if (!len)
+        return luaL_argerror(L, 2, "a non-empty delimiter expected");
+    if (s->reader)
+        return fail(L, "socket busy reading");
+    if (len != s->patlen || !s->pat || memcmp(pat, s->pat, len)) {
+        char *copy = malloc(len);
+        if (!copy)
+            return fail(L, "out of memory");
+        memcpy(copy, pat, len);
+        free(s->pat);
+        s->pat = copy;
+        s->patlen = len;
+        s->scan = 0; /* a new delimiter: search again */
+    }
+    s->want = W_UNTIL;
+    return receive_wait(L, s, "sock:receive_until");
+}
+
+/* sock:send(...): queue the strings; returns the bytes queued, after
+ * waiting while the output is above the high-water mark. */
+static int l_send(lua_State *L)
+{
+    struct lua_host *h = HOST(L);
+    struct lua_sock *s = to_sock(L);
+    int top = lua_gettop(L);
+    for (int i = 2; i <= top; i++)
+        if (!lua_isstring(L, i))
+            luaL_argerror(L, i, lua_pushfstring(L, "string expected, got %s",
+                                                luaL_typename(L, i)));
+    struct conn *c = s->c;
+    if (!c || (c->state != CONN_OPEN && c->state != CONN_CONNECTING))
+        return fail(L, "closed");
+    if (s->writer)
+        return fail(L, "socket busy writing");
+    size_t total = 0;
+    for (int i = 2; i <= top; i++) {
+        size_t len;
+        const char *p = lua_tolstring(L, i, &len);
+        if (core_send(h->k, c, p, len))
+            return fail(L, "out of memory");
+        total += len;
+    }
+    if (!(c->flags & CF_HWM)) {
+        lua_pushnumber(L, (lua_Number)total);
+        return 1;
+    }
+    lua_co_check(L, h, "sock:send");
+    s->writer = L;
+    s->wbytes = total;
+    if (s->timeout_ms[T_SEND]) {
+        s->wdeadline = h->k->now + (uint64_t)s->timeout_ms[T_SEND] * 1000000;
+        queue_timer(h, s, s->wdeadline);
+    }
+    return lua_yield(L, 0);
+}
+
+static uint32_t to_ms(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx))
+        return 0;
+    lua_Number sec = luaL_checknumber(L, idx);
+    if (!(sec >= 0 && sec <= 86400.0 * 365))
+        luaL_argerror(L, idx, "seconds between 0 and a year expected");
+    uint32_t ms = (uint32_t)(sec * 1000 + 0.5);
+    return sec > 0 && !ms ? 1 : ms;
+}
+
+/* sock:settimeouts(connect, send, read): seconds each, nil for none. A
+ * read that times out returns nil, "timeout" and leaves the socket as it
+ * was; a send that times out closes it. */
+static int l_settimeouts(lua_State *L)
+{
+    struct lua_sock *s = to_sock(L);
+    for (int i = 0; i < 3; i++)
+        s->timeout_ms[i] = to_ms(L, i + 2);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_gc(lua_State *L)
+{
+    struct lua_sock *s = lua_touserdata(L, 1);
+    free(s->buf);
+    free(s->pat);
+    s->buf = s->pat = NULL;
+    return 0;
+}
+
+static const luaL_Reg methods[] = {
+    { "receive", l_receive },
+    { "receive_any", l_receive_any },
+    { "receive_until", l_receive_until },
+    { "send", l_send },
+    { "settimeouts", l_settimeouts },
+    { NULL, NULL },
+};
+
+#define STATE_MT "moonring.sock_state"
+
+void lua_sock_register(lua_State *L, struct lua_host *h)
+{
+    luaL_newmetatable(L, STATE_MT);
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, SOCK_MT);
+    lua_newtable(L);
+    lua_conn_add_shared(L, h);
+    lua_pushlightuserdata(L, h);
+    luaL_openlib(L, NULL, methods, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "sock");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
+/* A connection opened for the script's function: make its socket and
+ * run the function in a coroutine of its own. */
+void lua_sock_open(struct lua_host *h, struct conn *c)
+{
+    lua_State *L = h->L;
+    if (!h->socks && !(h->socks = calloc(h->k->conns.max, sizeof *h->socks))) {
+        core_close(h->k, c, REASON_ERROR, true);
+        return;
+    }
+    lua_conn_push_as(L, c, LS_CONNS, SOCK_MT);
+    int obj = lua_gettop(L);
+    lua_pushlightuserdata(L, (void *)&sock_key);
+    struct lua_sock *s = lua_newuserdata(L, sizeof *s);
+    memset(s, 0, sizeof *s);
+    luaL_getmetatable(L, STATE_MT);
+    lua_setmetatable(L, -2);
+    lua_rawset(L, obj);
+    s->c = c;
+    h->socks[c->slot] = s;
+    c->user |= LC_SOCK;
+    lua_pushvalue(L, LS_HANDLERS);
+    lua_pushvalue(L, obj);
+    lua_co_start(h, L, 1, obj);
+    lua_settop(L, LS_TOP);
+}
+
+void lua_sock_data(struct lua_host *h, struct conn *c, const char *p, size_t n)
+{
+    struct lua_sock *s = h->socks[c->slot];
+    if (s->reader && s->want == W_ANY && !s->len && n <= s->n) {
+        lua_pushlstring(s->reader, p, n); /* the usual case: no copy kept */
+        wake_reader(h, s, 1);
+        return;
+    }
+    if (reserve(s, n)) {
+        core_close(h->k, c, REASON_ERROR, true);
+        return;
+    }
+    memcpy(s->buf + s->off + s->len, p, n);
+    s->len += n;
+    if (s->reader)
+        try_reader(h, s);
+    else
+        check_room(h, s);
+}
+
+void lua_sock_drained(struct lua_host *h, struct conn *c)
+{
+    struct lua_sock *s = h->socks[c->slot];
+    if (!s->writer)
+        return;
+    lua_State *co = s->writer;
+    s->writer = NULL;
+    s->wdeadline = 0;
+    lua_pushnumber(co, (lua_Number)s->wbytes);
+    lua_co_resume(h, co, 1);
+}
+
+void lua_sock_closed(struct lua_host *h, struct conn *c)
+{
+    struct lua_sock *s = h->socks[c->slot];
+    h->socks[c->slot] = NULL;
+    s->c = NULL;
+    s->why = conn_reason_name((enum conn_reason)c->reason);
+    if (c->reason == REASON_ERROR && c->err)
+        s->why = strerror(-c->err);
+    else if (c->reason == REASON_EOF || c->reason == REASON_CLOSED)
+        s->why = "closed";
+    if (s->writer) {
+        lua_State *co = s->writer;
+        s->writer = NULL;
+        lua_pushnil(co);
+        lua_pushstring(co, s->why);
+        lua_co_resume(h, co, 2);
+    }
+    try_reader(h, s);
+}
+
+/* The socket's deadline entry is due: end the waits whose time is up,
+ * and look again at the next deadline. */
+void lua_sock_timer(struct lua_host *h, uint64_t low)
+{
+    struct conn *c = conn_get(&h->k->conns, (uint32_t)(low >> 24),
+                              (uint32_t)(low & 0xffffff));
+    struct lua_sock *s = c && h->socks ? h->socks[c->slot] : NULL;
+    if (!s)
+        return;
+    s->timer_queued = false;
+    uint64_t now = h->k->now;
+    if (s->reader && s->rdeadline && now >= s->rdeadline) {
+        lua_pushnil(s->reader);
+        lua_pushliteral(s->reader, "timeout");
+        wake_reader(h, s, 2); /* the socket stays as it was */
+    }
+    if (s->writer && s->wdeadline && now >= s->wdeadline) {
+        lua_State *co = s->writer;
+        s->writer = NULL;
+        s->wdeadline = 0;
+        core_close(h->k, c, REASON_TIMEOUT, true);
+        lua_pushnil(co);
+        lua_pushliteral(co, "timeout");
+        lua_co_resume(h, co, 2);
+    }
+    uint64_t next = 0;
+    if (s->reader && s->rdeadline)
+        next = s->rdeadline;
+    if (s->writer && s->wdeadline && (!next || s->wdeadline < next))
+        next = s->wdeadline;
+    if (next && h->socks[c->slot] == s)
+        queue_timer(h, s, next);
+}
+
+/* The connection's function returned (close once the output is sent)
+ * or raised (logged; close at once). obj is its socket on L. */
+void lua_sock_done(struct lua_host *h, lua_State *L, int obj, const char *err)
+{
+    struct conn *c = lua_istable(L, obj) ? lua_conn_at(L, obj) : NULL;
+    if (err)
+        log_error("connection function failed (connection %llu): %s",
+                  c ? (unsigned long long)c->id : 0ull, err);
+    if (c && (c->state == CONN_OPEN || c->state == CONN_CONNECTING))
+        core_close(h->k, c, err ? REASON_ERROR : REASON_CLOSED, err != NULL);
+}
