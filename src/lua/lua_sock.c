@@ -214,8 +214,6 @@ static void try_reader(struct lua_host *h, struct lua_sock *s)
     if (r < 0) {
         lua_pushnil(s->reader);
         lua_pushliteral(s->reader, "line too long");
-        if (s->c)
-            core_close(h->k, s->c, REASON_ERROR, true);
         r = 2;
     } else if (!r && s->why) {
         r = closed_result(h, s, s->reader);
@@ -257,10 +255,8 @@ static int receive_wait(lua_State *L, struct lua_sock *s, const char *what)
 {
     struct lua_host *h = HOST(L);
     int r = satisfy(h, s, L);
-    if (r < 0) {
+    if (r < 0) { /* reading stays stopped: the bytes cannot be framed */
         s->want = W_NONE;
-        if (s->c)
-            core_close(h->k, s->c, REASON_ERROR, true);
         return fail(L, "line too long");
     }
     if (!r && s->why)
@@ -270,6 +266,9 @@ static int receive_wait(lua_State *L, struct lua_sock *s, const char *what)
         return r;
     }
     lua_co_check(L, h, what);
+    /* room for all of a big receive(n) at once, not by doublings */
+    if (s->want == W_BYTES && reserve(s, s->n - s->len))
+        return fail(L, "out of memory");
     s->reader = L;
     if (s->timeout_ms[T_READ]) {
         s->rdeadline = h->k->now + (uint64_t)s->timeout_ms[T_READ] * 1000000;
