@@ -36,7 +36,7 @@ INC_lua    := -Isrc/lua -Isrc/core $(LUA_CFLAGS)
 INC_server := -Isrc/server -Isrc/lua -Isrc/core
 BIN        := moonring$(if $(filter 1,$(SANITIZE)),-san)
 
-.PHONY: all deps deps-test run test check unit integration layers fuzz-replay install uninstall fuzz soak bench instructions clean
+.PHONY: all deps deps-test run test check unit integration layers deps-plan fuzz-replay install uninstall fuzz soak bench instructions clean
 all: $(BIN)
 
 deps:
@@ -106,6 +106,11 @@ layers:
 	@! grep -nE '#include *[<"](\.\./)*server/' src/lua/* \
 	  || { echo "layers: src/lua/ must not include the server"; exit 1; }
 
+# scripts/deps.sh's package choices and its refusal to remove a package,
+# against fake dpkg-query and apt-get: changes nothing, needs no root.
+deps-plan:
+	@tests/deps-plan.sh
+
 # Inputs that once crashed a fuzzer (tests/fuzz/corpus/<harness>/), run
 # through the harness's code by a plain driver, under ASan and UBSan.
 FUZZ_HARNESSES := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
@@ -125,7 +130,7 @@ fuzz-replay: $(REPLAYERS)
 	  echo "== $$h: $$(ls tests/fuzz/corpus/$$h | wc -l) regression input(s)"; \
 	  $(BUILD)/replay/$$h tests/fuzz/corpus/$$h; done
 
-check: layers unit fuzz-replay integration
+check: layers deps-plan unit fuzz-replay integration
 
 # make test: install what is missing, build, run every test.
 # make test SANITIZE=1: the same under ASan and UBSan.
