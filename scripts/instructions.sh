@@ -16,6 +16,7 @@
 #
 # usage: scripts/instructions.sh    settings from the environment, with their defaults:
 #   MOONRING=./moonring LOADGEN=build/loadgen ROUNDS=3 SECS=5
+#   SCRIPT= (an echo script to serve instead of the built-in one)
 #   SCPU=0 CCPU=$SCPU (server core, client core)
 set -euo pipefail
 
@@ -65,7 +66,7 @@ measure() {
   # -i` switches instrumentation, and with collection off it would count 0
   taskset -c "$SCPU" valgrind --tool=callgrind --instr-atstart=no --collect-systime=yes \
     --callgrind-out-file="$out" "$MOONRING" -p "$port" --no-reload \
-    --log-level warn >>"$tmp/server.log" 2>&1 & server=$!
+    --log-level warn ${SCRIPT:+"$SCRIPT"} >>"$tmp/server.log" 2>&1 & server=$!
   for _ in $(seq 300); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     kill -0 "$server" 2>/dev/null || { cat "$tmp/server.log" >&2; exit 1; }

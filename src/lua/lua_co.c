@@ -142,7 +142,7 @@ void lua_co_resume(struct lua_host *h, lua_State *co, int nargs)
     lua_settop(co, 0);
 }
 
-void lua_co_start(struct lua_host *h, lua_State *L, int nargs, int owner)
+lua_State *lua_co_new(struct lua_host *h, lua_State *L, int nargs, int owner)
 {
     lua_State *co = lua_newthread(L);
     push_ref(L, h->threads_ref);
@@ -151,7 +151,12 @@ void lua_co_start(struct lua_host *h, lua_State *L, int nargs, int owner)
     lua_rawset(L, -3);             /* threads[co] = owner */
     lua_pop(L, 2);                 /* the table and co (anchored now) */
     lua_xmove(L, co, nargs + 1);   /* fn and its arguments */
-    lua_co_resume(h, co, nargs);
+    return co;
+}
+
+void lua_co_start(struct lua_host *h, lua_State *L, int nargs, int owner)
+{
+    lua_co_resume(h, lua_co_new(h, L, nargs, owner), nargs);
 }
 
 /* mr.sleep(sec): wait sec seconds (a timer of the core's heap, no SQE). */

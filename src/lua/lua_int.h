@@ -103,6 +103,8 @@ void lua_co_register(lua_State *L, struct lua_host *h);
  * spawned thread's object, or true), until its first wait. Pops the
  * function and its arguments. */
 void lua_co_start(struct lua_host *h, lua_State *L, int nargs, int owner);
+/* The same, without running it yet: resume it with nargs. */
+lua_State *lua_co_new(struct lua_host *h, lua_State *L, int nargs, int owner);
 /* Resume co, which waits, with the nargs values on top of its stack. */
 void lua_co_resume(struct lua_host *h, lua_State *co, int nargs);
 /* Raise, saying why and what to do, unless L is a coroutine moonring

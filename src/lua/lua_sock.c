@@ -31,6 +31,7 @@ struct lua_sock {
     size_t off, len, cap;
     size_t scan;               /* a line or delimiter search goes on here */
     lua_State *reader, *writer; /* the coroutines waiting on the socket */
+    lua_State *home;           /* the connection's own coroutine, while it runs */
     enum want want;
     size_t n;                  /* W_BYTES: bytes wanted; W_ANY: at most */
     char *pat;                 /* W_UNTIL: the delimiter */
@@ -46,13 +47,17 @@ struct lua_sock {
 
 static const char sock_key = 0; /* private key of the state in the object */
 
+/* The state of the socket at argument 1 (its connection is s->c, NULL
+ * once closed): one lookup, on the path of every call. */
 static struct lua_sock *to_sock(lua_State *L)
 {
-    lua_conn_at(L, 1); /* raises for a non-socket */
-    lua_pushlightuserdata(L, (void *)&sock_key);
-    lua_rawget(L, 1);
-    struct lua_sock *s = lua_touserdata(L, -1);
-    lua_pop(L, 1);
+    struct lua_sock *s = NULL;
+    if (lua_istable(L, 1)) {
+        lua_pushlightuserdata(L, (void *)&sock_key);
+        lua_rawget(L, 1);
+        s = lua_touserdata(L, -1);
+        lua_pop(L, 1);
+    }
     if (!s)
         luaL_argerror(L, 1, "socket expected (a conn has no receive)");
     return s;
@@ -265,7 +270,8 @@ static int receive_wait(lua_State *L, struct lua_sock *s, const char *what)
         s->want = W_NONE;
         return r;
     }
-    lua_co_check(L, h, what);
+    if (L != s->home)
+        lua_co_check(L, h, what);
     /* room for all of a big receive(n) at once, not by doublings */
     if (s->want == W_BYTES && reserve(s, s->n - s->len))
         return fail(L, "out of memory");
@@ -356,7 +362,8 @@ static int l_send(lua_State *L)
         lua_pushnumber(L, (lua_Number)total);
         return 1;
     }
-    lua_co_check(L, h, "sock:send");
+    if (L != s->home)
+        lua_co_check(L, h, "sock:send");
     s->writer = L;
     s->wbytes = total;
     if (s->timeout_ms[T_SEND]) {
@@ -449,7 +456,8 @@ void lua_sock_open(struct lua_host *h, struct conn *c)
     c->user |= LC_SOCK;
     lua_pushvalue(L, LS_HANDLERS);
     lua_pushvalue(L, obj);
-    lua_co_start(h, L, 1, obj);
+    s->home = lua_co_new(h, L, 1, obj);
+    lua_co_resume(h, s->home, 1);
     lua_settop(L, LS_TOP);
 }
 
@@ -543,7 +551,15 @@ void lua_sock_timer(struct lua_host *h, uint64_t low)
  * or raised (logged; close at once). obj is its socket on L. */
 void lua_sock_done(struct lua_host *h, lua_State *L, int obj, const char *err)
 {
-    struct conn *c = lua_istable(L, obj) ? lua_conn_at(L, obj) : NULL;
+    if (!lua_istable(L, obj))
+        return;
+    struct conn *c = lua_conn_at(L, obj);
+    lua_pushlightuserdata(L, (void *)&sock_key);
+    lua_rawget(L, obj);
+    struct lua_sock *s = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (s)
+        s->home = NULL; /* its address may go to another coroutine */
     if (err)
         log_error("connection function failed (connection %llu): %s",
                   c ? (unsigned long long)c->id : 0ull, err);
