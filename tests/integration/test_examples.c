@@ -477,6 +477,30 @@ static void test_proxy_backpressure(void **state)
     h_finish(&echo, NULL);
 }
 
+/* The echo as a connection function: 4 MiB of random bytes back
+ * exactly, from 10 connections at once, while each waits in its read. */
+static void test_echo_seq(void **state)
+{
+    (void)state;
+    enum { N = 10, SIZE = 4 << 20 };
+    struct h_server s;
+    start_example(&s, "examples/echo_seq.lua", NULL, NULL);
+    int fds[N];
+    for (int i = 0; i < N; i++)
+        fds[i] = h_connect(s.port, false);
+    char *in = malloc(SIZE), *out = malloc(SIZE);
+    for (int i = 0; i < N; i++) {
+        h_fill_random(in, SIZE, (unsigned)i + 1);
+        assert_int_equal(h_echo(fds[i], in, out, SIZE, H_WAIT_MS), SIZE);
+        assert_memory_equal(in, out, SIZE);
+    }
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    free(in);
+    free(out);
+    h_finish(&s, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -492,6 +516,7 @@ int main(void)
         cmocka_unit_test(test_proxy_redis),
         cmocka_unit_test(test_proxy_http),
         cmocka_unit_test(test_proxy_backpressure),
+        cmocka_unit_test(test_echo_seq),
     };
     return cmocka_run_group_tests_name("examples", tests, NULL, NULL);
 }
