@@ -48,6 +48,7 @@ enum conn_flags {
     CF_KNOWN       = 1 << 12, /* the handler knows c: told it opened, or made it */
     CF_RESUMED     = 1 << 13, /* on the resumed list */
     CF_SEND_SHORT  = 1 << 14, /* the last send was short: the socket is full */
+    CF_READY       = 1 << 15, /* told opened or connected: data may come */
 };
 
 #define CF_READ_PAUSED (CF_PAUSED | CF_HWM)

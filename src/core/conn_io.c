@@ -98,20 +98,19 @@ static void deliver(struct core *k, struct conn *c, const char *p, size_t n)
 
 void core_deliver(struct core *k, struct conn *c, const char *p, size_t n)
 {
-    if (c->state == CONN_OPEN && (c->flags & CF_KNOWN))
+    if (c->state == CONN_OPEN && (c->flags & CF_READY))
         k->ev->data(k->ev_ctx, c, p, n);
 }
 
 void core_ready(struct core *k, struct conn *c)
 {
-    if (c->state != CONN_OPEN)
+    if (c->state != CONN_OPEN || (c->flags & CF_READY))
         return;
-    if (c->origin == CONN_OUTBOUND) {
+    c->flags |= CF_KNOWN | CF_READY;
+    if (c->origin == CONN_OUTBOUND)
         k->ev->connected(k->ev_ctx, c);
-    } else {
-        c->flags |= CF_KNOWN;
+    else
         k->ev->opened(k->ev_ctx, c);
-    }
 }
 
 /* c was accepted, or its connect completed: start its transport, tell
@@ -184,7 +183,7 @@ void conn_io_on_send(struct core *k, struct conn *c, struct io_uring_cqe *cqe)
     if ((c->flags & CF_HWM) && sendq_pending(&c->q) <= k->conns.low_water) {
         c->flags &= ~CF_HWM;
         if (c->state == CONN_OPEN) {
-            if (c->flags & CF_KNOWN)
+            if (c->flags & CF_READY)
                 k->ev->drained(k->ev_ctx, c);
             conn_wake(&k->conns, c);
         }
@@ -357,6 +356,8 @@ void conn_io_resume(struct core *k)
             c->held_len = 0;
             to_handler(k, c, p, n);
             free(p);
+        } else if (c->tp) {
+            to_handler(k, c, NULL, 0); /* what the transport kept, if any */
         }
         if (c->state == CONN_OPEN && !(c->flags & CF_READ_PAUSED) &&
             !(c->flags & (CF_RECV_ARMED | CF_WANT_RECV)))

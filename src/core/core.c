@@ -230,7 +230,10 @@ void core_finish(struct core *k)
             break;
         loop_drain(&k->loop, dispatch, k);
     }
+    /* submit, and run the completions DEFER_TASKRUN holds for the next
+     * wait, such as the later links of a close chain */
     io_uring_submit(&k->loop.ring);
+    io_uring_get_events(&k->loop.ring);
 }
 
 int core_connect(struct core *k, const struct sockaddr *addr, socklen_t len,

@@ -204,11 +204,12 @@ static inline void core_resume(struct core *k, struct conn *c) { conn_resume(&k-
  * milliseconds; 0 turns it off. */
 void core_set_idle(struct core *k, struct conn *c, uint32_t ms);
 
-/* For transports: hand the handler n bytes of c (its data event), and
- * tell it that c is open or connected (after start returned 1). The core
- * holds the socket's bytes while the handler has paused reading, not
- * these: a transport that makes more than one delivery of one receive
- * stops early when c->flags has CF_READ_PAUSED, and keeps the rest. */
+/* For transports: hand the handler n bytes of c (its data event; none
+ * before core_ready), and tell it that c is open or connected (after
+ * start returned 1). The core holds the socket's bytes while the handler
+ * has paused reading, not these: a transport that makes more than one
+ * delivery of one receive stops early when c->flags has CF_READ_PAUSED,
+ * keeps the rest, and delivers it when recv is called with nothing. */
 void core_deliver(struct core *k, struct conn *c, const char *p, size_t n);
 void core_ready(struct core *k, struct conn *c);
 

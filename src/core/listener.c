@@ -97,9 +97,10 @@ void listener_on_accept(struct core *k, unsigned i, struct io_uring_cqe *cqe)
     bool more = cqe->flags & IORING_CQE_F_MORE;
     if (!more)
         l->armed = false;
-    if (cqe->res >= 0)
+    if (cqe->res >= 0) {
         new_conn(k, i, cqe->res);
-    else if (cqe->res != -ECANCELED && !more && !k->stopping)
+        l = &k->lsn[i]; /* the handler may have added a listener */
+    } else if (cqe->res != -ECANCELED && !more && !k->stopping)
         /* EMFILE, ENFILE, ENOMEM...: re-arming at once would spin */
         pause_accept(k, l, cqe->res);
     if (!more && !l->armed && !l->paused && !k->stopping && l->fd >= 0)

@@ -37,11 +37,15 @@ struct transport {
      * a negative errno to close c. */
     int (*start)(struct core *k, struct conn *c);
     /* n bytes came from the socket. Hand the handler its bytes with
-     * core_deliver(), queue bytes of its own with core_queue(). Returns
+     * core_deliver(), queue bytes of its own with core_queue(). With n
+     * 0 (p NULL), nothing came: the handler resumed reading, and what
+     * the transport kept back while it was paused may go now. Returns
      * 0, or a negative errno that closes c. */
     int (*recv)(struct core *k, struct conn *c, const char *p, size_t n);
     /* The handler sends n bytes: queue what goes on the wire with
-     * core_queue(). Returns 0 or a negative errno. */
+     * core_queue(). For an outbound connection this may come before
+     * start, while it connects: keep them until the transport is ready.
+     * Returns 0 or a negative errno. */
     int (*send)(struct core *k, struct conn *c, const void *p, size_t n);
     /* c is being freed, or the core torn down: free c->tp. */
     void (*release)(struct core *k, struct conn *c);

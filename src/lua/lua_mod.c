@@ -223,7 +223,8 @@ static int l_connect(lua_State *L)
     int ret = core_connect(h->k, ai->ai_addr, ai->ai_addrlen, NULL, &c);
     freeaddrinfo(ai);
     if (ret)
-        return fail2(L, ret == -ENOSPC ? "too many connections" : strerror(-ret));
+        return fail2(L, ret == -ENOSPC ? "too many connections"
+                      : ret == -ENOMEM ? "out of memory" : strerror(-ret));
     lua_conn_push_new(L, c, UV_CONNS);
     lua_conn_set_handlers(L, c, lua_gettop(L), 3);
     return 1;

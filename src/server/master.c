@@ -210,7 +210,7 @@ int master_run(const struct cli_opts *o, const int *fds, int n)
 
 /* The watchdog of a lone worker. */
 struct lone_watch {
-    const struct cli_opts *o;
+    struct cli_opts o;         /* a copy: main's goes when main returns */
     uint64_t busy_since;
 };
 
@@ -220,9 +220,9 @@ static void *lone_watchdog(void *arg)
     for (;;) {
         sleep(1);
         uint64_t since = __atomic_load_n(&lw->busy_since, __ATOMIC_RELAXED);
-        if (stuck(lw->o, since, timer_now())) {
+        if (stuck(&lw->o, since, timer_now())) {
             log_error("stuck in a handler for over %.0f s: exiting",
-                      lw->o->handler_timeout);
+                      lw->o.handler_timeout);
             _exit(70);
         }
     }
@@ -233,7 +233,7 @@ int master_run_one(const struct cli_opts *o, int fd)
 {
     /* static: the thread lives on while the process exits */
     static struct lone_watch lw;
-    lw.o = o;
+    lw.o = *o;
     pthread_t t;
     sigset_t all, old;
     sigfillset(&all);

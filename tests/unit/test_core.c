@@ -5,6 +5,7 @@
 #include "core.h"
 #include "net.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -106,7 +107,7 @@ static void ev_drained(void *ctx, struct conn *c)
     struct rec *r = ctx;
     r->drained++;
     note(r, "drained;");
-    assert_false(c->flags & CF_HWM);
+    assert_true(sendq_pending(&c->q) <= r->k.conns.low_water);
 }
 
 static void ev_closed(void *ctx, struct conn *c)
@@ -133,41 +134,91 @@ static const struct core_events events = {
     .drained = ev_drained, .closed = ev_closed, .timer = ev_timer,
 };
 
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static int fds_before;
+
 static int setup(void **state)
 {
+    fds_before = count_fds();
     struct rec *r = calloc(1, sizeof *r);
     struct core_config cfg = {
         .max_conns = 64, .buffers = 64, .buffer_size = 4096,
         .high_water = 16384,
     };
-    if (!r || core_init(&r->k, &cfg))
+    if (!r)
         return -1;
+    if (core_init(&r->k, &cfg)) {
+        core_destroy(&r->k);
+        free(r);
+        return -1;
+    }
     core_set_events(&r->k, &events, r);
     *state = r;
     return 0;
 }
 
-static int teardown(void **state)
+static void one_turn(struct rec *r)
 {
-    struct rec *r = *state;
-    core_destroy(&r->k);
-    free(r);
-    return 0;
+    core_timer_add(&r->k, timer_now() + TURN_MS * 1000000ull, TICK_KEY);
+    assert_int_equal(core_wait(&r->k), 0);
+    core_run(&r->k);
 }
 
 /* Turn the core until *flag reaches want (or, with flag NULL, for ms). */
 static void turn(struct rec *r, const int *flag, int want, int ms)
 {
-    for (int t = 0; t < ms; t += TURN_MS) {
+    uint64_t end = timer_now() + (uint64_t)ms * 1000000;
+    while (timer_now() < end) {
         if (flag && *flag >= want)
             return;
-        core_timer_add(&r->k, timer_now() + TURN_MS * 1000000ull, TICK_KEY);
-        assert_int_equal(core_wait(&r->k), 0);
-        core_run(&r->k);
+        one_turn(r);
     }
-    if (flag)
+    if (flag && *flag < want)
         fail_msg("waited %d ms for %d events, got %d (log: %s)", ms, want,
                  *flag, r->log);
+}
+
+/* Turn until every connection is freed. */
+static void settle(struct rec *r)
+{
+    uint64_t end = timer_now() + WAIT_MS * 1000000ull;
+    while (core_live(&r->k) && timer_now() < end)
+        one_turn(r);
+    assert_int_equal(core_live(&r->k), 0);
+}
+
+/* Shut down, let every close finish: nothing of the test may be left,
+ * not even an fd. */
+static int teardown(void **state)
+{
+    struct rec *r = *state;
+    core_shutdown(&r->k);
+    settle(r);
+    /* a freed connection's close chain has no completion to wait for,
+     * and runs on in the kernel for a turn or two */
+    uint64_t end = timer_now() + WAIT_MS * 1000000ull;
+    while (count_fds() > fds_before && timer_now() < end)
+        one_turn(r);
+    core_finish(&r->k);
+    core_destroy(&r->k);
+    free(r);
+    int fds = count_fds();
+    if (fds != fds_before) {
+        print_error("%d fds before the test, %d after\n", fds_before, fds);
+        return -1;
+    }
+    return 0;
 }
 
 static int listen_here(struct rec *r, const struct transport *tp)
@@ -232,8 +283,7 @@ static void test_accept_data_close(void **state)
     turn(r, &r->closed, 1, WAIT_MS);
     assert_int_equal(r->reason, REASON_EOF);
     assert_string_equal(r->log, "opened 0;data;closed eof;");
-    turn(r, NULL, 0, 20);
-    assert_int_equal(core_live(&r->k), 0);
+    settle(r);
     assert_int_equal(r->k.stats.accepted, 1);
     assert_int_equal(r->k.stats.bytes_in, 5);
     assert_int_equal(r->k.stats.bytes_out, 5);
@@ -334,6 +384,7 @@ static void test_connect_refused(void **state)
     struct rec *r = *state;
     char err[256];
     int lfd = net_listen("127.0.0.1", 0, 0, err, sizeof err);
+    assert_true(lfd >= 0);
     struct sockaddr_in sa = loopback(net_port(lfd));
     close(lfd); /* nobody listens there now */
     struct conn *c;
@@ -523,8 +574,7 @@ static void test_shutdown(void **state)
     core_shutdown(&r->k);
     turn(r, &r->closed, 2, WAIT_MS);
     assert_int_equal(r->reason, REASON_SHUTDOWN);
-    turn(r, NULL, 0, 20);
-    assert_int_equal(core_live(&r->k), 0);
+    settle(r);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = loopback(port);
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), -1);
@@ -536,6 +586,115 @@ static void test_shutdown(void **state)
     close(a);
     close(b);
     core_finish(&r->k);
+}
+
+/* A transport that delivers one byte at a time, stops when the handler
+ * pauses, and keeps the rest: resuming hands it over even if the peer
+ * sends nothing more. */
+struct keep {
+    struct transport_conn base;
+    char rest[256];
+    size_t n;
+};
+static const struct transport keep_tp;
+
+static int keep_start(struct core *k, struct conn *c)
+{
+    (void)k;
+    struct keep *st = calloc(1, sizeof *st);
+    if (!st)
+        return -ENOMEM;
+    st->base.ops = &keep_tp;
+    c->tp = &st->base;
+    return 0;
+}
+
+static int keep_recv(struct core *k, struct conn *c, const char *p, size_t n)
+{
+    struct keep *st = (struct keep *)c->tp;
+    assert_true(st->n + n <= sizeof st->rest);
+    if (n)
+        memcpy(st->rest + st->n, p, n);
+    st->n += n;
+    size_t i = 0;
+    while (i < st->n && !(c->flags & CF_READ_PAUSED))
+        core_deliver(k, c, st->rest + i++, 1);
+    memmove(st->rest, st->rest + i, st->n - i);
+    st->n -= i;
+    return 0;
+}
+
+static void keep_release(struct core *k, struct conn *c)
+{
+    (void)k;
+    free(c->tp);
+    c->tp = NULL;
+}
+
+static const struct transport keep_tp = {
+    .name = "keep", .start = keep_start, .recv = keep_recv,
+    .send = rot_send, .release = keep_release,
+};
+
+static void test_transport_pause(void **state)
+{
+    struct rec *r = *state;
+    r->pause_on_data = 1;
+    int fd = dial(listen_here(r, &keep_tp));
+    send_str(fd, "abcdef");
+    turn(r, &r->data_events, 1, WAIT_MS);
+    turn(r, NULL, 0, 50);
+    assert_int_equal(r->in_len, 1);
+    core_resume(&r->k, r->last);
+    turn(r, &r->in_len, 6, WAIT_MS); /* the peer sends nothing more */
+    assert_memory_equal(r->in, "abcdef", 6);
+    close(fd);
+    turn(r, &r->closed, 1, WAIT_MS);
+}
+
+/* An outbound connection's transport that delivers before it is ready:
+ * the handler hears of data only after connected. */
+static int eager_start(struct core *k, struct conn *c)
+{
+    (void)k, (void)c;
+    return 1;
+}
+
+static int eager_recv(struct core *k, struct conn *c, const char *p, size_t n)
+{
+    core_deliver(k, c, p, n); /* too early: dropped */
+    core_ready(k, c);
+    core_deliver(k, c, p, n);
+    return 0;
+}
+
+static const struct transport eager_tp = {
+    .name = "eager", .start = eager_start, .recv = eager_recv,
+    .send = rot_send, .release = keep_release,
+};
+
+static void test_transport_outbound_order(void **state)
+{
+    struct rec *r = *state;
+    char err[256];
+    int lfd = net_listen("127.0.0.1", 0, 0, err, sizeof err);
+    assert_true(lfd >= 0);
+    struct sockaddr_in sa = loopback(net_port(lfd));
+    struct transport_conn *tc = calloc(1, sizeof *tc);
+    tc->ops = &eager_tp;
+    struct conn *c;
+    assert_int_equal(core_connect(&r->k, (struct sockaddr *)&sa, sizeof sa, tc, &c), 0);
+    turn(r, NULL, 0, 50);
+    assert_int_equal(r->connected, 0); /* not before the transport says */
+    int fd = accept(lfd, NULL, NULL);
+    assert_true(fd >= 0);
+    send_str(fd, "hi");
+    turn(r, &r->in_len, 2, WAIT_MS);
+    assert_memory_equal(r->in, "hi", 2);
+    assert_string_equal(r->log, "connected;data;");
+    close(fd);
+    close(lfd);
+    turn(r, &r->closed, 1, WAIT_MS);
 }
 
 int main(void)
@@ -550,6 +709,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_listeners, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transport, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transport_never_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transport_pause, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transport_outbound_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
