@@ -220,6 +220,13 @@ void lua_conn_push_as(lua_State *L, struct conn *c, int conns, const char *mt)
     lua_rawseti(L, conns, (int)c->slot + 1);
 }
 
+void lua_conn_detach(lua_State *L, int idx)
+{
+    lua_pushlightuserdata(L, (void *)&conn_key);
+    lua_pushboolean(L, 0);
+    lua_rawset(L, idx);
+}
+
 void lua_conn_invalidate(lua_State *L, struct conn *c)
 {
     lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);

@@ -3,7 +3,7 @@
  * is logged with the script's file and line and closes that connection
  * only. */
 #include "log.h"
-#include "lua_int.h"
+#include "lua_sock.h"
 
 #include <string.h>
 
@@ -26,6 +26,10 @@ static void ev_open(void *ctx, struct conn *c)
 {
     struct lua_host *h = ctx;
     lua_State *L = h->L;
+    if (c->user & LC_SOCK) { /* an outbound socket connected */
+        lua_tcp_connected(h, c);
+        return;
+    }
     if (!(c->user & LC_OWN_HANDLERS) && lua_isfunction(L, LS_HANDLERS)) {
         lua_sock_open(h, c);
         return;

@@ -66,6 +66,8 @@ struct lua_host {
     int waits_ref;     /* registry: waits[id] = a thread asleep */
     uint64_t next_wait_id;
     struct lua_sock **socks; /* socks[slot]: connections run by a function */
+    int pools_ref;     /* registry: pools["host:port"] = { idle socket states } */
+    int dead_ref;      /* registry: the state of a socket given to the pool */
 };
 
 /* Metatables, registered by name */
@@ -84,6 +86,9 @@ void lua_conn_push_as(lua_State *L, struct conn *c, int conns, const char *mt);
 /* The connection behind the object at idx: NULL once closed; raises
  * when it is no conn at all. */
 struct conn *lua_conn_at(lua_State *L, int idx);
+/* The object at idx no longer stands for a connection (methods say
+ * "closed"). */
+void lua_conn_detach(lua_State *L, int idx);
 /* Add the methods a socket shares with a conn to the table on top. */
 void lua_conn_add_shared(lua_State *L, struct lua_host *h);
 void lua_conn_invalidate(lua_State *L, struct conn *c);

@@ -1,6 +1,6 @@
 /* lua_mod.c - the `moonring` module: require "moonring". */
 #include "log.h"
-#include "lua_int.h"
+#include "lua_sock.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -272,6 +272,7 @@ void lua_mod_register(lua_State *L, struct lua_host *h)
     lua_pushcclosure(L, l_keep, 1);
     lua_setfield(L, -2, "keep");
     lua_co_register(L, h);
+    lua_tcp_register(L, h);
     lua_pushliteral(L, MR_VERSION);
     lua_setfield(L, -2, "version");
     lua_setfield(L, -2, "moonring");

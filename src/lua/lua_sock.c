@@ -17,43 +17,21 @@
  *
  * The socket's state is a userdata kept in its Lua object, so that what
  * was received before the peer closed can still be read afterwards. */
-#include "lua_int.h"
+#include "lua_sock.h"
 #include "log.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-enum want { W_NONE, W_BYTES, W_LINE, W_UNTIL, W_ANY, W_ALL };
-enum { T_CONNECT, T_SEND, T_READ };
-
-struct lua_sock {
-    char *buf;                 /* buf[off, off + len): received, not taken */
-    size_t off, len, cap;
-    size_t scan;               /* a line or delimiter search goes on here */
-    lua_State *reader, *writer; /* the coroutines waiting on the socket */
-    lua_State *home;           /* the connection's own coroutine, while it runs */
-    enum want want;
-    size_t n;                  /* W_BYTES: bytes wanted; W_ANY: at most */
-    char *pat;                 /* W_UNTIL: the delimiter */
-    size_t patlen;
-    size_t wbytes;             /* what the waiting send returns */
-    uint32_t timeout_ms[3];    /* T_*; 0: none */
-    uint64_t rdeadline, wdeadline; /* of the current waits, 0: none */
-    struct conn *c;            /* NULL once closed */
-    const char *why;           /* once closed: why, as on_close would say */
-    bool timer_queued;         /* an entry is in the core's timer heap */
-    bool paused;               /* reading stopped: the buffer is full */
-};
-
-static const char sock_key = 0; /* private key of the state in the object */
+const char lua_sock_key = 0; /* private key of the state in the object */
 
 /* The state of the socket at argument 1 (its connection is s->c, NULL
  * once closed): one lookup, on the path of every call. */
-static struct lua_sock *to_sock(lua_State *L)
+struct lua_sock *lua_sock_check(lua_State *L)
 {
     struct lua_sock *s = NULL;
     if (lua_istable(L, 1)) {
-        lua_pushlightuserdata(L, (void *)&sock_key);
+        lua_pushlightuserdata(L, (void *)&lua_sock_key);
         lua_rawget(L, 1);
         s = lua_touserdata(L, -1);
         lua_pop(L, 1);
@@ -65,7 +43,7 @@ static struct lua_sock *to_sock(lua_State *L)
 
 static size_t limit(struct lua_host *h) { return h->k->conns.high_water; }
 
-static int fail(lua_State *L, const char *err)
+int lua_sock_fail(lua_State *L, const char *err)
 {
     lua_pushnil(L);
     lua_pushstring(L, err);
@@ -173,7 +151,7 @@ static int closed_result(struct lua_host *h, struct lua_sock *s, lua_State *L)
     return 3;
 }
 
-static void queue_timer(struct lua_host *h, struct lua_sock *s, uint64_t due)
+void lua_sock_queue_timer(struct lua_host *h, struct lua_sock *s, uint64_t due)
 {
     if (s->timer_queued || !s->c)
         return;
@@ -262,7 +240,7 @@ static int receive_wait(lua_State *L, struct lua_sock *s, const char *what)
     int r = satisfy(h, s, L);
     if (r < 0) { /* reading stays stopped: the bytes cannot be framed */
         s->want = W_NONE;
-        return fail(L, "line too long");
+        return lua_sock_fail(L, "line too long");
     }
     if (!r && s->why)
         r = closed_result(h, s, L);
@@ -274,11 +252,11 @@ static int receive_wait(lua_State *L, struct lua_sock *s, const char *what)
         lua_co_check(L, h, what);
     /* room for all of a big receive(n) at once, not by doublings */
     if (s->want == W_BYTES && reserve(s, s->n - s->len))
-        return fail(L, "out of memory");
+        return lua_sock_fail(L, "out of memory");
     s->reader = L;
     if (s->timeout_ms[T_READ]) {
         s->rdeadline = h->k->now + (uint64_t)s->timeout_ms[T_READ] * 1000000;
-        queue_timer(h, s, s->rdeadline);
+        lua_sock_queue_timer(h, s, s->rdeadline);
     }
     check_room(h, s);
     return lua_yield(L, 0);
@@ -289,9 +267,9 @@ static int receive_wait(lua_State *L, struct lua_sock *s, const char *what)
  * closes). */
 static int l_receive(lua_State *L)
 {
-    struct lua_sock *s = to_sock(L);
+    struct lua_sock *s = lua_sock_check(L);
     if (s->reader)
-        return fail(L, "socket busy reading");
+        return lua_sock_fail(L, "socket busy reading");
     parse_receive(L, s);
     return receive_wait(L, s, "sock:receive");
 }
@@ -299,12 +277,12 @@ static int l_receive(lua_State *L)
 /* sock:receive_any(max): whatever has arrived, at most max bytes. */
 static int l_receive_any(lua_State *L)
 {
-    struct lua_sock *s = to_sock(L);
+    struct lua_sock *s = lua_sock_check(L);
     lua_Number v = luaL_checknumber(L, 2);
     if (!(v >= 1 && v <= (lua_Number)(1ull << 40)))
         return luaL_argerror(L, 2, "a positive count of bytes expected");
     if (s->reader)
-        return fail(L, "socket busy reading");
+        return lua_sock_fail(L, "socket busy reading");
     s->want = W_ANY;
     s->n = (size_t)v;
     return receive_wait(L, s, "sock:receive_any");
@@ -313,17 +291,17 @@ static int l_receive_any(lua_State *L)
 /* sock:receive_until(delim): the bytes before delim, which is dropped. */
 static int l_receive_until(lua_State *L)
 {
-    struct lua_sock *s = to_sock(L);
+    struct lua_sock *s = lua_sock_check(L);
     size_t len;
     const char *pat = luaL_checklstring(L, 2, &len);
     if (!len)
         return luaL_argerror(L, 2, "a non-empty delimiter expected");
     if (s->reader)
-        return fail(L, "socket busy reading");
+        return lua_sock_fail(L, "socket busy reading");
     if (len != s->patlen || !s->pat || memcmp(pat, s->pat, len)) {
         char *copy = malloc(len);
         if (!copy)
-            return fail(L, "out of memory");
+            return lua_sock_fail(L, "out of memory");
         memcpy(copy, pat, len);
         free(s->pat);
         s->pat = copy;
@@ -339,7 +317,7 @@ static int l_receive_until(lua_State *L)
 static int l_send(lua_State *L)
 {
     struct lua_host *h = HOST(L);
-    struct lua_sock *s = to_sock(L);
+    struct lua_sock *s = lua_sock_check(L);
     int top = lua_gettop(L);
     for (int i = 2; i <= top; i++)
         if (!lua_isstring(L, i))
@@ -347,15 +325,15 @@ static int l_send(lua_State *L)
                                                 luaL_typename(L, i)));
     struct conn *c = s->c;
     if (!c || (c->state != CONN_OPEN && c->state != CONN_CONNECTING))
-        return fail(L, "closed");
+        return lua_sock_fail(L, "closed");
     if (s->writer)
-        return fail(L, "socket busy writing");
+        return lua_sock_fail(L, "socket busy writing");
     size_t total = 0;
     for (int i = 2; i <= top; i++) {
         size_t len;
         const char *p = lua_tolstring(L, i, &len);
         if (core_send(h->k, c, p, len))
-            return fail(L, "out of memory");
+            return lua_sock_fail(L, "out of memory");
         total += len;
     }
     if (!(c->flags & CF_HWM)) {
@@ -368,7 +346,7 @@ static int l_send(lua_State *L)
     s->wbytes = total;
     if (s->timeout_ms[T_SEND]) {
         s->wdeadline = h->k->now + (uint64_t)s->timeout_ms[T_SEND] * 1000000;
-        queue_timer(h, s, s->wdeadline);
+        lua_sock_queue_timer(h, s, s->wdeadline);
     }
     return lua_yield(L, 0);
 }
@@ -389,7 +367,7 @@ static uint32_t to_ms(lua_State *L, int idx)
  * was; a send that times out closes it. */
 static int l_settimeouts(lua_State *L)
 {
-    struct lua_sock *s = to_sock(L);
+    struct lua_sock *s = lua_sock_check(L);
     for (int i = 0; i < 3; i++)
         s->timeout_ms[i] = to_ms(L, i + 2);
     lua_pushboolean(L, 1);
@@ -401,7 +379,8 @@ static int l_gc(lua_State *L)
     struct lua_sock *s = lua_touserdata(L, 1);
     free(s->buf);
     free(s->pat);
-    s->buf = s->pat = NULL;
+    free(s->pool_key);
+    s->buf = s->pat = s->pool_key = NULL;
     return 0;
 }
 
@@ -434,26 +413,43 @@ void lua_sock_register(lua_State *L, struct lua_host *h)
     lua_pop(L, 1);
 }
 
+void lua_sock_attach(lua_State *L, int obj, int state)
+{
+    lua_pushlightuserdata(L, (void *)&lua_sock_key);
+    lua_pushvalue(L, state);
+    lua_rawset(L, obj);
+}
+
+struct lua_sock *lua_sock_push(struct lua_host *h, lua_State *L,
+                               struct conn *c, int conns)
+{
+    if (!h->socks && !(h->socks = calloc(h->k->conns.max, sizeof *h->socks)))
+        return NULL;
+    lua_conn_push_as(L, c, conns, SOCK_MT);
+    int obj = lua_gettop(L);
+    struct lua_sock *s = lua_newuserdata(L, sizeof *s);
+    memset(s, 0, sizeof *s);
+    luaL_getmetatable(L, STATE_MT);
+    lua_setmetatable(L, -2);
+    lua_sock_attach(L, obj, obj + 1);
+    lua_pop(L, 1);
+    s->c = c;
+    h->socks[c->slot] = s;
+    c->user |= LC_SOCK;
+    return s;
+}
+
 /* A connection opened for the script's function: make its socket and
  * run the function in a coroutine of its own. */
 void lua_sock_open(struct lua_host *h, struct conn *c)
 {
     lua_State *L = h->L;
-    if (!h->socks && !(h->socks = calloc(h->k->conns.max, sizeof *h->socks))) {
+    struct lua_sock *s = lua_sock_push(h, L, c, LS_CONNS);
+    if (!s) {
         core_close(h->k, c, REASON_ERROR, true);
         return;
     }
-    lua_conn_push_as(L, c, LS_CONNS, SOCK_MT);
     int obj = lua_gettop(L);
-    lua_pushlightuserdata(L, (void *)&sock_key);
-    struct lua_sock *s = lua_newuserdata(L, sizeof *s);
-    memset(s, 0, sizeof *s);
-    luaL_getmetatable(L, STATE_MT);
-    lua_setmetatable(L, -2);
-    lua_rawset(L, obj);
-    s->c = c;
-    h->socks[c->slot] = s;
-    c->user |= LC_SOCK;
     lua_pushvalue(L, LS_HANDLERS);
     lua_pushvalue(L, obj);
     s->home = lua_co_new(h, L, 1, obj);
@@ -464,6 +460,10 @@ void lua_sock_open(struct lua_host *h, struct conn *c)
 void lua_sock_data(struct lua_host *h, struct conn *c, const char *p, size_t n)
 {
     struct lua_sock *s = h->socks[c->slot];
+    if (s->pooled) { /* nobody asked: the connection cannot be trusted */
+        core_close(h->k, c, REASON_ERROR, true);
+        return;
+    }
     if (s->reader && s->want == W_ANY && !s->len && n <= s->n) {
         lua_pushlstring(s->reader, p, n); /* the usual case: no copy kept */
         wake_reader(h, s, 1);
@@ -510,6 +510,7 @@ void lua_sock_closed(struct lua_host *h, struct conn *c)
         lua_pushstring(co, s->why);
         lua_co_resume(h, co, 2);
     }
+    lua_tcp_closed(h, s);
     try_reader(h, s);
 }
 
@@ -524,6 +525,7 @@ void lua_sock_timer(struct lua_host *h, uint64_t low)
         return;
     s->timer_queued = false;
     uint64_t now = h->k->now;
+    lua_tcp_timer(h, s, now);
     if (s->reader && s->rdeadline && now >= s->rdeadline) {
         lua_pushnil(s->reader);
         lua_pushliteral(s->reader, "timeout");
@@ -538,13 +540,13 @@ void lua_sock_timer(struct lua_host *h, uint64_t low)
         lua_pushliteral(co, "timeout");
         lua_co_resume(h, co, 2);
     }
-    uint64_t next = 0;
-    if (s->reader && s->rdeadline)
+    uint64_t next = s->connecting ? s->cdeadline : 0;
+    if (s->reader && s->rdeadline && (!next || s->rdeadline < next))
         next = s->rdeadline;
     if (s->writer && s->wdeadline && (!next || s->wdeadline < next))
         next = s->wdeadline;
     if (next && h->socks[c->slot] == s)
-        queue_timer(h, s, next);
+        lua_sock_queue_timer(h, s, next);
 }
 
 /* The connection's function returned (close once the output is sent)
@@ -554,7 +556,7 @@ void lua_sock_done(struct lua_host *h, lua_State *L, int obj, const char *err)
     if (!lua_istable(L, obj))
         return;
     struct conn *c = lua_conn_at(L, obj);
-    lua_pushlightuserdata(L, (void *)&sock_key);
+    lua_pushlightuserdata(L, (void *)&lua_sock_key);
     lua_rawget(L, obj);
     struct lua_sock *s = lua_touserdata(L, -1);
     lua_pop(L, 1);

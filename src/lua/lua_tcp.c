@@ -1,0 +1,297 @@
+/* lua_tcp.c - outbound sockets: mr.tcp(host, port), and the worker's
+ * pool of idle connections that sock:setkeepalive() fills.
+ *
+ * A pooled connection keeps its socket state (a userdata) but not its
+ * Lua object: setkeepalive detaches the caller's object, which then
+ * answers nil, "closed" to everything, and the next mr.tcp for the same
+ * host:port gets a fresh object around the same state. So a caller that
+ * keeps using a socket it gave back cannot disturb the next one. The
+ * pools are a registry table: pools["host:port"] = { state, ... }, the
+ * most recently returned last. */
+#include "lua_sock.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UV_CONNS lua_upvalueindex(2)
+#define POOL_IDLE_S 60      /* setkeepalive's default idle time */
+#define POOL_SIZE 32        /* and its default size */
+
+static void push_pool(struct lua_host *h, lua_State *L, const char *key,
+                      bool create)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->pools_ref);
+    lua_getfield(L, -1, key);
+    if (lua_isnil(L, -1) && create) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, key);
+    }
+    lua_remove(L, -2);
+}
+
+/* Take the most recent idle connection to key that is still good, as a
+ * new socket object on L; false if there is none. */
+static bool take_pooled(struct lua_host *h, lua_State *L, const char *key)
+{
+    push_pool(h, L, key, false);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return false;
+    }
+    int pool = lua_gettop(L);
+    for (int n = (int)lua_objlen(L, pool); n > 0; n--) {
+        lua_rawgeti(L, pool, n);
+        lua_pushnil(L);
+        lua_rawseti(L, pool, n);
+        struct lua_sock *s = lua_touserdata(L, -1);
+        struct conn *c = s->c;
+        if (!c || c->state != CONN_OPEN) {
+            lua_pop(L, 1);
+            continue;
+        }
+        s->pooled = false;
+        s->reused++;
+        core_set_idle(h->k, c, 0);
+        lua_conn_push_as(L, c, UV_CONNS, SOCK_MT);
+        lua_sock_attach(L, lua_gettop(L), lua_gettop(L) - 1);
+        lua_remove(L, -2);          /* the state */
+        lua_remove(L, pool);
+        return true;
+    }
+    lua_pop(L, 1);
+    return false;
+}
+
+/* host as an address now: a literal or "localhost" never blocks; any
+ * other name goes to the system's resolver. */
+static int address(const char *host, int port, struct sockaddr_storage *ss,
+                   socklen_t *len, const char **err)
+{
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    memset(ss, 0, sizeof *ss);
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *len = sizeof *v4;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *v6;
+        return 0;
+    }
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai;
+    int gai = getaddrinfo(host, NULL, &hints, &ai);
+    if (gai) {
+        *err = gai_strerror(gai);
+        return -1;
+    }
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    if (ss->ss_family == AF_INET6)
+        v6->sin6_port = htons((uint16_t)port);
+    else
+        v4->sin_port = htons((uint16_t)port);
+    return 0;
+}
+
+/* mr.tcp(host, port [, opts]): a connected socket, waiting until it is.
+ * opts.timeout bounds the connect (seconds, 10 at most). */
+static int l_tcp(lua_State *L)
+{
+    struct lua_host *h = HOST(L);
+    const char *host = luaL_checkstring(L, 1);
+    int port = luaL_checkint(L, 2);
+    if (port < 1 || port > 65535)
+        return luaL_argerror(L, 2, "port 1-65535 expected");
+    double timeout = 0;
+    if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "timeout");
+        timeout = lua_isnil(L, -1) ? 0 : luaL_checknumber(L, -1);
+        lua_pop(L, 1);
+    }
+    if (!h->k)
+        return luaL_error(L, "mr.tcp works once the server runs: call it from "
+                             "a connection function, a timer or mr.spawn");
+    lua_co_check(L, h, "mr.tcp");
+    char key[320];
+    snprintf(key, sizeof key, "%s:%d", host, port);
+    if (take_pooled(h, L, key))
+        return 1;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    const char *err;
+    if (address(host, port, &ss, &len, &err))
+        return lua_sock_fail(L, err);
+    struct conn *c;
+    int ret = core_connect(h->k, (struct sockaddr *)&ss, len, NULL, &c);
+    if (ret)
+        return lua_sock_fail(L, ret == -ENOSPC ? "too many connections"
+                                : ret == -ESHUTDOWN ? "shutting down" : strerror(-ret));
+    struct lua_sock *s = lua_sock_push(h, L, c, UV_CONNS);
+    if (!s || !(s->pool_key = strdup(key))) {
+        core_close(h->k, c, REASON_ERROR, true);
+        return lua_sock_fail(L, "out of memory");
+    }
+    s->connecting = L;
+    if (timeout > 0) {
+        s->cdeadline = h->k->now + (uint64_t)(timeout * 1e9);
+        lua_sock_queue_timer(h, s, s->cdeadline);
+    }
+    return lua_yield(L, 0);
+}
+
+void lua_tcp_connected(struct lua_host *h, struct conn *c)
+{
+    struct lua_sock *s = h->socks[c->slot];
+    lua_State *co = s->connecting;
+    if (!co)
+        return;
+    s->connecting = NULL;
+    s->cdeadline = 0;
+    lua_rawgeti(h->L, LS_CONNS, (int)c->slot + 1);
+    lua_xmove(h->L, co, 1);
+    lua_co_resume(h, co, 1);
+}
+
+/* Drop s from its pool. */
+static void unpool(struct lua_host *h, struct lua_sock *s)
+{
+    lua_State *L = h->L;
+    push_pool(h, L, s->pool_key, false);
+    int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        bool it = lua_touserdata(L, -1) == s;
+        lua_pop(L, 1);
+        if (!it)
+            continue;
+        for (; i < n; i++) { /* keep the order: the newest last */
+            lua_rawgeti(L, -1, i + 1);
+            lua_rawseti(L, -2, i);
+        }
+        lua_pushnil(L);
+        lua_rawseti(L, -2, n);
+        break;
+    }
+    lua_pop(L, 1);
+    s->pooled = false;
+}
+
+void lua_tcp_closed(struct lua_host *h, struct lua_sock *s)
+{
+    if (s->pooled)
+        unpool(h, s);
+    if (s->connecting) {
+        lua_State *co = s->connecting;
+        s->connecting = NULL;
+        lua_pushnil(co);
+        lua_pushstring(co, s->why);
+        lua_co_resume(h, co, 2);
+    }
+}
+
+void lua_tcp_timer(struct lua_host *h, struct lua_sock *s, uint64_t now)
+{
+    if (!s->connecting || !s->cdeadline || now < s->cdeadline)
+        return;
+    s->cdeadline = 0;
+    s->why = "timeout"; /* what the closed event will wake it with */
+    core_close(h->k, s->c, REASON_TIMEOUT, true);
+}
+
+/* sock:setkeepalive([idle_sec [, size]]): give an outbound connection
+ * back to this worker's pool for its host:port, to be closed after
+ * idle_sec (60) unused; the pool keeps size (32) at most, and closes
+ * its oldest to make room. The socket object is done with: every call
+ * on it now returns nil, "closed". */
+static int l_setkeepalive(lua_State *L)
+{
+    struct lua_host *h = HOST(L);
+    struct lua_sock *s = lua_sock_check(L);
+    double idle = luaL_optnumber(L, 2, POOL_IDLE_S);
+    int size = luaL_optint(L, 3, POOL_SIZE);
+    if (!(idle >= 0 && idle <= 86400.0 * 365) || size < 1)
+        return luaL_argerror(L, idle >= 0 ? 3 : 2, "a positive number expected");
+    struct conn *c = s->c;
+    if (!c || c->state != CONN_OPEN)
+        return lua_sock_fail(L, "closed");
+    if (!s->pool_key)
+        return lua_sock_fail(L, "only outbound connections go to the pool");
+    if (s->reader || s->writer)
+        return lua_sock_fail(L, "socket busy");
+    if (s->len) { /* what nobody read would reach the next user */
+        core_close(h->k, c, REASON_CLOSED, false);
+        return lua_sock_fail(L, "unread data: closed instead");
+    }
+    push_pool(h, L, s->pool_key, true);
+    int pool = lua_gettop(L), n = (int)lua_objlen(L, pool);
+    if (n >= size) { /* the oldest goes */
+        lua_rawgeti(L, pool, 1);
+        struct lua_sock *old = lua_touserdata(L, -1);
+        lua_pop(L, 1);
+        core_close(h->k, old->c, REASON_CLOSED, false);
+        unpool(h, old);
+        n = (int)lua_objlen(L, pool);
+    }
+    lua_pushlightuserdata(L, (void *)&lua_sock_key);
+    lua_rawget(L, 1);
+    lua_rawseti(L, pool, n + 1);    /* the state, newest last */
+    lua_conn_detach(L, 1);
+    lua_pushlightuserdata(L, (void *)&lua_sock_key);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->dead_ref);
+    lua_rawset(L, 1);
+    s->pooled = true;
+    s->home = NULL;
+    uint32_t ms = (uint32_t)(idle * 1000 + 0.5);
+    core_set_idle(h->k, c, ms ? ms : 1);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* sock:getreusedtimes(): how often this connection came from the pool. */
+static int l_getreusedtimes(lua_State *L)
+{
+    struct lua_sock *s = lua_sock_check(L);
+    lua_pushinteger(L, (lua_Integer)s->reused);
+    return 1;
+}
+
+/* Adds mr.tcp to the module table on top (upvalues: host, conns), and
+ * the pool's methods to sockets. */
+void lua_tcp_register(lua_State *L, struct lua_host *h)
+{
+    lua_newtable(L);
+    h->pools_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    struct lua_sock *dead = lua_newuserdata(L, sizeof *dead);
+    memset(dead, 0, sizeof *dead);
+    dead->why = "closed";
+    h->dead_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    lua_pushlightuserdata(L, h);
+    lua_pushvalue(L, LS_CONNS);
+    lua_pushcclosure(L, l_tcp, 2);
+    lua_setfield(L, -2, "tcp");
+
+    luaL_getmetatable(L, SOCK_MT);
+    lua_getfield(L, -1, "__index");
+    lua_pushlightuserdata(L, h);
+    lua_pushcclosure(L, l_setkeepalive, 1);
+    lua_setfield(L, -2, "setkeepalive");
+    lua_pushlightuserdata(L, h);
+    lua_pushcclosure(L, l_getreusedtimes, 1);
+    lua_setfield(L, -2, "getreusedtimes");
+    lua_pop(L, 2);
+}
