@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -314,6 +316,102 @@ static void test_many(void **state)
     h_finish(&s, path);
 }
 
+static pid_t start_redis(int *port)
+{
+    static char rp[16];
+    *port = h_free_port();
+    snprintf(rp, sizeof rp, "%d", *port);
+    const char *rs[] = { "redis-server", "--port", rp, "--bind", "127.0.0.1",
+                         "--save", "", "--appendonly", "no", NULL };
+    pid_t pid = h_spawn(rs);
+    assert_true(h_wait_port(*port, H_WAIT_MS));
+    return pid;
+}
+
+/* A field of redis-server's INFO, as a number. */
+static long redis_info(int port, const char *field)
+{
+    char p[16], *out;
+    snprintf(p, sizeof p, "%d", port);
+    const char *argv[] = { "redis-cli", "-p", p, "INFO", NULL };
+    assert_int_equal(h_exec(argv, NULL, &out, H_WAIT_MS, false), 0);
+    char *at = strstr(out, field);
+    long v = at ? atol(at + strlen(field) + 1) : -1;
+    free(out);
+    return v;
+}
+
+static const char tcp_lua[] =
+    "local mr = require 'moonring'\n"
+    "local port = tonumber(arg[1])\n"
+    "return function(sock)\n"
+    "  while true do\n"
+    "    local line = sock:receive('*l')\n"
+    "    if not line then return end\n"
+    "    local to = line == 'go' and port or tonumber(arg[line == 'stuck' and 2 or 3])\n"
+    "    local up, err = mr.tcp('127.0.0.1', to,\n"
+    "                           { timeout = 0.2 })\n"
+    "    if not up then sock:send('ERR ', err, '\\n') else\n"
+    "      up:send('INCR hits\\r\\n')\n"
+    "      local n = up:receive('*l')\n"
+    "      local reused = up:getreusedtimes()\n"
+    "      assert(up:setkeepalive(10, 4))\n"
+    "      local gone, why = up:send('x')\n"
+    "      sock:send(n, ' ', reused, ' ', tostring(gone), ' ', why, '\\n')\n"
+    "    end\n"
+    "  end\n"
+    "end\n";
+
+/* 1,000 requests through mr.tcp and the pool open one connection to
+ * redis-server; a socket given back answers "closed"; a refused
+ * connect and one that never completes come back as errors. */
+static void test_tcp_pool(void **state)
+{
+    (void)state;
+    int rport;
+    pid_t redis = start_redis(&rport);
+    /* a port whose backlog is full: its connects never complete */
+    int full = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(full, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(full, 0), 0);
+    socklen_t sl = sizeof sa;
+    getsockname(full, (struct sockaddr *)&sa, &sl);
+    int fillers[3];
+    for (int i = 0; i < 3; i++) {
+        fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fillers[i], (struct sockaddr *)&sa, sizeof sa);
+    }
+    char a1[16], a2[16], a3[16];
+    snprintf(a1, sizeof a1, "%d", rport);
+    snprintf(a2, sizeof a2, "%d", ntohs(sa.sin_port));
+    snprintf(a3, sizeof a3, "%d", h_free_port());
+    const char *args[] = { a1, a2, a3, NULL };
+    struct h_server s;
+    char *path = h_serve(&s, tcp_lua, NULL, args);
+    long before = redis_info(rport, "total_connections_received");
+    int fd = h_connect(s.port, false);
+    for (int i = 1; i <= 1000; i++) {
+        char want[64];
+        snprintf(want, sizeof want, ":%d %d nil closed", i, i - 1);
+        h_send_all(fd, "go\n", 3);
+        expect_line(fd, want);
+    }
+    /* one from the pool, one the INFO itself */
+    assert_int_equal(redis_info(rport, "total_connections_received") - before, 2);
+    h_send_all(fd, "stuck\n", 6);
+    expect_line(fd, "ERR timeout");
+    close(full);
+    h_send_all(fd, "refused\n", 8);
+    expect_line(fd, "ERR Connection refused");
+    close(fd);
+    for (int i = 0; i < 3; i++)
+        close(fillers[i]);
+    h_finish(&s, path);
+    h_kill(redis);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -326,6 +424,7 @@ int main(void)
         cmocka_unit_test(test_big_receive_linear),
         cmocka_unit_test(test_line_limit),
         cmocka_unit_test(test_many),
+        cmocka_unit_test(test_tcp_pool),
     };
     return cmocka_run_group_tests_name("sock", tests, NULL, NULL);
 }
