@@ -49,13 +49,14 @@ enum conn_flags {
     CF_RESUMED     = 1 << 13, /* on the resumed list */
     CF_SEND_SHORT  = 1 << 14, /* the last send was short: the socket is full */
     CF_READY       = 1 << 15, /* told opened or connected: data may come */
+    CF_EOF         = 1 << 16, /* the peer sends no more; c stays open to send */
 };
 
 #define CF_READ_PAUSED (CF_PAUSED | CF_HWM)
 
 /* conn.origin of a connection this worker made (core_connect); accepted
  * ones carry the index of their listener. */
-#define CONN_OUTBOUND 0xffff
+#define CONN_OUTBOUND 0xff
 
 struct conn {
     struct sendq q;
@@ -74,9 +75,9 @@ struct conn {
     uint32_t gen;             /* bumped when the slot is freed */
     uint8_t state;            /* enum conn_state */
     uint8_t reason;           /* enum conn_reason, once CLOSING */
-    uint16_t flags;           /* enum conn_flags */
-    uint16_t origin;          /* listener index, or CONN_OUTBOUND */
+    uint8_t origin;           /* listener index, or CONN_OUTBOUND */
     uint8_t user;             /* bits of the layer above, zero at first */
+    uint32_t flags;           /* enum conn_flags */
 };
 
 /* A growable list of slots. */

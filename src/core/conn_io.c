@@ -142,7 +142,11 @@ void conn_io_on_recv(struct core *k, struct conn *c, struct io_uring_cqe *cqe)
         deliver(k, c, (const char *)p, (size_t)res);
         bufring_recv_done(&k->bufs, cqe->flags, (unsigned)res);
     } else if (res == 0) {
-        conn_close(&k->conns, c, REASON_EOF, false);
+        if (c->state == CONN_OPEN && (c->flags & CF_READY) && k->ev->eof &&
+            k->ev->eof(k->ev_ctx, c))
+            c->flags |= CF_EOF; /* half-closed: sending goes on */
+        else
+            conn_close(&k->conns, c, REASON_EOF, false);
     } else if (res == -ENOBUFS) {
         k->stats.enobufs++; /* the bytes wait in the socket: nothing lost */
     } else if (res != -ECANCELED) {
@@ -153,7 +157,7 @@ void conn_io_on_recv(struct core *k, struct conn *c, struct io_uring_cqe *cqe)
     /* the multishot receive is over: after an error or EOF (closing now),
      * an empty buffer ring, a pause, or for reasons of the kernel's own */
     c->flags &= ~(CF_RECV_ARMED | CF_CANCEL_SENT);
-    if (c->state == CONN_OPEN && !(c->flags & CF_READ_PAUSED))
+    if (c->state == CONN_OPEN && !(c->flags & (CF_READ_PAUSED | CF_EOF)))
         want_recv(k, c);
     conn_mark(&k->conns, c);
 }
@@ -359,8 +363,8 @@ void conn_io_resume(struct core *k)
         } else if (c->tp) {
             to_handler(k, c, NULL, 0); /* what the transport kept, if any */
         }
-        if (c->state == CONN_OPEN && !(c->flags & CF_READ_PAUSED) &&
-            !(c->flags & (CF_RECV_ARMED | CF_WANT_RECV)))
+        if (c->state == CONN_OPEN &&
+            !(c->flags & (CF_READ_PAUSED | CF_EOF | CF_RECV_ARMED | CF_WANT_RECV)))
             want_recv(k, c);
     }
     r->n = 0;

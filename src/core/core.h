@@ -55,6 +55,11 @@ struct core_events {
     void (*closed)(void *ctx, struct conn *c);
     /* A timer set with core_timer_add is due. */
     void (*timer)(void *ctx, uint64_t key, uint64_t due);
+    /* The peer of c will send nothing more (it shut down its side).
+     * Return true to keep c open for what the handler still sends
+     * (CF_EOF; it closes c when done), false to close it now, as when
+     * this is NULL. */
+    bool (*eof)(void *ctx, struct conn *c);
 };
 
 /* An operation on the ring that is not a connection's (a signal read, a

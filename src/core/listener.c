@@ -85,7 +85,7 @@ static void new_conn(struct core *k, unsigned i, int fd)
     }
     k->stats.accepted++;
     c->active = k->now;
-    c->origin = (uint16_t)i;
+    c->origin = (uint8_t)i;
     conn_io_start(k, c);
 }
 

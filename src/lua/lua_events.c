@@ -139,6 +139,18 @@ static void ev_timer(void *ctx, uint64_t key, uint64_t due)
     }
 }
 
+/* A socket keeps sending after its peer has stopped: the function reads
+ * nil, "closed" and may still answer. A handler table's connection
+ * closes, as it always has. */
+static bool ev_eof(void *ctx, struct conn *c)
+{
+    struct lua_host *h = ctx;
+    if (!(c->user & LC_SOCK))
+        return false;
+    lua_sock_eof(h, c);
+    return true;
+}
+
 /* An outbound connection's on_open runs when it connects: the same
  * handler as an accepted one's, from its own table. */
 static const struct core_events events = {
@@ -148,6 +160,7 @@ static const struct core_events events = {
     .drained = ev_drained,
     .closed = ev_closed,
     .timer = ev_timer,
+    .eof = ev_eof,
 };
 
 void lua_host_attach(struct lua_host *h, struct core *k)

@@ -124,6 +124,8 @@ void lua_sock_open(struct lua_host *h, struct conn *c);
 void lua_sock_data(struct lua_host *h, struct conn *c, const char *p, size_t n);
 void lua_sock_drained(struct lua_host *h, struct conn *c);
 void lua_sock_closed(struct lua_host *h, struct conn *c);
+/* The peer sends no more; the socket may still send. */
+void lua_sock_eof(struct lua_host *h, struct conn *c);
 void lua_sock_timer(struct lua_host *h, uint64_t low);
 /* A connection's function returned or raised: close it. */
 /* err: the error and its traceback, or NULL when it returned */

@@ -137,6 +137,13 @@ static int satisfy(struct lua_host *h, struct lua_sock *s, lua_State *L)
     return 0;
 }
 
+/* Nothing more will come: closed, or the peer has shut down its side
+ * and the core holds no bytes of it for a resume. */
+static bool ended(const struct lua_sock *s)
+{
+    return s->why || (s->eof && !(s->c && s->c->held_len));
+}
+
 /* The socket has closed: what a read that waits gets now. "*a" gets all
  * that came; the others nil, the reason, and the partial bytes. */
 static int closed_result(struct lua_host *h, struct lua_sock *s, lua_State *L)
@@ -198,7 +205,7 @@ static void try_reader(struct lua_host *h, struct lua_sock *s)
         lua_pushnil(s->reader);
         lua_pushliteral(s->reader, "line too long");
         r = 2;
-    } else if (!r && s->why) {
+    } else if (!r && ended(s)) {
         r = closed_result(h, s, s->reader);
     }
     if (r)
@@ -242,7 +249,7 @@ static int receive_wait(lua_State *L, struct lua_sock *s, const char *what)
         s->want = W_NONE;
         return lua_sock_fail(L, "line too long");
     }
-    if (!r && s->why)
+    if (!r && ended(s))
         r = closed_result(h, s, L);
     if (r) {
         s->want = W_NONE;
@@ -511,6 +518,17 @@ void lua_sock_closed(struct lua_host *h, struct conn *c)
         lua_co_resume(h, co, 2);
     }
     lua_tcp_closed(h, s);
+    try_reader(h, s);
+}
+
+void lua_sock_eof(struct lua_host *h, struct conn *c)
+{
+    struct lua_sock *s = h->socks[c->slot];
+    s->eof = true;
+    if (s->pooled) {
+        core_close(h->k, c, REASON_EOF, false);
+        return;
+    }
     try_reader(h, s);
 }
 

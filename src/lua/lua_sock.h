@@ -26,6 +26,7 @@ struct lua_sock {
     const char *why;           /* once closed: why, as on_close would say */
     bool timer_queued;         /* an entry is in the core's timer heap */
     bool paused;               /* reading stopped: the buffer is full */
+    bool eof;                  /* the peer sends no more */
     /* outbound sockets (lua_tcp.c) */
     lua_State *connecting;     /* the coroutine waiting for the connect */
     uint64_t cdeadline;        /* of the connect, 0: the core's own bound */
