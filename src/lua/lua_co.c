@@ -197,21 +197,54 @@ void lua_co_wake(struct lua_host *h, uint64_t id)
 
 /* mr.spawn(fn, ...): run fn(...) in a coroutine of its own, now, until
  * it first waits; returns its thread object. Works anywhere, so that a
- * plain callback can start sequential work. */
+ * plain callback can start sequential work. At load time it starts once
+ * the worker runs (and never under -t, which only loads). */
 static int l_spawn(lua_State *L)
 {
     struct lua_host *h = HOST(L);
     luaL_checktype(L, 1, LUA_TFUNCTION);
-    if (!h->k)
-        return luaL_error(L, "mr.spawn works once the server runs");
     int nargs = lua_gettop(L) - 1;
     lua_createtable(L, 0, 2);
     luaL_getmetatable(L, THREAD_MT);
     lua_setmetatable(L, -2);
     lua_insert(L, 1);              /* obj, fn, args... */
-    lua_co_start(h, L, nargs, 1);
+    if (h->k) {
+        lua_co_start(h, L, nargs, 1);
+    } else {
+        lua_State *co = lua_co_new(h, L, nargs, 1);
+        push_ref(L, h->waits_ref);  /* waits[-n] = { co, nargs } */
+        lua_createtable(L, 2, 0);
+        lua_pushthread(co);
+        lua_xmove(co, L, 1);
+        lua_rawseti(L, -2, 1);
+        lua_pushinteger(L, nargs);
+        lua_rawseti(L, -2, 2);
+        lua_rawseti(L, -2, -(int)h->next_wait_id++);
+        lua_pop(L, 1);
+    }
     lua_settop(L, 1);
     return 1;
+}
+
+void lua_co_run_pending(struct lua_host *h)
+{
+    lua_State *L = h->L;
+    for (uint64_t id = 1; id < h->next_wait_id; id++) {
+        push_ref(L, h->waits_ref);
+        lua_rawgeti(L, -1, -(int)id);
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 2);
+            continue;
+        }
+        lua_pushnil(L);
+        lua_rawseti(L, -3, -(int)id);
+        lua_rawgeti(L, -1, 1);
+        lua_State *co = lua_tothread(L, -1);
+        lua_rawgeti(L, -2, 2);
+        int nargs = (int)lua_tointeger(L, -1);
+        lua_pop(L, 4);
+        lua_co_resume(h, co, nargs);
+    }
 }
 
 /* thread:wait(): true and fn's results, or false and its error, once it

@@ -171,4 +171,5 @@ void lua_host_attach(struct lua_host *h, struct core *k)
     while (timer_pop_due(&h->early, UINT64_MAX, &e))
         core_timer_add(k, e.due, e.key);
     timer_heap_free(&h->early);
+    lua_co_run_pending(h);
 }

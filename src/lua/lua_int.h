@@ -117,6 +117,8 @@ void lua_co_resume(struct lua_host *h, lua_State *co, int nargs);
 void lua_co_check(lua_State *L, struct lua_host *h, const char *what);
 /* A sleep's timer fired. */
 void lua_co_wake(struct lua_host *h, uint64_t id);
+/* The worker runs: start what mr.spawn was given at load time. */
+void lua_co_run_pending(struct lua_host *h);
 
 /* lua_sock.c: connections run by a function, as sockets */
 void lua_sock_register(lua_State *L, struct lua_host *h);

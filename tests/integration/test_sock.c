@@ -238,6 +238,32 @@ static void test_half_close(void **state)
     h_finish(&s, path);
 }
 
+static const char load_lua[] =
+    "local mr = require 'moonring'\n"
+    "local got = 'nothing yet'\n"
+    "mr.spawn(function(x) mr.sleep(0.01) got = 'spawned at load: ' .. x end, 7)\n"
+    "return function(sock) sock:send(got, '\\n') end\n";
+
+/* mr.spawn at load time starts once the worker runs; -t, which only
+ * loads, accepts the script. */
+static void test_spawn_at_load(void **state)
+{
+    (void)state;
+    char *path = h_write_file(NULL, "app.lua", load_lua);
+    const char *argv[] = { "-t", path, NULL };
+    char *err;
+    assert_int_equal(h_run(argv, &err), 0);
+    free(err);
+    struct h_server s;
+    const char *sargv[] = { path, NULL };
+    h_start(&s, sargv);
+    h_sleep_ms(100);
+    int fd = h_connect(s.port, false);
+    expect_line(fd, "spawned at load: 7");
+    close(fd);
+    h_finish(&s, path);
+}
+
 static const char big_lua[] =
     "return function(sock)\n"
     "  while true do\n"
@@ -446,6 +472,7 @@ int main(void)
         cmocka_unit_test(test_wait_outside),
         cmocka_unit_test(test_closed_and_errors),
         cmocka_unit_test(test_half_close),
+        cmocka_unit_test(test_spawn_at_load),
         cmocka_unit_test(test_big_receive_linear),
         cmocka_unit_test(test_line_limit),
         cmocka_unit_test(test_many),
