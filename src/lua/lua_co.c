@@ -167,7 +167,8 @@ static int l_sleep(lua_State *L)
     if (!(sec >= 0 && sec <= 86400.0 * 365))
         return luaL_argerror(L, 1, "seconds between 0 and a year expected");
     if (!h->k)
-        return luaL_error(L, "mr.sleep works once the server runs");
+        return luaL_error(L, "mr.sleep works once the server runs: at load "
+                             "time, wrap the code in mr.spawn");
     lua_co_check(L, h, "mr.sleep");
     uint64_t id = h->next_wait_id++;
     if (core_timer_add(h->k, h->k->now + (uint64_t)(sec * 1e9), KEY_SLEEP | id))

@@ -123,8 +123,8 @@ static int l_tcp(lua_State *L)
         lua_pop(L, 1);
     }
     if (!h->k)
-        return luaL_error(L, "mr.tcp works once the server runs: call it from "
-                             "a connection function, a timer or mr.spawn");
+        return luaL_error(L, "mr.tcp works once the server runs: at load "
+                             "time, wrap the code in mr.spawn");
     lua_co_check(L, h, "mr.tcp");
     char key[320];
     snprintf(key, sizeof key, "%s:%d", host, port);
