@@ -136,9 +136,10 @@ start_nginx() { # nginx's listen port is in its configuration
   start nginx -p "$work/nginx" -c "$work/nginx/run.conf"
 }
 
-start_echo() { # start_echo moonring|epoll|tarantool
+start_echo() { # start_echo moonring|moonring-seq|epoll|tarantool
   case $1 in
     moonring)  start ./moonring -p '$PORT' --log-level warn ;;
+    moonring-seq) start ./moonring -p '$PORT' --log-level warn examples/echo_seq.lua ;;
     epoll)     start build/epoll_echo '$PORT' ;;
     tarantool) start tarantool tests/bench/tarantool_echo.lua '$PORT' ;;
   esac
@@ -150,7 +151,7 @@ start_echo() { # start_echo moonring|epoll|tarantool
 # is verified; loadgen reads the server's CPU time from /proc.
 echo_loads=("64:-s 64" "4k:-s 4096" "p16:-s 64 -P 16")
 bench_echo() {
-  local servers=(moonring epoll) r s l out
+  local servers=(moonring moonring-seq epoll) r s l out
   [ $have_tarantool = 1 ] && servers+=(tarantool)
   for r in $(seq "$ROUNDS"); do
     for s in $(rotate "$r" "${servers[@]}"); do
@@ -306,6 +307,19 @@ table_echo() {
   done
 }
 
+table_seq() {
+  local l m q r w
+  echo "**Sequential echo** (\`examples/echo_seq.lua\`, a connection function looping on \`receive_any\` and \`send\`) against the callback echo, same runs (requests/s)"
+  echo
+  echo "| load | sequential | callback | ÷ callback | target ≥ | met | sequential CPU µs | callback CPU µs |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for l in 64 4k p16; do
+    q=$(median "echo.$l.moonring-seq.rps"); m=$(median "echo.$l.moonring.rps")
+    r=$(ratio "$q" "$m"); w=$([ $l = 4k ] && echo - || echo 0.9)
+    echo "| $l | $(k "$q") | $(k "$m") | $r | $w | $([ $w = - ] && echo - || meets "$r" '>=' "$w") | $(median "echo.$l.moonring-seq.cpu") | $(median "echo.$l.moonring.cpu") |"
+  done
+}
+
 table_http() {
   local m b s v r w
   m=$(median http.moonring.rps)
@@ -399,7 +413,7 @@ about() { # the machine, the versions, the commands
 }
 
 report() {
-  table_echo; echo; table_http; echo; table_redis; echo
+  table_echo; echo; table_seq; echo; table_http; echo; table_redis; echo
   table_churn; echo; table_idle; echo; about
 }
 
