@@ -1,44 +1,34 @@
 -- proxy.lua: a TCP proxy to one upstream.
 --   moonring -p 7000 examples/proxy.lua HOST:PORT
--- Each client gets its own connection to HOST:PORT. Backpressure runs
--- both ways: when one side does not read, conn:send returns false and
--- the proxy stops reading from the other side until on_drain.
+-- Each client gets its own connection to HOST:PORT, and two loops copy
+-- bytes, one each way. Backpressure runs both ways by itself: a send
+-- waits while the other side does not read, and while it waits nothing
+-- is read from this side, so the sender there is held back by TCP.
 local mr = require "moonring"
 
 local host, port = (arg[1] or ""):match("^%[?([^%]]-)%]?:(%d+)$")
 if not host then error("usage: moonring examples/proxy.lua HOST:PORT", 0) end
 port = tonumber(port)
 
-return {
-  on_open = function(client)
-    local up, err = mr.connect(host, port, {
-      on_data = function(up, data)
-        if client:send(data) == false then up:pause() end
-      end,
-      on_drain = function(up) client:resume() end,
-      on_close = function(up, reason, detail)
-        if reason ~= "eof" and reason ~= "closed" then
-          mr.log("warn", "upstream", host .. ":" .. port, reason, detail or "")
-        end
-        client:close()
-      end,
-    })
-    if not up then
-      mr.log("warn", "upstream", host .. ":" .. port, err)
-      return client:close()
-    end
-    client.up = up
-  end,
+-- Copy from one socket to the other until either side goes away.
+local function pipe(from, to)
+  while true do
+    local data = from:receive_any(65536)
+    if not data or not to:send(data) then return end
+  end
+end
 
-  on_data = function(client, data)
-    if client.up:send(data) == false then client:pause() end
-  end,
-
-  on_drain = function(client)
-    if client.up then client.up:resume() end
-  end,
-
-  on_close = function(client)
-    if client.up then client.up:close() end
-  end,
-}
+return function(client)
+  local up, err = mr.tcp(host, port)
+  if not up then
+    mr.log("warn", "upstream", host .. ":" .. port, err)
+    return
+  end
+  local back = mr.spawn(function()
+    pipe(up, client)
+    client:close()
+  end)
+  pipe(client, up)
+  up:close()
+  back:wait()
+end

@@ -317,6 +317,12 @@ static void progress(struct core *k, struct conn *c)
         return; /* the closed event comes first; it marks c again */
     if (abort && !sendq_busy(&c->q))
         sendq_free(&c->q);
+    /* A graceful close reads on while its output drains, and drops what
+     * it reads (deliver): a peer blocked on its own send, which reading
+     * had paused for, would otherwise never read ours. */
+    if (!abort && !(c->flags & (CF_CLOSE_SENT | CF_RECV_ARMED | CF_EOF)) &&
+        sendq_pending(&c->q) && bufring_avail(&k->bufs))
+        arm_recv(k, c);
     if (!(c->flags & CF_CLOSE_SENT) &&
         (abort || (!sendq_busy(&c->q) && !sendq_pending(&c->q))))
         submit_close(k, c);

@@ -264,6 +264,46 @@ static void test_spawn_at_load(void **state)
     h_finish(&s, path);
 }
 
+static const char v1_lua[] =
+    "return function(sock)\n"
+    "  while true do\n"
+    "    local l = sock:receive('*l')\n"
+    "    if not l then return end\n"
+    "    sock:send('v1 ', l, '\\n')\n"
+    "  end\n"
+    "end\n";
+
+static const char v2_lua[] =
+    "return function(sock)\n"
+    "  while true do\n"
+    "    local l = sock:receive('*l')\n"
+    "    if not l then return end\n"
+    "    sock:send('v2 ', l, '\\n')\n"
+    "  end\n"
+    "end\n";
+
+/* A reload: a running function keeps its code, new connections run the
+ * new script's. */
+static void test_reload(void **state)
+{
+    (void)state;
+    struct h_server s;
+    char *path = h_serve(&s, v1_lua, NULL, NULL);
+    int old = h_connect(s.port, false);
+    h_send_all(old, "a\n", 2);
+    expect_line(old, "v1 a");
+    h_save(path, v2_lua, "rename");
+    assert_true(h_log_wait(&s, "reloaded", H_WAIT_MS));
+    int fresh = h_connect(s.port, false);
+    h_send_all(fresh, "b\n", 2);
+    expect_line(fresh, "v2 b");
+    h_send_all(old, "c\n", 2);
+    expect_line(old, "v1 c");
+    close(old);
+    close(fresh);
+    h_finish(&s, path);
+}
+
 static const char big_lua[] =
     "return function(sock)\n"
     "  while true do\n"
@@ -473,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_closed_and_errors),
         cmocka_unit_test(test_half_close),
         cmocka_unit_test(test_spawn_at_load),
+        cmocka_unit_test(test_reload),
         cmocka_unit_test(test_big_receive_linear),
         cmocka_unit_test(test_line_limit),
         cmocka_unit_test(test_many),
