@@ -221,6 +221,8 @@ void h_start(struct h_server *s, const char *const *argv)
         h_stop(s, SIGKILL);
         fail();
     }
+    /* the whole address: a read may catch the line half written */
+    h_log_wait(s, ", serving ", H_WAIT_MS);
     const char *p = strstr(s->log, "listening on ") + strlen("listening on ");
     if (strncmp(p, "unix:", 5) == 0)
         return; /* no port */
