@@ -230,7 +230,11 @@ void h_start(struct h_server *s, const char *const *argv)
     colon = colon ? colon + 1 : strchr(p, ':');
     assert_non_null(colon);
     s->port = atoi(colon + 1);
-    assert_true(s->port > 0);
+    if (s->port <= 0) {
+        fprintf(stderr, "no port in the server's log:\n%s\n", s->log);
+        h_stop(s, SIGKILL);
+        fail();
+    }
 }
 
 static int wait_exit(pid_t pid, int ms)

@@ -1,7 +1,8 @@
 /* test_examples.c - the example servers, driven by the real clients
  * people use with them: curl, wrk and python3's http.client for HTTP;
- * redis-cli and redis-benchmark for Redis; socat for chat; and the proxy
- * in front of redis-server and of the HTTP example. Bad input as well:
+ * redis-cli and redis-benchmark for Redis; socat for chat; the proxy
+ * in front of redis-server and of the HTTP example; and the hit counter
+ * on redis-server, which is also killed under it. Bad input as well:
  * every example answers with its protocol's error or closes, and stays
  * up for everyone else. */
 #include "harness.h"
@@ -501,6 +502,249 @@ static void test_echo_seq(void **state)
     h_finish(&s, NULL);
 }
 
+static pid_t start_redis(int port)
+{
+    char rp[16];
+    snprintf(rp, sizeof rp, "%d", port);
+    const char *rs[] = { "redis-server", "--port", rp, "--bind", "127.0.0.1",
+                         "--save", "", "--appendonly", "no", NULL };
+    pid_t pid = h_spawn(rs);
+    assert_true(h_wait_port(port, H_WAIT_MS));
+    return pid;
+}
+
+/* redis-cli -p port ARGS... (one argument or two), its output as a number. */
+static long redis_cli(int port, const char *a1, const char *a2)
+{
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    const char *argv[] = { "redis-cli", "-p", p, a1, a2, NULL };
+    char *out = client(argv, NULL);
+    long v = atol(out);
+    free(out);
+    return v;
+}
+
+/* A field of redis-server's INFO, as a number. */
+static long redis_info(int port, const char *field)
+{
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    const char *argv[] = { "redis-cli", "-p", p, "INFO", NULL };
+    char *out = client(argv, NULL);
+    char *at = strstr(out, field);
+    long v = at ? atol(at + strlen(field) + 1) : -1;
+    free(out);
+    return v;
+}
+
+/* curl, python3's http.client and wrk against hits.lua and a real
+ * redis-server: the counter in Redis is the number of 200 responses,
+ * and no more backend connections were opened than requests were ever
+ * in flight at once (10; the pool holds 32). */
+static void test_hits(void **state)
+{
+    (void)state;
+    int rport = h_free_port();
+    pid_t redis = start_redis(rport);
+    char target[32];
+    snprintf(target, sizeof target, "127.0.0.1:%d", rport);
+    struct h_server s;
+    start_example(&s, "examples/hits.lua", target, NULL);
+    long conns = redis_info(rport, "total_connections_received");
+    int clis = 0;   /* redis-cli connections made since */
+
+    const char *c1[] = { "curl", "-s", "-i", at(&s, "/"), NULL };
+    char *out = client(c1, NULL);
+    contains(out, "HTTP/1.1 200 OK\r\n");
+    contains(out, "Content-Length: 1\r\n");
+    assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\n1");
+    free(out);
+    const char *c2[] = { "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                         at(&s, "/nowhere"), NULL };
+    out = client(c2, NULL);
+    assert_string_equal(out, "404");
+    free(out);
+    /* keep-alive: two requests, one connection */
+    char u2[128];
+    snprintf(u2, sizeof u2, "%s", at(&s, "/"));
+    const char *c3[] = { "curl", "-s", "-w", " %{num_connects}\n", u2, u2, NULL };
+    out = client(c3, NULL);
+    assert_string_equal(out, "2 1\n3 0\n");
+    free(out);
+    /* Connection: close is honoured: said, and the connection closed */
+    int fd = h_connect(s.port, false);
+    const char *req = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    h_send_all(fd, req, strlen(req));
+    char buf[512] = { 0 };
+    h_recv_exact(fd, buf, sizeof buf - 1, H_WAIT_MS);    /* until it closes */
+    contains(buf, "HTTP/1.1 200 OK\r\n");
+    contains(buf, "Connection: close\r\n");
+    assert_string_equal(strstr(buf, "\r\n\r\n"), "\r\n\r\n4");
+    close(fd);
+    long ok = 4;
+    /* bad requests: an error and a close, and no count */
+    contains(raws(s.port, "GARBAGE\r\n\r\n"), "HTTP/1.1 400 ");
+    contains(raws(s.port, "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+             "HTTP/1.1 501 ");
+    contains(raws(s.port, "GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"),
+             "HTTP/1.1 413 ");
+    static char big[12000];
+    int bn = snprintf(big, sizeof big, "GET / HTTP/1.1\r\nX: ");
+    memset(big + bn, 'a', 10000);
+    strcpy(big + bn + 10000, "\r\n\r\n");
+    contains(raws(s.port, big), "HTTP/1.1 431 ");
+
+    /* 4 keep-alive connections, 250 requests each: every count is new */
+    char port[16];
+    snprintf(port, sizeof port, "%d", s.port);
+    const char *py =
+        "import http.client, sys, threading\n"
+        "port, seen, lock = int(sys.argv[1]), set(), threading.Lock()\n"
+        "statuses = []\n"
+        "def run():\n"
+        "    c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)\n"
+        "    for i in range(250):\n"
+        "        c.request('GET', '/')\n"
+        "        r = c.getresponse()\n"
+        "        body = r.read()\n"
+        "        with lock:\n"
+        "            statuses.append(r.status)\n"
+        "            if r.status == 200: seen.add(int(body))\n"
+        "ts = [threading.Thread(target=run) for _ in range(4)]\n"
+        "for t in ts: t.start()\n"
+        "for t in ts: t.join()\n"
+        "print(statuses.count(200), len(statuses), len(seen))\n";
+    const char *p1[] = { "python3", "-c", py, port, NULL };
+    out = client(p1, NULL);
+    assert_string_equal(out, "1000 1000 1000\n");
+    free(out);
+    ok += 1000;
+    assert_int_equal(redis_cli(rport, "GET", "hits"), ok);
+    clis++;
+
+    /* wrk: its count is of the responses it read; those it had asked
+     * for when it stopped (one per connection at most) were counted by
+     * Redis too */
+    const char *w[] = { "wrk", "-t1", "-c10", "-d2s", at(&s, "/"), NULL };
+    out = client(w, NULL);
+    assert_null(strstr(out, "Non-2xx"));
+    assert_null(strstr(out, "Socket errors"));
+    char *n = strstr(out, " requests in ");
+    assert_non_null(n);
+    while (n > out && n[-1] != ' ' && n[-1] != '\n')
+        n--;
+    long wrk_ok = atol(n);
+    free(out);
+    long hits = redis_cli(rport, "GET", "hits");
+    clis++;
+    print_message("wrk: %ld responses, all 200; Redis counted %ld\n", wrk_ok, hits - ok);
+    assert_true(wrk_ok > 1000);
+    assert_in_range(hits - ok, wrk_ok, wrk_ok + 10);
+
+    long opened = redis_info(rport, "total_connections_received") - conns - clis - 1;
+    print_message("backend connections opened: %ld\n", opened);
+    assert_in_range(opened, 1, 10);
+    h_finish(&s, NULL);
+    h_kill(redis);
+}
+
+/* One HTTP response on fd within ms: its status (0 if none came whole)
+ * and its body into body. */
+static int http_response(int fd, char *body, size_t cap, int ms)
+{
+    char head[2048];
+    size_t n = 0;
+    while (n < 4 || memcmp(head + n - 4, "\r\n\r\n", 4)) {
+        if (n + 1 >= sizeof head || h_recv_exact(fd, head + n, 1, ms) != 1)
+            return 0;
+        n++;
+    }
+    head[n] = 0;
+    int status = 0;
+    char *cl = strstr(head, "Content-Length: ");
+    if (sscanf(head, "HTTP/1.1 %d ", &status) != 1 || !cl)
+        return 0;
+    size_t len = strtoul(cl + 16, NULL, 10);
+    if (len >= cap || h_recv_exact(fd, body, len, ms) != len)
+        return 0;
+    body[len] = 0;
+    return status;
+}
+
+/* redis-server killed while 10 keep-alive clients send requests, with
+ * 10 INCRs waiting in it: every request gets an answer, 502 or the
+ * count, on the same connection; once redis-server is back, the counts
+ * come again. */
+static void test_hits_redis_down(void **state)
+{
+    (void)state;
+    enum { N = 10, ROUNDS = 60, KILL = 20, BACK = 40 };
+    int rport = h_free_port();
+    pid_t redis = start_redis(rport);
+    char target[32];
+    snprintf(target, sizeof target, "127.0.0.1:%d", rport);
+    struct h_server s;
+    start_example(&s, "examples/hits.lua", target, NULL);
+    int fds[N];
+    for (int i = 0; i < N; i++)
+        fds[i] = h_connect(s.port, false);
+    const char *req = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    int got[ROUNDS][2] = { { 0 } };    /* 200s and 502s per round */
+    for (int r = 0; r < ROUNDS; r++) {
+        if (r == BACK)
+            redis = start_redis(rport);
+        if (r == KILL)                  /* so that the round's INCRs wait in it */
+            kill(redis, SIGSTOP);
+        for (int i = 0; i < N; i++)
+            h_send_all(fds[i], req, strlen(req));
+        if (r == KILL) {
+            h_sleep_ms(200);
+            kill(redis, SIGKILL);
+            h_kill(redis);
+        }
+        for (int i = 0; i < N; i++) {
+            char body[64];
+            int st = http_response(fds[i], body, sizeof body, H_WAIT_MS);
+            if (st == 200)
+                got[r][0]++;
+            else if (st == 502)
+                got[r][1]++;
+            else
+                fail_msg("round %d, client %d: no answer (%d)", r, i, st);
+        }
+    }
+    int before = 0, down = 0, after = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        if (r < KILL)
+            before += got[r][0];
+        else if (r > KILL && r < BACK)
+            down += got[r][1];
+        else if (r > BACK)
+            after += got[r][0];
+    }
+    print_message("200s before the kill %d/%d; at the kill %d 200s, %d 502s; while down "
+                  "502s %d/%d; as it came back %d 200s, %d 502s; after %d/%d\n",
+                  before, KILL * N, got[KILL][0], got[KILL][1], down,
+                  (BACK - KILL - 1) * N, got[BACK][0], got[BACK][1], after,
+                  (ROUNDS - BACK - 1) * N);
+    assert_int_equal(before, KILL * N);
+    assert_int_equal(got[KILL][1], N);  /* in flight when it died */
+    assert_int_equal(down, (BACK - KILL - 1) * N);
+    assert_int_equal(got[ROUNDS - 1][0], N);
+    assert_true(h_log_wait(&s, target, H_WAIT_MS));   /* said, once a second at most */
+    /* the counter restarted with the new redis-server: it counts the
+     * 200s since */
+    int since = 0;
+    for (int r = BACK; r < ROUNDS; r++)
+        since += got[r][0];
+    assert_int_equal(redis_cli(rport, "GET", "hits"), since);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    h_finish(&s, NULL);
+    h_kill(redis);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -517,6 +761,8 @@ int main(void)
         cmocka_unit_test(test_proxy_http),
         cmocka_unit_test(test_proxy_backpressure),
         cmocka_unit_test(test_echo_seq),
+        cmocka_unit_test(test_hits),
+        cmocka_unit_test(test_hits_redis_down),
     };
     return cmocka_run_group_tests_name("examples", tests, NULL, NULL);
 }
