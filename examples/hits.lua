@@ -19,7 +19,9 @@ port = tonumber(port)
 
 local MAX_HEAD = 8192        -- request line and headers; 431 beyond
 local MAX_BODY = 65536       -- a body nobody reads is still read, up to this; 413 beyond
-local REDIS = { timeout = 2, pool_size = 32, idle = 60 }
+-- A pool smaller than the number of clients waiting on Redis at once
+-- makes connections churn: each one given back beyond it closes another.
+local REDIS = { timeout = 2, pool_size = 64, idle = 60 }
 
 local find, sub, lower, match, format = string.find, string.sub, string.lower, string.match,
   string.format

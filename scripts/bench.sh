@@ -9,7 +9,7 @@
 # the versions and the exact commands; the rest of that file is prose.
 #
 # usage: scripts/bench.sh    settings from the environment, with their defaults:
-#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 ONLY="echo http redis churn idle"
+#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 ONLY="echo http hits redis churn idle"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +17,7 @@ ROUNDS=${ROUNDS:-5}          # alternating rounds; medians are reported
 SECS=${SECS:-3}              # seconds per echo measurement, after 1 s of warm-up
 WRK_SECS=${WRK_SECS:-10}     # seconds per wrk measurement
 IDLE_CONNS=${IDLE_CONNS:-10000}
-ONLY=${ONLY:-echo http redis churn idle}   # which workloads
+ONLY=${ONLY:-echo http hits redis churn idle}   # which workloads
 OUT=${OUT:-BENCHMARKS.md}
 SCPU=0 CCPU=1                # server core, client core
 PORT=17300
@@ -38,7 +38,8 @@ stop() {
   wait "$pid" 2>/dev/null || true
   pid=
 }
-trap 'stop; rm -rf "$work"' EXIT
+rpid=                        # the redis-server behind the hits workload
+trap 'stop; [ -z "$rpid" ] || kill "$rpid" 2>/dev/null; rm -rf "$work"' EXIT
 
 note_cmd() { # remember a command line once (a file: clients run in $(...))
   local w c=
@@ -226,6 +227,51 @@ bench_redis() {
   done
 }
 
+# 3b. HTTP in front of Redis: examples/hits.lua against nginx with
+# lua-nginx-module doing the same (tests/bench/nginx_hits.conf), both
+# through a keepalive pool to one redis-server, which runs on the client
+# core. Every response is checked: the counter in Redis must match the
+# 200s wrk counted, give or take the requests in flight when it stopped.
+start_hits() { # start_hits moonring|nginx REDIS_PORT
+  if [ "$1" = moonring ]; then
+    start ./moonring -p '$PORT' --log-level warn examples/hits.lua "127.0.0.1:$2"
+  else
+    mkdir -p "$work/nginx/logs"
+    sed "s|@MODS@|/usr/lib/nginx/modules|; s|@WORK@|$work/nginx|; s|@PORT@|$((PORT + 1))|; s|@REDIS@|$2|" \
+      tests/bench/nginx_hits.conf >"$work/nginx/hits.conf"
+    start nginx -p "$work/nginx" -c "$work/nginx/hits.conf"
+  fi
+}
+bench_hits() {
+  local servers=(moonring) r s out spid t0 n got rport=$((PORT + 5000))
+  [ $have_nginx = 1 ] && servers+=(nginx)
+  note_cmd taskset -c $CCPU redis-server --port "$rport" --save '' --appendonly no
+  taskset -c $CCPU redis-server --port "$rport" --bind 127.0.0.1 --save '' \
+    --appendonly no --logfile '' >>"$log" 2>&1 & rpid=$!
+  for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  for r in $(seq "$ROUNDS"); do
+    for s in $(rotate "$r" "${servers[@]}"); do
+      redis-cli -p "$rport" del hits >/dev/null
+      start_hits "$s" "$rport"
+      spid=$pid
+      [ "$s" = moonring ] || spid=$(nginx_worker)
+      t0=$(ticks "$spid")
+      out=$(client wrk -t1 -c50 -d"${WRK_SECS}s" 'http://127.0.0.1:$PORT/')
+      n=$(awk '/requests in/ {print $1}' <<<"$out")
+      got=$(redis-cli -p "$rport" get hits)
+      if grep -q "Non-2xx\|Socket errors" <<<"$out" || [ "${got:-0}" -lt "$n" ] ||
+         [ "$got" -gt $((n + 50)) ]; then
+        echo "bench: hits $s: $n responses, counter $got: $out" >&2; exit 1
+      fi
+      record "hits.$s.rps" "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+      record "hits.$s.cpu" "$(cpu_per_req "$spid" "$t0" "$n")"
+      stop
+    done
+    echo "bench: hits round $r of $ROUNDS done" >&2
+  done
+  kill "$rpid"; wait "$rpid" 2>/dev/null || true; rpid=
+}
+
 # 4. Churn: 1,000 short-lived clients, 50 at a time; the server's
 # syscalls counted by strace (scripts/syscalls.sh).
 bench_churn() {
@@ -318,6 +364,18 @@ table_seq() {
     r=$(ratio "$q" "$m"); w=$([ $l = 4k ] && echo - || echo 0.9)
     echo "| $l | $(k "$q") | $(k "$m") | $r | $w | $([ $w = - ] && echo - || meets "$r" '>=' "$w") | $(median "echo.$l.moonring-seq.cpu") | $(median "echo.$l.moonring.cpu") |"
   done
+}
+
+table_hits() {
+  local m n rr rc
+  m=$(median hits.moonring.rps); n=$(median hits.nginx.rps)
+  rr=$(ratio "$m" "$n"); rc=$(ratio "$(median hits.moonring.cpu)" "$(median hits.nginx.cpu)")
+  echo "**HTTP in front of Redis**, \`wrk -t1 -c50 -d${WRK_SECS}s\`: \`examples/hits.lua\` against nginx + lua-nginx-module (\`tests/bench/nginx_hits.conf\`), both INCR through a keepalive pool (requests/s; server CPU µs per request)"
+  echo
+  echo "| | moonring | nginx-lua | moonring ÷ nginx | target | met |"
+  echo "|---|---|---|---|---|---|"
+  echo "| requests/s | $(k "$m") | $(k "$n") | $rr | ≥ 1.2 | $(meets "$rr" '>=' 1.2) |"
+  echo "| CPU µs per request | $(median hits.moonring.cpu) | $(median hits.nginx.cpu) | $rc | ≤ 0.8 | $(meets "$rc" '<=' 0.8) |"
 }
 
 table_http() {
@@ -413,7 +471,7 @@ about() { # the machine, the versions, the commands
 }
 
 report() {
-  table_echo; echo; table_seq; echo; table_http; echo; table_redis; echo
+  table_echo; echo; table_seq; echo; table_http; echo; table_hits; echo; table_redis; echo
   table_churn; echo; table_idle; echo; about
 }
 
