@@ -68,7 +68,7 @@ $(BUILD)/libmoonring.a: $(ALL_OBJ)
 # The core's own tests see the core alone, and link with it alone.
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 INTEG_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
-CORE_TESTS  := $(addprefix $(BUILD)/tests/test_,bufring conn core sendq timer ud)
+CORE_TESTS  := $(addprefix $(BUILD)/tests/test_,bufring conn core resolv sendq timer ud)
 TEST_CFLAGS := $(CFLAGS) -Itests/integration
 TEST_LIBS   := -lcmocka -lpthread
 
@@ -117,6 +117,7 @@ FUZZ_HARNESSES := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_SRC_fuzz_sendq := src/core/sendq.c
 FUZZ_SRC_fuzz_cli   := src/server/cli.c src/core/log.c
 FUZZ_SRC_fuzz_watch := src/server/watch.c
+FUZZ_SRC_fuzz_resolv := src/core/dns.c
 REPLAYERS := $(FUZZ_HARNESSES:%=$(BUILD)/replay/%)
 REPLAY_FLAGS := -g -O1 -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc/core -Isrc/server \
                 -fsanitize=address,undefined -fno-sanitize-recover=undefined

@@ -80,6 +80,7 @@ void core_destroy(struct core *k)
     /* the ring first: after it, the kernel holds no send or receive
      * buffer of ours, even of connections a shutdown timeout cut off */
     loop_destroy(&k->loop);
+    resolv_free(k); /* its receive buffers were the kernel's until now */
     for (uint32_t i = 0; k->conns.c && i < k->conns.used_hi; i++) {
         struct conn *c = &k->conns.c[i];
         if (c->state != CONN_FREE && c->tp)
@@ -183,6 +184,8 @@ static void run_timers(struct core *k)
     while (timer_pop_due(&k->timers, k->now, &e)) {
         if (e.kind == TIMER_IDLE)
             conn_io_idle_check(k, e.key);
+        else if (e.kind == TIMER_RESOLV)
+            resolv_on_timer(k, e.key);
         else
             k->ev->timer(k->ev_ctx, e.key, e.due);
     }

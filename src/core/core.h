@@ -32,6 +32,7 @@
 #include <time.h>
 
 struct core;
+struct resolver;
 
 /* What the core reports, each with the ctx given to core_set_events. A
  * connection's events come in this order: opened or connected, then any
@@ -63,9 +64,9 @@ struct core_events {
 };
 
 /* An operation on the ring that is not a connection's (a signal read, a
- * timeout; later a file read or a name lookup): whoever submits it embeds
- * a core_op and gets its completion in done. The op must stay valid
- * until then. */
+ * timeout, a name lookup's datagrams; later a file read): whoever
+ * submits it embeds a core_op and gets its completion in done. The op
+ * must stay valid until then. */
 struct core_op;
 typedef void (*core_op_fn)(struct core *k, struct core_op *op,
                            const struct io_uring_cqe *cqe);
@@ -119,6 +120,7 @@ struct core {
 
     struct slotvec rearm;      /* connections whose receive must be re-armed */
     bool stopping;             /* core_shutdown ran: no new connections */
+    struct resolver *resolv;   /* name lookups (resolv.h): made by the first */
 };
 
 /* Set up the ring, buffers and connection table. Returns 0, or -1 with

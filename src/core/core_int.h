@@ -28,4 +28,9 @@ void listener_on_accept(struct core *k, unsigned i, struct io_uring_cqe *cqe);
 void listener_on_retry(struct core *k);
 void listener_stop_all(struct core *k);
 
+/* resolv.c: its timers' entries (TIMER_RESOLV), and its state, freed
+ * once the ring is gone */
+void resolv_on_timer(struct core *k, uint64_t key);
+void resolv_free(struct core *k);
+
 #endif

@@ -11,11 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum timer_kind { TIMER_USER = 1, TIMER_IDLE }; /* the layer above's, the core's own */
+/* the layer above's; the core's own: idle timeouts, the resolver's */
+enum timer_kind { TIMER_USER = 1, TIMER_IDLE, TIMER_RESOLV };
 
 struct timer_entry {
     uint64_t due;          /* monotonic ns */
-    uint64_t key;          /* TIMER_USER: its owner's key; TIMER_IDLE: slot << 32 | gen */
+    uint64_t key;          /* TIMER_USER: its owner's key; TIMER_IDLE: slot << 32 | gen;
+                              TIMER_RESOLV: the resolver's (resolv.c) */
     uint32_t kind;
 };
 
