@@ -258,6 +258,10 @@ static void start_send(struct core *k, struct conn *c)
  * operations tell us when the slot is free. */
 static void submit_close(struct core *k, struct conn *c)
 {
+    if (c->fd < 0) { /* never had a socket: closed before it connected */
+        c->flags |= CF_CLOSE_SENT | CF_CLOSED;
+        return;
+    }
     bool busy = (c->flags & (CF_RECV_ARMED | CF_CONNECT_OUT)) ||
                 sendq_busy(&c->q);
     uint64_t cancel_ud = ud_make(OP_CANCEL, c->gen, c->slot);

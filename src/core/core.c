@@ -239,32 +239,58 @@ void core_finish(struct core *k)
     io_uring_get_events(&k->loop.ring);
 }
 
-int core_connect(struct core *k, const struct sockaddr *addr, socklen_t len,
-                 struct transport_conn *tp, struct conn **out)
+int core_connect_new(struct core *k, struct transport_conn *tp,
+                     struct conn **out)
 {
     if (k->stopping)
         return -ESHUTDOWN;
-    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    void *copy = malloc(len);
-    struct conn *c = copy ? conn_alloc(&k->conns, fd) : NULL;
-    if (!c) {
-        close(fd);
-        free(copy);
-        return copy ? -ENOSPC : -ENOMEM;
+    struct conn *c = conn_alloc(&k->conns, -1);
+    if (!c)
+        return -ENOSPC;
+    c->state = CONN_CONNECTING;
+    c->origin = CONN_OUTBOUND;
+    c->flags |= CF_KNOWN;
+    c->tp = tp;
+    c->active = k->now;
+    *out = c;
+    return 0;
+}
+
+int core_connect_to(struct core *k, struct conn *c, const struct sockaddr *addr,
+                    socklen_t len)
+{
+    int fd = c->state == CONN_CONNECTING && c->fd < 0
+        ? socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1;
+    void *copy = fd >= 0 ? malloc(len) : NULL;
+    if (!copy) {
+        int err = fd >= 0 ? -ENOMEM : c->state != CONN_CONNECTING ? -EPIPE : -errno;
+        if (fd >= 0)
+            close(fd);
+        c->err = err;
+        conn_close(&k->conns, c, REASON_ERROR, true);
+        return err;
     }
     if (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     memcpy(copy, addr, len);
-    c->state = CONN_CONNECTING;
-    c->origin = CONN_OUTBOUND;
-    c->flags |= CF_KNOWN;
-    c->tp = tp;
-    c->active = k->now;
+    c->fd = fd;
     conn_io_connect(k, c, copy, len);
-    *out = c;
     return 0;
+}
+
+int core_connect(struct core *k, const struct sockaddr *addr, socklen_t len,
+                 struct transport_conn *tp, struct conn **out)
+{
+    int ret = core_connect_new(k, tp, out);
+    if (ret)
+        return ret;
+    ret = core_connect_to(k, *out, addr, len);
+    if (ret) { /* the caller hears of it from here, not by an event */
+        (*out)->tp = NULL; /* stays the caller's */
+        (*out)->flags &= ~CF_KNOWN;
+        *out = NULL;
+    }
+    return ret;
 }

@@ -173,6 +173,16 @@ int core_timer_add(struct core *k, uint64_t due, uint64_t key);
 int core_connect(struct core *k, const struct sockaddr *addr, socklen_t len,
                  struct transport_conn *tp, struct conn **out);
 
+/* The same in two steps, for when the address comes later (a name being
+ * looked up): core_connect_new makes the connection, CONNECTING with no
+ * socket yet, known to the handler and able to queue what it is sent;
+ * core_connect_to connects it to addr. If that fails (or c was closed
+ * meanwhile), c is closed with c->err set, and the error returned. */
+int core_connect_new(struct core *k, struct transport_conn *tp,
+                     struct conn **out);
+int core_connect_to(struct core *k, struct conn *c, const struct sockaddr *addr,
+                    socklen_t len);
+
 /* Queue bytes for c's socket, bypassing the transport (the transport's
  * own way out). Returns 0, -EPIPE once closing, or -ENOMEM. */
 static inline int core_queue(struct core *k, struct conn *c, const void *p,

@@ -4,6 +4,7 @@
  * only. */
 #include "log.h"
 #include "lua_sock.h"
+#include "resolv.h"
 
 #include <string.h>
 
@@ -92,7 +93,8 @@ static void ev_closed(void *ctx, struct conn *c)
         lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);
         lua_pushstring(L, conn_reason_name((enum conn_reason)c->reason));
         if (c->err)
-            lua_pushstring(L, strerror(-c->err));
+            lua_pushstring(L, c->user & LC_LOOKUP ? resolv_strerror(c->err)
+                                                  : strerror(-c->err));
         else
             lua_pushnil(L);
         call(h, c, "on_close", 3);

@@ -77,6 +77,7 @@ struct lua_host {
 /* Bits of conn.user */
 #define LC_OWN_HANDLERS 1  /* outbound: handlers of its own, not the script's */
 #define LC_SOCK         2  /* run by a connection function, as a socket */
+#define LC_LOOKUP       4  /* c->err is a name lookup's (resolv_strerror) */
 
 /* lua_conn.c */
 void lua_conn_register(lua_State *L, struct lua_host *h);

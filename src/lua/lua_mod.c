@@ -3,7 +3,6 @@
 #include "lua_sock.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -212,21 +211,13 @@ static int l_connect(lua_State *L)
     if (h->k->stopping)
         return fail2(L, "shutting down");
 
-    char service[8];
-    snprintf(service, sizeof service, "%d", port);
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-    struct addrinfo *ai;
-    int gai = getaddrinfo(host, service, &hints, &ai);
-    if (gai)
-        return fail2(L, gai_strerror(gai));
     struct conn *c;
-    int ret = core_connect(h->k, ai->ai_addr, ai->ai_addrlen, NULL, &c);
-    freeaddrinfo(ai);
+    int ret = core_connect_new(h->k, NULL, &c);
     if (ret)
-        return fail2(L, ret == -ENOSPC ? "too many connections"
-                      : ret == -ENOMEM ? "out of memory" : strerror(-ret));
+        return fail2(L, ret == -ENOSPC ? "too many connections" : strerror(-ret));
     lua_conn_push_new(L, c, UV_CONNS);
     lua_conn_set_handlers(L, c, lua_gettop(L), 3);
+    lua_tcp_connect_to(h, c, host, port); /* a failure goes to on_close */
     return 1;
 }
 

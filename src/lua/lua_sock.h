@@ -59,5 +59,10 @@ void lua_tcp_connected(struct lua_host *h, struct conn *c);
  * waits for the connect, drop it from the pool. */
 void lua_tcp_closed(struct lua_host *h, struct lua_sock *s);
 void lua_tcp_timer(struct lua_host *h, struct lua_sock *s, uint64_t now);
+/* Connect c (from core_connect_new) to host:port, looking a name up on
+ * the ring first; a failure closes c, with c->err (LC_LOOKUP when it
+ * is the lookup's: a resolv.h error). */
+void lua_tcp_connect_to(struct lua_host *h, struct conn *c, const char *host,
+                        int port);
 
 #endif

@@ -10,10 +10,10 @@
  * most recently returned last. */
 #include "lua_sock.h"
 #include "log.h"
+#include "resolv.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,10 +69,9 @@ static bool take_pooled(struct lua_host *h, lua_State *L, const char *key)
     return false;
 }
 
-/* host as an address now: a literal or "localhost" never blocks; any
- * other name goes to the system's resolver. */
-static int address(const char *host, int port, struct sockaddr_storage *ss,
-                   socklen_t *len, const char **err)
+/* host as an address, if it is a literal one (or localhost): no lookup. */
+static bool literal(const char *host, int port, struct sockaddr_storage *ss,
+                    socklen_t *len)
 {
     struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
@@ -83,32 +82,108 @@ static int address(const char *host, int port, struct sockaddr_storage *ss,
         v4->sin_family = AF_INET;
         v4->sin_port = htons((uint16_t)port);
         *len = sizeof *v4;
-        return 0;
+        return true;
     }
     if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
         v6->sin6_family = AF_INET6;
         v6->sin6_port = htons((uint16_t)port);
         *len = sizeof *v6;
-        return 0;
+        return true;
     }
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai;
-    int gai = getaddrinfo(host, NULL, &hints, &ai);
-    if (gai) {
-        *err = gai_strerror(gai);
-        return -1;
-    }
-    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
-    *len = ai->ai_addrlen;
-    freeaddrinfo(ai);
+    return false;
+}
+
+static void set_port(struct sockaddr_storage *ss, int port)
+{
     if (ss->ss_family == AF_INET6)
-        v6->sin6_port = htons((uint16_t)port);
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
     else
-        v4->sin_port = htons((uint16_t)port);
-    return 0;
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+}
+
+/* Start the connect for co, which waits: its socket is made now, on the
+ * main stack, and handed to co when it is connected. Returns NULL, or
+ * why it could not start. */
+static const char *start_connect(struct lua_host *h, lua_State *co,
+                                 const struct sockaddr_storage *ss,
+                                 socklen_t len, const char *key,
+                                 double timeout)
+{
+    struct conn *c;
+    int ret = core_connect(h->k, (const struct sockaddr *)ss, len, NULL, &c);
+    if (ret)
+        return ret == -ENOSPC ? "too many connections"
+             : ret == -ESHUTDOWN ? "shutting down" : strerror(-ret);
+    struct lua_sock *s = lua_sock_push(h, h->L, c, LS_CONNS);
+    if (s)
+        lua_pop(h->L, 1); /* it waits in conns[slot + 1] */
+    if (!s || !(s->pool_key = strdup(key))) {
+        core_close(h->k, c, REASON_ERROR, true);
+        return "out of memory";
+    }
+    s->connecting = co;
+    if (timeout > 0) {
+        s->cdeadline = h->k->now + (uint64_t)(timeout * 1e9);
+        lua_sock_queue_timer(h, s, s->cdeadline);
+    }
+    return NULL;
+}
+
+/* A name being looked up for a coroutine that waits. */
+struct lookup {
+    struct lua_host *h;
+    lua_State *co;
+    int port;                  /* 0: mr.resolve, else mr.tcp's */
+    double timeout;
+    char key[320];
+};
+
+static void fail_co(struct lua_host *h, lua_State *co, const char *err)
+{
+    lua_pushnil(co);
+    lua_pushstring(co, err);
+    lua_co_resume(h, co, 2);
+}
+
+static void tcp_resolved(struct core *k, void *ctx, int err,
+                         const struct resolv_result *r)
+{
+    struct lookup *q = ctx;
+    struct lua_host *h = q->h;
+    (void)k;
+    if (err) {
+        fail_co(h, q->co, resolv_strerror(err));
+    } else {
+        struct sockaddr_storage ss = r->addr[0];
+        set_port(&ss, q->port);
+        const char *why = start_connect(h, q->co, &ss, r->len[0], q->key,
+                                        q->timeout);
+        if (why)
+            fail_co(h, q->co, why);
+    }
+    free(q);
+}
+
+/* Look name up for the coroutine L, which then waits; fn gets q. */
+static int wait_lookup(lua_State *L, struct lua_host *h, const char *name,
+                       int port, double timeout, const char *key, resolv_fn fn)
+{
+    struct lookup *q = calloc(1, sizeof *q);
+    if (!q)
+        return lua_sock_fail(L, "out of memory");
+    *q = (struct lookup){ .h = h, .co = L, .port = port, .timeout = timeout };
+    snprintf(q->key, sizeof q->key, "%s", key);
+    int ret = core_resolve(h->k, name, fn, q);
+    if (ret) {
+        free(q);
+        return lua_sock_fail(L, resolv_strerror(ret));
+    }
+    return lua_yield(L, 0);
 }
 
 /* mr.tcp(host, port [, opts]): a connected socket, waiting until it is.
- * opts.timeout bounds the connect (seconds, 10 at most). */
+ * opts.timeout bounds the connect (seconds, 10 at most). A name is
+ * looked up on the ring first. */
 static int l_tcp(lua_State *L)
 {
     struct lua_host *h = HOST(L);
@@ -132,25 +207,99 @@ static int l_tcp(lua_State *L)
         return 1;
     struct sockaddr_storage ss;
     socklen_t len;
-    const char *err;
-    if (address(host, port, &ss, &len, &err))
-        return lua_sock_fail(L, err);
-    struct conn *c;
-    int ret = core_connect(h->k, (struct sockaddr *)&ss, len, NULL, &c);
-    if (ret)
-        return lua_sock_fail(L, ret == -ENOSPC ? "too many connections"
-                                : ret == -ESHUTDOWN ? "shutting down" : strerror(-ret));
-    struct lua_sock *s = lua_sock_push(h, L, c, UV_CONNS);
-    if (!s || !(s->pool_key = strdup(key))) {
-        core_close(h->k, c, REASON_ERROR, true);
-        return lua_sock_fail(L, "out of memory");
-    }
-    s->connecting = L;
-    if (timeout > 0) {
-        s->cdeadline = h->k->now + (uint64_t)(timeout * 1e9);
-        lua_sock_queue_timer(h, s, s->cdeadline);
-    }
+    if (!literal(host, port, &ss, &len))
+        return wait_lookup(L, h, host, port, timeout, key, tcp_resolved);
+    const char *why = start_connect(h, L, &ss, len, key, timeout);
+    if (why)
+        return lua_sock_fail(L, why);
     return lua_yield(L, 0);
+}
+
+static void resolved(struct core *k, void *ctx, int err,
+                     const struct resolv_result *r)
+{
+    struct lookup *q = ctx;
+    (void)k;
+    if (err) {
+        fail_co(q->h, q->co, resolv_strerror(err));
+    } else {
+        lua_State *co = q->co;
+        lua_createtable(co, r->count, 0);
+        for (int i = 0; i < r->count; i++) {
+            char text[64];
+            const struct sockaddr_storage *a = &r->addr[i];
+            const void *bytes = a->ss_family == AF_INET6
+                ? (const void *)&((const struct sockaddr_in6 *)a)->sin6_addr
+                : (const void *)&((const struct sockaddr_in *)a)->sin_addr;
+            inet_ntop(a->ss_family, bytes, text, sizeof text);
+            lua_pushstring(co, text);
+            lua_rawseti(co, -2, i + 1);
+        }
+        lua_co_resume(q->h, co, 1);
+    }
+    free(q);
+}
+
+/* The lookup for mr.connect's connection: it may have closed meanwhile. */
+struct pending {
+    struct lua_host *h;
+    uint32_t slot, gen;
+    int port;
+};
+
+static void connect_resolved(struct core *k, void *ctx, int err,
+                             const struct resolv_result *r)
+{
+    struct pending *q = ctx;
+    struct conn *c = conn_get(&k->conns, q->slot, q->gen);
+    if (c && c->state == CONN_CONNECTING) {
+        if (err) {
+            c->err = err;
+            c->user |= LC_LOOKUP;
+            core_close(k, c, REASON_ERROR, true);
+        } else {
+            struct sockaddr_storage ss = r->addr[0];
+            set_port(&ss, q->port);
+            core_connect_to(k, c, (struct sockaddr *)&ss, r->len[0]);
+        }
+    }
+    free(q);
+}
+
+void lua_tcp_connect_to(struct lua_host *h, struct conn *c, const char *host,
+                        int port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (literal(host, port, &ss, &len)) {
+        core_connect_to(h->k, c, (struct sockaddr *)&ss, len);
+        return;
+    }
+    struct pending *q = malloc(sizeof *q);
+    int ret = q ? 0 : -ENOMEM;
+    if (q) {
+        *q = (struct pending){ .h = h, .slot = c->slot, .gen = c->gen, .port = port };
+        ret = core_resolve(h->k, host, connect_resolved, q);
+    }
+    if (ret) {
+        free(q);
+        c->err = ret;
+        c->user |= LC_LOOKUP;
+        core_close(h->k, c, REASON_ERROR, true);
+    }
+}
+
+/* mr.resolve(name): its addresses, IPv4 first ({ "127.0.0.1", ... }),
+ * or nil and why; looked up on the ring (resolv.h), never blocking. */
+static int l_resolve(lua_State *L)
+{
+    struct lua_host *h = HOST(L);
+    const char *name = luaL_checkstring(L, 1);
+    if (!h->k)
+        return luaL_error(L, "mr.resolve works once the server runs: at load "
+                             "time, wrap the code in mr.spawn");
+    lua_co_check(L, h, "mr.resolve");
+    return wait_lookup(L, h, name, 0, 0, "", resolved);
 }
 
 void lua_tcp_connected(struct lua_host *h, struct conn *c)
@@ -284,6 +433,9 @@ void lua_tcp_register(lua_State *L, struct lua_host *h)
     lua_pushvalue(L, LS_CONNS);
     lua_pushcclosure(L, l_tcp, 2);
     lua_setfield(L, -2, "tcp");
+    lua_pushlightuserdata(L, h);
+    lua_pushcclosure(L, l_resolve, 1);
+    lua_setfield(L, -2, "resolve");
 
     luaL_getmetatable(L, SOCK_MT);
     lua_getfield(L, -1, "__index");

@@ -502,6 +502,113 @@ static void test_tcp_pool(void **state)
     h_kill(redis);
 }
 
+static int count_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    int n = 0, ch;
+    while (f && (ch = fgetc(f)) != EOF)
+        n += ch == '\n';
+    if (f)
+        fclose(f);
+    return n;
+}
+
+static const char resolve_lua[] =
+    "local mr = require 'moonring'\n"
+    "return function(sock)\n"
+    "  while true do\n"
+    "    local line = sock:receive('*l')\n"
+    "    if not line then return end\n"
+    "    local what, name, port = line:match('^(%a+) (%S+) ?(%d*)$')\n"
+    "    if what == 'resolve' then\n"
+    "      local addrs, err = mr.resolve(name)\n"
+    "      sock:send(addrs and table.concat(addrs, ' ') or 'nil ' .. err, '\\n')\n"
+    "    elseif what == 'connect' then\n"
+    "      mr.connect(name, tonumber(port), {\n"
+    "        on_open = function(up) sock:send('connect open\\n') up:close() end,\n"
+    "        on_data = function() end,\n"
+    "        on_close = function(up, why, detail)\n"
+    "          if why ~= 'closed' then sock:send('connect ', why, ' ', detail, '\\n') end\n"
+    "        end })\n"
+    "    else\n"
+    "      local up, err = mr.tcp(name, tonumber(port))\n"
+    "      if not up then sock:send('nil ', err, '\\n') else\n"
+    "        sock:send('tcp ', up:receive('*l'), '\\n')\n"
+    "        up:close()\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n";
+
+/* Names looked up on the ring, against a DNS responder of the test's
+ * own: A and AAAA, NXDOMAIN, the hosts file, the cache, a nameserver
+ * that does not answer, and mr.tcp to a name. */
+static void test_resolve(void **state)
+{
+    (void)state;
+    char *first = h_write_file(NULL, "x", "");
+    char *dir = h_dirname(first);
+    free(first);
+    char conf[512], hosts[512], log[512], port[16];
+    int dport = h_free_port();
+    snprintf(port, sizeof port, "%d", dport);
+    snprintf(log, sizeof log, "%s/queries", dir);
+    char text[128];
+    snprintf(text, sizeof text, "nameserver 127.0.0.1:%d\noptions timeout:1 attempts:1\n", dport);
+    snprintf(conf, sizeof conf, "%s", h_write_file(dir, "resolv.conf", text));
+    snprintf(hosts, sizeof hosts, "%s", h_write_file(dir, "hosts", "127.0.0.9 fromhosts.test\n"));
+    const char *dns[] = { "python3", "tests/clients/dns_responder.py", port, log, NULL };
+    pid_t responder = h_spawn(dns);
+    for (int i = 0; i < 500 && access(log, F_OK); i++)
+        h_sleep_ms(20);
+    setenv("MOONRING_RESOLV_CONF", conf, 1);
+    setenv("MOONRING_HOSTS", hosts, 1);
+    struct h_server s;
+    char *path = h_serve(&s, resolve_lua, NULL, NULL);
+    unsetenv("MOONRING_RESOLV_CONF");
+    unsetenv("MOONRING_HOSTS");
+    int fd = h_connect(s.port, false);
+    h_send_all(fd, "resolve svc.test\n", 17);
+    expect_line(fd, "127.0.0.1 ::1");
+    int asked = count_lines(log);
+    assert_int_equal(asked, 2);                   /* A and AAAA, together */
+    h_send_all(fd, "resolve svc.test\n", 17);
+    expect_line(fd, "127.0.0.1 ::1");
+    assert_int_equal(count_lines(log), asked);    /* from the cache */
+    h_send_all(fd, "resolve nope.test\n", 18);
+    expect_line(fd, "nil no such name");
+    h_send_all(fd, "resolve fromhosts.test\n", 23);
+    expect_line(fd, "127.0.0.9");
+    h_send_all(fd, "resolve slow.test\n", 18);
+    expect_line(fd, "nil resolver timed out");
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    socklen_t sl = sizeof sa;
+    getsockname(lfd, (struct sockaddr *)&sa, &sl);
+    char req[64];
+    int n = snprintf(req, sizeof req, "tcp svc.test %d\n", ntohs(sa.sin_port));
+    h_send_all(fd, req, (size_t)n);
+    int up = accept(lfd, NULL, NULL);
+    assert_true(up >= 0);
+    h_send_all(up, "hi\n", 3);
+    expect_line(fd, "tcp hi");
+    close(up);
+    /* mr.connect, the callback way, looks names up on the ring too */
+    n = snprintf(req, sizeof req, "connect svc.test %d\n", ntohs(sa.sin_port));
+    h_send_all(fd, req, (size_t)n);
+    expect_line(fd, "connect open");
+    h_send_all(fd, "connect nope.test 9\n", 20);
+    expect_line(fd, "connect error no such name");
+    close(lfd);
+    close(fd);
+    h_finish(&s, path);
+    h_kill(responder);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -518,6 +625,7 @@ int main(void)
         cmocka_unit_test(test_line_limit),
         cmocka_unit_test(test_many),
         cmocka_unit_test(test_tcp_pool),
+        cmocka_unit_test(test_resolve),
     };
     return cmocka_run_group_tests_name("sock", tests, NULL, NULL);
 }
