@@ -171,7 +171,8 @@ static int l_sleep(lua_State *L)
                              "time, wrap the code in mr.spawn");
     lua_co_check(L, h, "mr.sleep");
     uint64_t id = h->next_wait_id++;
-    if (core_timer_add(h->k, h->k->now + (uint64_t)(sec * 1e9), KEY_SLEEP | id))
+    /* from now, not from when this turn began: a sleep never ends early */
+    if (core_timer_add(h->k, timer_now() + (uint64_t)(sec * 1e9), KEY_SLEEP | id))
         return luaL_error(L, "out of memory");
     push_ref(L, h->waits_ref);
     lua_pushthread(L);
