@@ -604,3 +604,26 @@ long h_rss_kib(pid_t pid)
     fclose(f);
     return rss;
 }
+
+pid_t h_redis(int port)
+{
+    char rp[16];
+    snprintf(rp, sizeof rp, "%d", port);
+    const char *rs[] = { "redis-server", "--port", rp, "--bind", "127.0.0.1",
+                         "--save", "", "--appendonly", "no", NULL };
+    pid_t pid = h_spawn(rs);
+    assert_true(h_wait_port(port, H_WAIT_MS));
+    return pid;
+}
+
+long h_redis_info(int port, const char *field)
+{
+    char p[16], *out;
+    snprintf(p, sizeof p, "%d", port);
+    const char *argv[] = { "redis-cli", "-p", p, "INFO", NULL };
+    assert_int_equal(h_exec(argv, NULL, &out, H_WAIT_MS, false), 0);
+    char *at = strstr(out, field);
+    long v = at ? atol(at + strlen(field) + 1) : -1;
+    free(out);
+    return v;
+}

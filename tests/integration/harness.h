@@ -72,6 +72,13 @@ int h_exec(const char *const *argv, const char *input, char **out, int ms,
 pid_t h_spawn(const char *const *argv);
 void h_kill(pid_t pid);
 
+/* A redis-server of the test's own on 127.0.0.1:port, persistence off,
+ * accepting when this returns; stop it with h_kill. */
+pid_t h_redis(int port);
+
+/* A numeric field of that redis-server's INFO, -1 when absent. */
+long h_redis_info(int port, const char *field);
+
 /* Wait until something accepts on 127.0.0.1:port (true) or ms pass. */
 bool h_wait_port(int port, int ms);
 

@@ -383,10 +383,7 @@ static void test_proxy_redis(void **state)
     int rport = h_free_port();
     char rp[16];
     snprintf(rp, sizeof rp, "%d", rport);
-    const char *rs[] = { "redis-server", "--port", rp, "--bind", "127.0.0.1",
-                         "--save", "", "--appendonly", "no", NULL };
-    pid_t redis = h_spawn(rs);
-    assert_true(h_wait_port(rport, H_WAIT_MS));
+    pid_t redis = h_redis(rport);
     char target[32];
     snprintf(target, sizeof target, "127.0.0.1:%d", rport);
     struct h_server s;
@@ -502,17 +499,6 @@ static void test_echo_seq(void **state)
     h_finish(&s, NULL);
 }
 
-static pid_t start_redis(int port)
-{
-    char rp[16];
-    snprintf(rp, sizeof rp, "%d", port);
-    const char *rs[] = { "redis-server", "--port", rp, "--bind", "127.0.0.1",
-                         "--save", "", "--appendonly", "no", NULL };
-    pid_t pid = h_spawn(rs);
-    assert_true(h_wait_port(port, H_WAIT_MS));
-    return pid;
-}
-
 /* redis-cli -p port ARGS... (one argument or two), its output as a number. */
 static long redis_cli(int port, const char *a1, const char *a2)
 {
@@ -525,19 +511,6 @@ static long redis_cli(int port, const char *a1, const char *a2)
     return v;
 }
 
-/* A field of redis-server's INFO, as a number. */
-static long redis_info(int port, const char *field)
-{
-    char p[16];
-    snprintf(p, sizeof p, "%d", port);
-    const char *argv[] = { "redis-cli", "-p", p, "INFO", NULL };
-    char *out = client(argv, NULL);
-    char *at = strstr(out, field);
-    long v = at ? atol(at + strlen(field) + 1) : -1;
-    free(out);
-    return v;
-}
-
 /* curl, python3's http.client and wrk against hits.lua and a real
  * redis-server: the counter in Redis is the number of 200 responses,
  * and no more backend connections were opened than requests were ever
@@ -546,12 +519,12 @@ static void test_hits(void **state)
 {
     (void)state;
     int rport = h_free_port();
-    pid_t redis = start_redis(rport);
+    pid_t redis = h_redis(rport);
     char target[32];
     snprintf(target, sizeof target, "127.0.0.1:%d", rport);
     struct h_server s;
     start_example(&s, "examples/hits.lua", target, NULL);
-    long conns = redis_info(rport, "total_connections_received");
+    long conns = h_redis_info(rport, "total_connections_received");
     int clis = 0;   /* redis-cli connections made since */
 
     const char *c1[] = { "curl", "-s", "-i", at(&s, "/"), NULL };
@@ -642,7 +615,7 @@ static void test_hits(void **state)
     assert_true(wrk_ok > 1000);
     assert_in_range(hits - ok, wrk_ok, wrk_ok + 10);
 
-    long opened = redis_info(rport, "total_connections_received") - conns - clis - 1;
+    long opened = h_redis_info(rport, "total_connections_received") - conns - clis - 1;
     print_message("backend connections opened: %ld\n", opened);
     assert_in_range(opened, 1, 10);
     h_finish(&s, NULL);
@@ -681,7 +654,7 @@ static void test_hits_redis_down(void **state)
     (void)state;
     enum { N = 10, ROUNDS = 60, KILL = 20, BACK = 40 };
     int rport = h_free_port();
-    pid_t redis = start_redis(rport);
+    pid_t redis = h_redis(rport);
     char target[32];
     snprintf(target, sizeof target, "127.0.0.1:%d", rport);
     struct h_server s;
@@ -693,7 +666,7 @@ static void test_hits_redis_down(void **state)
     int got[ROUNDS][2] = { { 0 } };    /* 200s and 502s per round */
     for (int r = 0; r < ROUNDS; r++) {
         if (r == BACK)
-            redis = start_redis(rport);
+            redis = h_redis(rport);
         if (r == KILL)                  /* so that the round's INCRs wait in it */
             kill(redis, SIGSTOP);
         for (int i = 0; i < N; i++)

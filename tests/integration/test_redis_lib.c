@@ -25,22 +25,11 @@ struct env {
     int fd;             /* a driver connection */
 };
 
-static pid_t start_redis(int port)
-{
-    char rp[16];
-    snprintf(rp, sizeof rp, "%d", port);
-    const char *rs[] = { "redis-server", "--port", rp, "--bind", "127.0.0.1",
-                         "--save", "", "--appendonly", "no", NULL };
-    pid_t pid = h_spawn(rs);
-    assert_true(h_wait_port(port, H_WAIT_MS));
-    return pid;
-}
-
 static void setup(struct env *e)
 {
     e->rport = h_free_port();
     snprintf(e->rp, sizeof e->rp, "%d", e->rport);
-    e->redis = start_redis(e->rport);
+    e->redis = h_redis(e->rport);
     const char *argv[] = { SCRIPT, e->rp, NULL };
     h_start(&e->s, argv);
     e->fd = h_connect(e->s.port, false);
@@ -66,19 +55,6 @@ static void expect(int fd, const char *line, const char *want)
     const char *got = ask(fd, line);
     if (strcmp(got, want))
         fail_msg("%s: got '%s', wanted '%s'", line, got, want);
-}
-
-/* A field of redis-server's INFO, as a number. */
-static long redis_info(int port, const char *field)
-{
-    char p[16], *out;
-    snprintf(p, sizeof p, "%d", port);
-    const char *argv[] = { "redis-cli", "-p", p, "INFO", NULL };
-    assert_int_equal(h_exec(argv, NULL, &out, H_WAIT_MS, false), 0);
-    char *at = strstr(out, field);
-    long v = at ? atol(at + strlen(field) + 1) : -1;
-    free(out);
-    return v;
 }
 
 #define NOT_INT "\"ERR value is not an integer or out of range\""
@@ -175,10 +151,10 @@ static void test_pool(void **state)
     (void)state;
     struct env e;
     setup(&e);
-    long before = redis_info(e.rport, "total_connections_received");
+    long before = h_redis_info(e.rport, "total_connections_received");
     expect(e.fd, "!pool 1000", "1000 999");
     /* one from the pool, one the INFO itself */
-    assert_int_equal(redis_info(e.rport, "total_connections_received") - before, 2);
+    assert_int_equal(h_redis_info(e.rport, "total_connections_received") - before, 2);
     teardown(&e);
 }
 
@@ -339,7 +315,7 @@ static void test_redis_down(void **state)
     close(b);
     h_sleep_ms(500);
     expect(e.fd, "GET k", "nil \"Connection refused\"");
-    e.redis = start_redis(e.rport);
+    e.redis = h_redis(e.rport);
     h_sleep_ms(300);
     got = ask(e.fd, "!stop");
     print_message("the loop: %s\n", got);

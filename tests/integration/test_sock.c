@@ -264,21 +264,13 @@ static void test_spawn_at_load(void **state)
     h_finish(&s, path);
 }
 
-static const char v1_lua[] =
+/* A function that answers each line with its version's name. */
+static const char version_lua[] =
     "return function(sock)\n"
     "  while true do\n"
     "    local l = sock:receive('*l')\n"
     "    if not l then return end\n"
-    "    sock:send('v1 ', l, '\\n')\n"
-    "  end\n"
-    "end\n";
-
-static const char v2_lua[] =
-    "return function(sock)\n"
-    "  while true do\n"
-    "    local l = sock:receive('*l')\n"
-    "    if not l then return end\n"
-    "    sock:send('v2 ', l, '\\n')\n"
+    "    sock:send('%s ', l, '\\n')\n"
     "  end\n"
     "end\n";
 
@@ -287,12 +279,15 @@ static const char v2_lua[] =
 static void test_reload(void **state)
 {
     (void)state;
+    char v1[256], v2[256];
+    snprintf(v1, sizeof v1, version_lua, "v1");
+    snprintf(v2, sizeof v2, version_lua, "v2");
     struct h_server s;
-    char *path = h_serve(&s, v1_lua, NULL, NULL);
+    char *path = h_serve(&s, v1, NULL, NULL);
     int old = h_connect(s.port, false);
     h_send_all(old, "a\n", 2);
     expect_line(old, "v1 a");
-    h_save(path, v2_lua, "rename");
+    h_save(path, v2, "rename");
     assert_true(h_log_wait(&s, "reloaded", H_WAIT_MS));
     int fresh = h_connect(s.port, false);
     h_send_all(fresh, "b\n", 2);
@@ -406,31 +401,6 @@ static void test_many(void **state)
     h_finish(&s, path);
 }
 
-static pid_t start_redis(int *port)
-{
-    static char rp[16];
-    *port = h_free_port();
-    snprintf(rp, sizeof rp, "%d", *port);
-    const char *rs[] = { "redis-server", "--port", rp, "--bind", "127.0.0.1",
-                         "--save", "", "--appendonly", "no", NULL };
-    pid_t pid = h_spawn(rs);
-    assert_true(h_wait_port(*port, H_WAIT_MS));
-    return pid;
-}
-
-/* A field of redis-server's INFO, as a number. */
-static long redis_info(int port, const char *field)
-{
-    char p[16], *out;
-    snprintf(p, sizeof p, "%d", port);
-    const char *argv[] = { "redis-cli", "-p", p, "INFO", NULL };
-    assert_int_equal(h_exec(argv, NULL, &out, H_WAIT_MS, false), 0);
-    char *at = strstr(out, field);
-    long v = at ? atol(at + strlen(field) + 1) : -1;
-    free(out);
-    return v;
-}
-
 static const char tcp_lua[] =
     "local mr = require 'moonring'\n"
     "local port = tonumber(arg[1])\n"
@@ -458,8 +428,8 @@ static const char tcp_lua[] =
 static void test_tcp_pool(void **state)
 {
     (void)state;
-    int rport;
-    pid_t redis = start_redis(&rport);
+    int rport = h_free_port();
+    pid_t redis = h_redis(rport);
     /* a port whose backlog is full: its connects never complete */
     int full = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = { .sin_family = AF_INET };
@@ -480,7 +450,7 @@ static void test_tcp_pool(void **state)
     const char *args[] = { a1, a2, a3, NULL };
     struct h_server s;
     char *path = h_serve(&s, tcp_lua, NULL, args);
-    long before = redis_info(rport, "total_connections_received");
+    long before = h_redis_info(rport, "total_connections_received");
     int fd = h_connect(s.port, false);
     for (int i = 1; i <= 1000; i++) {
         char want[64];
@@ -489,7 +459,7 @@ static void test_tcp_pool(void **state)
         expect_line(fd, want);
     }
     /* one from the pool, one the INFO itself */
-    assert_int_equal(redis_info(rport, "total_connections_received") - before, 2);
+    assert_int_equal(h_redis_info(rport, "total_connections_received") - before, 2);
     h_send_all(fd, "stuck\n", 6);
     expect_line(fd, "ERR timeout");
     close(full);
