@@ -525,8 +525,12 @@ static void test_resolve(void **state)
     snprintf(log, sizeof log, "%s/queries", dir);
     char text[128];
     snprintf(text, sizeof text, "nameserver 127.0.0.1:%d\noptions timeout:1 attempts:1\n", dport);
-    snprintf(conf, sizeof conf, "%s", h_write_file(dir, "resolv.conf", text));
-    snprintf(hosts, sizeof hosts, "%s", h_write_file(dir, "hosts", "127.0.0.9 fromhosts.test\n"));
+    char *f = h_write_file(dir, "resolv.conf", text);
+    snprintf(conf, sizeof conf, "%s", f);
+    free(f);
+    f = h_write_file(dir, "hosts", "127.0.0.9 fromhosts.test\n");
+    snprintf(hosts, sizeof hosts, "%s", f);
+    free(f);
     const char *dns[] = { "python3", "tests/clients/dns_responder.py", port, log, NULL };
     pid_t responder = h_spawn(dns);
     for (int i = 0; i < 500 && access(log, F_OK); i++)
