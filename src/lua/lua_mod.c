@@ -14,11 +14,6 @@
 #define UV_CONNS lua_upvalueindex(2)
 #define UV_TIMERS lua_upvalueindex(3)
 
-static uint64_t host_now(struct lua_host *h)
-{
-    return h->k ? h->k->now : timer_now();
-}
-
 /* moonring.log(level, ...): the arguments, tostring'd and joined by
  * spaces, in the server's log. */
 static int l_log(lua_State *L)
@@ -119,7 +114,8 @@ static int make_timer(lua_State *L, bool repeat)
     if (sec > 86400.0 * 365 * 100)
         return luaL_argerror(L, 1, "too far in the future");
     uint64_t id = h->next_timer_id++;
-    uint64_t due = host_now(h) + (uint64_t)(sec * 1e9);
+    /* from now, not from when this turn began: a timer never fires early */
+    uint64_t due = timer_now() + (uint64_t)(sec * 1e9);
     if (h->k ? core_timer_add(h->k, due, id)
              : timer_push(&h->early, due, TIMER_USER, id))
         return luaL_error(L, "out of memory");
@@ -208,13 +204,10 @@ static int l_connect(lua_State *L)
     if (!h->k)
         return luaL_error(L, "moonring.connect works once the server runs "
                              "(from a handler or a timer)");
-    if (h->k->stopping)
-        return fail2(L, "shutting down");
-
     struct conn *c;
     int ret = core_connect_new(h->k, NULL, &c);
     if (ret)
-        return fail2(L, ret == -ENOSPC ? "too many connections" : strerror(-ret));
+        return fail2(L, lua_tcp_strerror(ret));
     lua_conn_push_new(L, c, UV_CONNS);
     lua_conn_set_handlers(L, c, lua_gettop(L), 3);
     lua_tcp_connect_to(h, c, host, port); /* a failure goes to on_close */

@@ -43,6 +43,13 @@ struct lua_sock *lua_sock_check(lua_State *L)
 
 static size_t limit(struct lua_host *h) { return h->k->conns.high_water; }
 
+void lua_sock_wake_err(struct lua_host *h, lua_State *co, const char *err)
+{
+    lua_pushnil(co);
+    lua_pushstring(co, err);
+    lua_co_resume(h, co, 2);
+}
+
 int lua_sock_fail(lua_State *L, const char *err)
 {
     lua_pushnil(L);
@@ -262,7 +269,7 @@ static int receive_wait(lua_State *L, struct lua_sock *s, const char *what)
         return lua_sock_fail(L, "out of memory");
     s->reader = L;
     if (s->timeout_ms[T_READ]) {
-        s->rdeadline = h->k->now + (uint64_t)s->timeout_ms[T_READ] * 1000000;
+        s->rdeadline = timer_now() + (uint64_t)s->timeout_ms[T_READ] * 1000000;
         lua_sock_queue_timer(h, s, s->rdeadline);
     }
     check_room(h, s);
@@ -352,7 +359,7 @@ static int l_send(lua_State *L)
     s->writer = L;
     s->wbytes = total;
     if (s->timeout_ms[T_SEND]) {
-        s->wdeadline = h->k->now + (uint64_t)s->timeout_ms[T_SEND] * 1000000;
+        s->wdeadline = timer_now() + (uint64_t)s->timeout_ms[T_SEND] * 1000000;
         lua_sock_queue_timer(h, s, s->wdeadline);
     }
     return lua_yield(L, 0);
@@ -513,9 +520,7 @@ void lua_sock_closed(struct lua_host *h, struct conn *c)
     if (s->writer) {
         lua_State *co = s->writer;
         s->writer = NULL;
-        lua_pushnil(co);
-        lua_pushstring(co, s->why);
-        lua_co_resume(h, co, 2);
+        lua_sock_wake_err(h, co, s->why);
     }
     lua_tcp_closed(h, s);
     try_reader(h, s);
@@ -554,9 +559,7 @@ void lua_sock_timer(struct lua_host *h, uint64_t low)
         s->writer = NULL;
         s->wdeadline = 0;
         core_close(h->k, c, REASON_TIMEOUT, true);
-        lua_pushnil(co);
-        lua_pushliteral(co, "timeout");
-        lua_co_resume(h, co, 2);
+        lua_sock_wake_err(h, co, "timeout");
     }
     uint64_t next = s->connecting ? s->cdeadline : 0;
     if (s->reader && s->rdeadline && (!next || s->rdeadline < next))

@@ -42,6 +42,8 @@ extern const char lua_sock_key;
 struct lua_sock *lua_sock_check(lua_State *L);
 /* nil, err */
 int lua_sock_fail(lua_State *L, const char *err);
+/* Resume co, which waits, with nil, err. */
+void lua_sock_wake_err(struct lua_host *h, lua_State *co, const char *err);
 /* Have the socket's deadline entry in the core's heap, due at `due`. */
 void lua_sock_queue_timer(struct lua_host *h, struct lua_sock *s, uint64_t due);
 /* Make a socket object for c, with fresh state, and leave it on L's
@@ -59,6 +61,9 @@ void lua_tcp_connected(struct lua_host *h, struct conn *c);
  * waits for the connect, drop it from the pool. */
 void lua_tcp_closed(struct lua_host *h, struct lua_sock *s);
 void lua_tcp_timer(struct lua_host *h, struct lua_sock *s, uint64_t now);
+/* What a connect that could not start says: "too many connections",
+ * "shutting down"... */
+const char *lua_tcp_strerror(int err);
 /* Connect c (from core_connect_new) to host:port, looking a name up on
  * the ring first; a failure closes c, with c->err (LC_LOOKUP when it
  * is the lookup's: a resolv.h error). */

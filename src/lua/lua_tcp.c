@@ -112,8 +112,7 @@ static const char *start_connect(struct lua_host *h, lua_State *co,
     struct conn *c;
     int ret = core_connect(h->k, (const struct sockaddr *)ss, len, NULL, &c);
     if (ret)
-        return ret == -ENOSPC ? "too many connections"
-             : ret == -ESHUTDOWN ? "shutting down" : strerror(-ret);
+        return lua_tcp_strerror(ret);
     struct lua_sock *s = lua_sock_push(h, h->L, c, LS_CONNS);
     if (s)
         lua_pop(h->L, 1); /* it waits in conns[slot + 1] */
@@ -123,10 +122,20 @@ static const char *start_connect(struct lua_host *h, lua_State *co,
     }
     s->connecting = co;
     if (timeout > 0) {
-        s->cdeadline = h->k->now + (uint64_t)(timeout * 1e9);
+        s->cdeadline = timer_now() + (uint64_t)(timeout * 1e9);
         lua_sock_queue_timer(h, s, s->cdeadline);
     }
     return NULL;
+}
+
+const char *lua_tcp_strerror(int err)
+{
+    switch (err) {
+    case -ENOSPC:    return "too many connections";
+    case -ESHUTDOWN: return "shutting down";
+    case -ENOMEM:    return "out of memory";
+    default:         return strerror(-err);
+    }
 }
 
 /* A name being looked up for a coroutine that waits. */
@@ -138,13 +147,6 @@ struct lookup {
     char key[320];
 };
 
-static void fail_co(struct lua_host *h, lua_State *co, const char *err)
-{
-    lua_pushnil(co);
-    lua_pushstring(co, err);
-    lua_co_resume(h, co, 2);
-}
-
 static void tcp_resolved(struct core *k, void *ctx, int err,
                          const struct resolv_result *r)
 {
@@ -152,14 +154,14 @@ static void tcp_resolved(struct core *k, void *ctx, int err,
     struct lua_host *h = q->h;
     (void)k;
     if (err) {
-        fail_co(h, q->co, resolv_strerror(err));
+        lua_sock_wake_err(h, q->co, resolv_strerror(err));
     } else {
         struct sockaddr_storage ss = r->addr[0];
         set_port(&ss, q->port);
         const char *why = start_connect(h, q->co, &ss, r->len[0], q->key,
                                         q->timeout);
         if (why)
-            fail_co(h, q->co, why);
+            lua_sock_wake_err(h, q->co, why);
     }
     free(q);
 }
@@ -221,7 +223,7 @@ static void resolved(struct core *k, void *ctx, int err,
     struct lookup *q = ctx;
     (void)k;
     if (err) {
-        fail_co(q->h, q->co, resolv_strerror(err));
+        lua_sock_wake_err(q->h, q->co, resolv_strerror(err));
     } else {
         lua_State *co = q->co;
         lua_createtable(co, r->count, 0);
@@ -346,9 +348,7 @@ void lua_tcp_closed(struct lua_host *h, struct lua_sock *s)
     if (s->connecting) {
         lua_State *co = s->connecting;
         s->connecting = NULL;
-        lua_pushnil(co);
-        lua_pushstring(co, s->why);
-        lua_co_resume(h, co, 2);
+        lua_sock_wake_err(h, co, s->why);
     }
 }
 
@@ -418,8 +418,20 @@ static int l_getreusedtimes(lua_State *L)
     return 1;
 }
 
-/* Adds mr.tcp to the module table on top (upvalues: host, conns), and
- * the pool's methods to sockets. */
+static const luaL_Reg funcs[] = {    /* upvalues: host, conns */
+    { "tcp", l_tcp },
+    { "resolve", l_resolve },
+    { NULL, NULL },
+};
+
+static const luaL_Reg methods[] = {  /* upvalue: host */
+    { "setkeepalive", l_setkeepalive },
+    { "getreusedtimes", l_getreusedtimes },
+    { NULL, NULL },
+};
+
+/* Adds mr.tcp and mr.resolve to the module table on top, and the pool's
+ * methods to sockets. */
 void lua_tcp_register(lua_State *L, struct lua_host *h)
 {
     lua_newtable(L);
@@ -431,19 +443,11 @@ void lua_tcp_register(lua_State *L, struct lua_host *h)
 
     lua_pushlightuserdata(L, h);
     lua_pushvalue(L, LS_CONNS);
-    lua_pushcclosure(L, l_tcp, 2);
-    lua_setfield(L, -2, "tcp");
-    lua_pushlightuserdata(L, h);
-    lua_pushcclosure(L, l_resolve, 1);
-    lua_setfield(L, -2, "resolve");
+    luaL_openlib(L, NULL, funcs, 2);
 
     luaL_getmetatable(L, SOCK_MT);
     lua_getfield(L, -1, "__index");
     lua_pushlightuserdata(L, h);
-    lua_pushcclosure(L, l_setkeepalive, 1);
-    lua_setfield(L, -2, "setkeepalive");
-    lua_pushlightuserdata(L, h);
-    lua_pushcclosure(L, l_getreusedtimes, 1);
-    lua_setfield(L, -2, "getreusedtimes");
+    luaL_openlib(L, NULL, methods, 1);
     lua_pop(L, 2);
 }
