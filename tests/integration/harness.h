@@ -85,6 +85,10 @@ bool h_wait_port(int port, int ms);
 /* A free TCP port on 127.0.0.1 (bound and released at once). */
 int h_free_port(void);
 
+/* A socket of the test's own listening on 127.0.0.1, on a port the
+ * kernel picks (into *port), with this backlog. */
+int h_listen(int backlog, int *port);
+
 /* A TCP connection to 127.0.0.1 (or ::1 when v6) with TCP_NODELAY. */
 int h_connect(int port, bool v6);
 

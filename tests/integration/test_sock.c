@@ -146,16 +146,22 @@ static const char spawn_lua[] =
     "  end,\n"
     "}\n";
 
+/* Serve script, send msg on a connection, expect the line want. */
+static void exchange(const char *script, const char *msg, const char *want)
+{
+    struct h_server s;
+    char *path = h_serve(&s, script, NULL, NULL);
+    int fd = h_connect(s.port, false);
+    h_send_all(fd, msg, strlen(msg));
+    expect_line(fd, want);
+    close(fd);
+    h_finish(&s, path);
+}
+
 static void test_spawn_wait(void **state)
 {
     (void)state;
-    struct h_server s;
-    char *path = h_serve(&s, spawn_lua, NULL, NULL);
-    int fd = h_connect(s.port, false);
-    h_send_all(fd, "go", 2);
-    expect_line(fd, "true 42 x|false boom|true at once|42");
-    close(fd);
-    h_finish(&s, path);
+    exchange(spawn_lua, "go", "true 42 x|false boom|true at once|42");
 }
 
 static const char outside_lua[] =
@@ -169,13 +175,7 @@ static const char outside_lua[] =
 static void test_wait_outside(void **state)
 {
     (void)state;
-    struct h_server s;
-    char *path = h_serve(&s, outside_lua, NULL, NULL);
-    int fd = h_connect(s.port, false);
-    h_send_all(fd, "x", 1);
-    expect_line(fd, "false mr.spawn");
-    close(fd);
-    h_finish(&s, path);
+    exchange(outside_lua, "x", "false mr.spawn");
 }
 
 static const char closed_lua[] =
@@ -431,13 +431,9 @@ static void test_tcp_pool(void **state)
     int rport = h_free_port();
     pid_t redis = h_redis(rport);
     /* a port whose backlog is full: its connects never complete */
-    int full = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET };
+    int fport, full = h_listen(0, &fport);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)fport) };
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(full, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(listen(full, 0), 0);
-    socklen_t sl = sizeof sa;
-    getsockname(full, (struct sockaddr *)&sa, &sl);
     int fillers[3];
     for (int i = 0; i < 3; i++) {
         fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
@@ -445,7 +441,7 @@ static void test_tcp_pool(void **state)
     }
     char a1[16], a2[16], a3[16];
     snprintf(a1, sizeof a1, "%d", rport);
-    snprintf(a2, sizeof a2, "%d", ntohs(sa.sin_port));
+    snprintf(a2, sizeof a2, "%d", fport);
     snprintf(a3, sizeof a3, "%d", h_free_port());
     const char *args[] = { a1, a2, a3, NULL };
     struct h_server s;
@@ -555,15 +551,9 @@ static void test_resolve(void **state)
     expect_line(fd, "127.0.0.9");
     h_send_all(fd, "resolve slow.test\n", 18);
     expect_line(fd, "nil resolver timed out");
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(listen(lfd, 4), 0);
-    socklen_t sl = sizeof sa;
-    getsockname(lfd, (struct sockaddr *)&sa, &sl);
+    int lport, lfd = h_listen(4, &lport);
     char req[64];
-    int n = snprintf(req, sizeof req, "tcp svc.test %d\n", ntohs(sa.sin_port));
+    int n = snprintf(req, sizeof req, "tcp svc.test %d\n", lport);
     h_send_all(fd, req, (size_t)n);
     int up = accept(lfd, NULL, NULL);
     assert_true(up >= 0);
@@ -571,7 +561,7 @@ static void test_resolve(void **state)
     expect_line(fd, "tcp hi");
     close(up);
     /* mr.connect, the callback way, looks names up on the ring too */
-    n = snprintf(req, sizeof req, "connect svc.test %d\n", ntohs(sa.sin_port));
+    n = snprintf(req, sizeof req, "connect svc.test %d\n", lport);
     h_send_all(fd, req, (size_t)n);
     expect_line(fd, "connect open");
     h_send_all(fd, "connect nope.test 9\n", 20);

@@ -99,15 +99,9 @@ static void test_no_on_data(void **state)
 static void test_port_in_use(void **state)
 {
     (void)state;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(fd, 1), 0);
-    socklen_t sl = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &sl);
+    int p, fd = h_listen(1, &p);
     char port[16];
-    snprintf(port, sizeof port, "%d", ntohs(a.sin_port));
+    snprintf(port, sizeof port, "%d", p);
     const char *argv[] = { "-p", port, NULL };
     expect_error(argv, "Address already in use", port);
     close(fd);

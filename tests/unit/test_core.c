@@ -3,9 +3,9 @@
  * turns the core until the events it expects have come, or fails after
  * a bounded time. */
 #include "core.h"
+#include "fds.h"
 #include "net.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -133,18 +133,6 @@ static const struct core_events events = {
     .opened = ev_opened, .connected = ev_connected, .data = ev_data,
     .drained = ev_drained, .closed = ev_closed, .timer = ev_timer,
 };
-
-static int count_fds(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        n += e->d_name[0] != '.';
-    if (d)
-        closedir(d);
-    return n;
-}
 
 static int fds_before;
 

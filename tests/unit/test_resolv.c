@@ -5,12 +5,12 @@
  * temporary files named by MOONRING_RESOLV_CONF and MOONRING_HOSTS, and
  * name their servers with ports (nameserver 127.0.0.1:PORT). */
 #include "core.h"
+#include "fds.h"
 #include "dns.h"
 #include "resolv.h"
 #include "resolv_int.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -389,18 +389,6 @@ static void servers(struct t *t, const struct server *a, const struct server *b)
         snprintf(line, sizeof line, "nameserver 127.0.0.1:%d\n", b->port);
     write_file(t->conf, "# test\nsearch example.org\nnameserver 127.0.0.1:%d\n%s"
                "options ndots:2 timeout:1 attempts:1\n", a->port, line);
-}
-
-static int count_fds(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        n += e->d_name[0] != '.';
-    if (d)
-        closedir(d);
-    return n;
 }
 
 static int setup(void **state)
