@@ -119,7 +119,7 @@ int conn_send(struct conn_table *t, struct conn *c, const void *p, size_t n)
         return ret;
     /* a peer that does not read cannot make us queue without bound:
      * stop reading from it until its output drains */
-    if (sendq_pending(&c->q) > t->high_water)
+    if (sendq_held(&c->q) > t->high_water)
         c->flags |= CF_HWM;
     conn_mark(t, c);
     return 0;

@@ -50,6 +50,9 @@ enum conn_flags {
     CF_SEND_SHORT  = 1 << 14, /* the last send was short: the socket is full */
     CF_READY       = 1 << 15, /* told opened or connected: data may come */
     CF_EOF         = 1 << 16, /* the peer sends no more; c stays open to send */
+    CF_LINGER      = 1 << 17, /* closing: output gone, writing shut down,
+                                 reading and dropping until the peer closes */
+    CF_DRAIN_TIMER = 1 << 18, /* closing: a send-timeout entry is queued */
 };
 
 #define CF_READ_PAUSED (CF_PAUSED | CF_HWM)
@@ -58,16 +61,26 @@ enum conn_flags {
  * ones carry the index of their listener. */
 #define CONN_OUTBOUND 0xff
 
+/* Bytes received while reading was paused, waiting for it to resume:
+ * data[off, off + held_len) of cap bytes. */
+struct held {
+    uint32_t off, cap;
+    char data[];
+};
+
 struct conn {
     struct sendq q;
     uint64_t id;              /* unique per worker, never reused */
     uint64_t active;          /* monotonic ns of the last byte in or out */
     union {                   /* one or the other, never both: */
-        char *held;           /* open: bytes received after a pause */
+        struct held *held;    /* open: bytes received after a pause */
         void *aux;            /* connecting: the address */
     };
     struct transport_conn *tp; /* between socket and handler; NULL: plain */
-    uint32_t held_len;
+    union {
+        uint32_t held_len;    /* open: bytes in held */
+        uint32_t dropped;     /* lingering: bytes read and dropped */
+    };
     uint32_t idle_ms;         /* idle timeout, 0 for none */
     int err;                  /* negative errno behind REASON_ERROR, or 0 */
     int fd;

@@ -13,12 +13,30 @@
 #include <string.h>
 #include <sys/socket.h>
 
+/* What one multishot receive may take before it ends, to be re-armed
+ * after the turn: the room below the high-water mark, and at least a
+ * buffer. So one turn hands a connection about that much at most, and a
+ * flood on one cannot stall the others; and what arrives after a pause,
+ * which waits in c->held until reading resumes, is bounded by it too. */
+static unsigned recv_budget(const struct core *k, const struct conn *c)
+{
+    size_t hw = k->conns.high_water, out = sendq_held(&c->q);
+    size_t b = out < hw ? hw - out : 0;
+    if (b < k->bufs.size)
+        b = k->bufs.size;
+    return b > UINT32_MAX ? UINT32_MAX : (unsigned)b;
+}
+
 static void arm_recv(struct core *k, struct conn *c)
 {
     struct io_uring_sqe *sqe = loop_sqe(&k->loop);
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = k->bufs.bgid;
+    /* the receive's overall byte limit: sqe->optlen in newer headers,
+     * the same field as file_index in liburing 2.3's */
+    if (k->recv_limit)
+        sqe->file_index = recv_budget(k, c);
     io_uring_sqe_set_data64(sqe, ud_make(OP_RECV, c->gen, c->slot));
     c->flags |= CF_RECV_ARMED;
     c->flags &= ~CF_WANT_RECV;
@@ -55,19 +73,40 @@ static void io_error(struct core *k, struct conn *c, const char *what, int res)
 }
 
 /* Keep bytes that arrive while reading is paused (the receive was still
- * in flight when the pause came), in order, for when it resumes. */
+ * in flight when the pause came), in order, for when it resumes. At most
+ * a receive's budget arrives after a pause (recv_budget). */
 static void hold(struct core *k, struct conn *c, const char *p, size_t n)
 {
-    char *h = realloc(c->held, c->held_len + n);
-    if (!h) {
-        conn_close(&k->conns, c, REASON_ERROR, true);
-        return;
+    struct held *h = c->held;
+    size_t len = c->held_len, off = h ? h->off : 0, cap = h ? h->cap : 0;
+    if (off && off + len + n > cap) { /* reuse what was handed over */
+        memmove(h->data, h->data + off, len);
+        h->off = 0;
+        off = 0;
     }
-    memcpy(h + c->held_len, p, n);
-    c->held = h;
-    c->held_len += (uint32_t)n;
+    if (len + n > UINT32_MAX - sizeof *h)
+        goto fail;
+    if (len + n > cap) {
+        cap = cap + cap / 4 > len + n ? cap + cap / 4 : len + n; /* as sendq's */
+        if (cap > UINT32_MAX - sizeof *h)
+            cap = len + n;
+        h = realloc(h, sizeof *h + cap);
+        if (!h)
+            goto fail;
+        if (!c->held)
+            h->off = 0;
+        h->cap = (uint32_t)cap;
+        c->held = h;
+    }
+    memcpy(h->data + off + len, p, n);
+    c->held_len = (uint32_t)(len + n);
     if (!(c->flags & CF_READ_PAUSED))
         conn_wake(&k->conns, c);
+    return;
+fail:
+    log_warn("connection %llu: out of memory for input held while paused",
+             (unsigned long long)c->id);
+    conn_close(&k->conns, c, REASON_ERROR, true);
 }
 
 /* Bytes from the socket, to the transport or straight to the handler. */
@@ -84,12 +123,25 @@ static void to_handler(struct core *k, struct conn *c, const char *p, size_t n)
     }
 }
 
+/* A lingering close reads and drops; too much of it ends the close. */
+static void drop(struct core *k, struct conn *c, size_t n)
+{
+    if (!(c->flags & CF_LINGER))
+        return; /* output still draining: the send timeout watches it */
+    c->active = k->now;
+    c->dropped = n > UINT32_MAX - c->dropped ? UINT32_MAX : c->dropped + (uint32_t)n;
+    if (c->dropped > k->linger_bytes)
+        conn_close(&k->conns, c, (enum conn_reason)c->reason, true);
+}
+
 /* Bytes arrived: to the handler, or held while reading is paused. */
 static void deliver(struct core *k, struct conn *c, const char *p, size_t n)
 {
+    if (c->state != CONN_OPEN) {
+        drop(k, c, n); /* closing: nobody to read them */
+        return;
+    }
     c->active = k->now;
-    if (c->state != CONN_OPEN)
-        return; /* closing: nobody to read them */
     if ((c->flags & CF_READ_PAUSED) || c->held_len)
         hold(k, c, p, n);
     else
@@ -142,13 +194,20 @@ void conn_io_on_recv(struct core *k, struct conn *c, struct io_uring_cqe *cqe)
         deliver(k, c, (const char *)p, (size_t)res);
         bufring_recv_done(&k->bufs, cqe->flags, (unsigned)res);
     } else if (res == 0) {
-        if (c->state == CONN_OPEN && (c->flags & CF_READY) && k->ev->eof &&
-            k->ev->eof(k->ev_ctx, c))
+        if (c->state != CONN_OPEN)
+            c->flags |= CF_EOF; /* closing: a lingering close may end */
+        else if ((c->flags & CF_READY) && k->ev->eof && k->ev->eof(k->ev_ctx, c))
             c->flags |= CF_EOF; /* half-closed: sending goes on */
         else
             conn_close(&k->conns, c, REASON_EOF, false);
     } else if (res == -ENOBUFS) {
         k->stats.enobufs++; /* the bytes wait in the socket: nothing lost */
+    } else if (res == -EINVAL && k->recv_limit) {
+        /* a kernel before 6.17 takes no byte limit for a multishot
+         * receive: without it, a turn hands a connection all it has */
+        k->recv_limit = false;
+        log_info("this kernel takes no byte limit on a multishot receive: "
+                 "input held while paused is bounded only by the socket");
     } else if (res != -ECANCELED) {
         io_error(k, c, "receive", res);
     }
@@ -184,7 +243,7 @@ void conn_io_on_send(struct core *k, struct conn *c, struct io_uring_cqe *cqe)
         if (res != -ECANCELED)
             io_error(k, c, "send", res);
     }
-    if ((c->flags & CF_HWM) && sendq_pending(&c->q) <= k->conns.low_water) {
+    if ((c->flags & CF_HWM) && sendq_held(&c->q) <= k->conns.low_water) {
         c->flags &= ~CF_HWM;
         if (c->state == CONN_OPEN) {
             if (c->flags & CF_READY)
@@ -303,6 +362,57 @@ static void cancel_recv(struct core *k, struct conn *c)
     c->flags |= CF_CANCEL_SENT;
 }
 
+static uint64_t conn_key(const struct conn *c)
+{
+    return (uint64_t)c->slot << 32 | c->gen;
+}
+
+static uint64_t ms_ns(unsigned ms) { return (uint64_t)ms * 1000000ull; }
+
+/* A graceful close whose output makes no progress for the send timeout
+ * is aborted (conn_io_close_timer): a peer that never reads would hold
+ * the connection and its output for ever. */
+static void drain_timer(struct core *k, struct conn *c)
+{
+    if (c->flags & CF_DRAIN_TIMER)
+        return;
+    c->active = k->now; /* the timeout counts from the close */
+    if (timer_push(&k->timers, k->now + ms_ns(k->send_timeout_ms), TIMER_DRAIN,
+                   conn_key(c)) == 0)
+        c->flags |= CF_DRAIN_TIMER;
+}
+
+/* Linger after a close the handler asked for: the peer may still be
+ * sending (a pipelined request, the rest of a body), and closing a socket
+ * with unread input makes the kernel reset it, dropping the response it
+ * has not sent yet. Not after the peer's EOF, an error, or for
+ * connections this worker made. */
+static bool linger_wanted(const struct core *k, const struct conn *c)
+{
+    return k->linger_ms && c->fd >= 0 && c->reason == REASON_CLOSED &&
+           c->origin != CONN_OUTBOUND && !(c->flags & CF_EOF);
+}
+
+/* Shut down writing, so that the peer reads our last byte and then an
+ * EOF; read and drop until its own EOF, or the limits. */
+static void linger_start(struct core *k, struct conn *c)
+{
+    struct io_uring_sqe *sqe = loop_sqe(&k->loop);
+    io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_CANCEL, c->gen, c->slot));
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    free(c->held);
+    c->held = NULL;
+    c->dropped = 0;
+    c->flags |= CF_LINGER;
+    c->active = k->now;
+    if (timer_push(&k->timers, k->now + ms_ns(k->linger_ms), TIMER_LINGER,
+                   conn_key(c)) ||
+        timer_push(&k->timers, k->now + ms_ns(k->linger_gap_ms),
+                   TIMER_LINGER_GAP, conn_key(c)))
+        c->flags |= CF_ABORT; /* no room for its timers: close now */
+}
+
 /* Move one connection along: send, pause, close, free. */
 static void progress(struct core *k, struct conn *c)
 {
@@ -321,14 +431,23 @@ static void progress(struct core *k, struct conn *c)
         return; /* the closed event comes first; it marks c again */
     if (abort && !sendq_busy(&c->q))
         sendq_free(&c->q);
-    /* A graceful close reads on while its output drains, and drops what
-     * it reads (deliver): a peer blocked on its own send, which reading
-     * had paused for, would otherwise never read ours. */
+    bool drained = !sendq_busy(&c->q) && !sendq_pending(&c->q);
+    if (!(c->flags & CF_CLOSE_SENT) && !abort) {
+        if (!drained)
+            drain_timer(k, c);
+        else if (!(c->flags & CF_LINGER) && linger_wanted(k, c))
+            linger_start(k, c);
+        abort = c->flags & CF_ABORT;
+    }
+    bool lingering = (c->flags & CF_LINGER) && !(c->flags & CF_EOF);
+    /* A graceful close reads on while its output drains, and while it
+     * lingers, and drops what it reads (deliver): a peer blocked on its
+     * own send, which reading had paused for, would otherwise never read
+     * ours. */
     if (!abort && !(c->flags & (CF_CLOSE_SENT | CF_RECV_ARMED | CF_EOF)) &&
-        sendq_pending(&c->q) && bufring_avail(&k->bufs))
+        (!drained || lingering) && bufring_avail(&k->bufs))
         arm_recv(k, c);
-    if (!(c->flags & CF_CLOSE_SENT) &&
-        (abort || (!sendq_busy(&c->q) && !sendq_pending(&c->q))))
+    if (!(c->flags & CF_CLOSE_SENT) && (abort || (drained && !lingering)))
         submit_close(k, c);
     if (conn_idle(c)) {
         if (c->tp)
@@ -351,6 +470,26 @@ void conn_io_flush(struct core *k)
     d->n = 0;
 }
 
+/* Hand over what was held during a pause, a receive buffer's worth at a
+ * time, as the socket would have: if the handler pauses again (its
+ * output passed the high-water mark), the rest waits for the next
+ * resume instead of growing its output without bound. */
+static void release_held(struct core *k, struct conn *c)
+{
+    while (c->held_len && c->state == CONN_OPEN && !(c->flags & CF_READ_PAUSED)) {
+        struct held *h = c->held;
+        size_t n = c->held_len < k->bufs.size ? c->held_len : k->bufs.size;
+        const char *p = h->data + h->off;
+        h->off += (uint32_t)n;
+        c->held_len -= (uint32_t)n;
+        to_handler(k, c, p, n); /* h stays: only a completion adds to it */
+    }
+    if (!c->held_len && c->held) {
+        free(c->held);
+        c->held = NULL;
+    }
+}
+
 /* Reading may go on for these: hand over what was held during the pause,
  * then receive again. */
 void conn_io_resume(struct core *k)
@@ -363,16 +502,10 @@ void conn_io_resume(struct core *k)
         c->flags &= ~CF_RESUMED;
         if (c->state != CONN_OPEN || (c->flags & CF_READ_PAUSED))
             continue;
-        if (c->held_len) {
-            char *p = c->held;
-            size_t n = c->held_len;
-            c->held = NULL;
-            c->held_len = 0;
-            to_handler(k, c, p, n);
-            free(p);
-        } else if (c->tp) {
+        if (c->held_len)
+            release_held(k, c);
+        else if (c->tp)
             to_handler(k, c, NULL, 0); /* what the transport kept, if any */
-        }
         if (c->state == CONN_OPEN &&
             !(c->flags & (CF_READ_PAUSED | CF_EOF | CF_RECV_ARMED | CF_WANT_RECV)))
             want_recv(k, c);
@@ -436,17 +569,12 @@ void conn_io_connect(struct core *k, struct conn *c, void *addr, unsigned len)
     c->flags |= CF_CONNECT_OUT;
 }
 
-static uint64_t idle_key(const struct conn *c)
-{
-    return (uint64_t)c->slot << 32 | c->gen;
-}
-
 static void idle_arm(struct core *k, struct conn *c)
 {
     if (!c->idle_ms || (c->flags & CF_IDLE_QUEUED))
         return;
     uint64_t due = c->active + (uint64_t)c->idle_ms * 1000000ull;
-    if (timer_push(&k->timers, due, TIMER_IDLE, idle_key(c)) == 0)
+    if (timer_push(&k->timers, due, TIMER_IDLE, conn_key(c)) == 0)
         c->flags |= CF_IDLE_QUEUED;
 }
 
@@ -465,6 +593,37 @@ void conn_io_idle_check(struct core *k, uint64_t key)
         conn_close(&k->conns, c, REASON_TIMEOUT, sendq_pending(&c->q) > 0);
     else
         idle_arm(k, c);
+}
+
+void conn_io_close_timer(struct core *k, unsigned kind, uint64_t key)
+{
+    struct conn *c = conn_get(&k->conns, (uint32_t)(key >> 32), (uint32_t)key);
+    if (!c || c->state != CONN_CLOSING || (c->flags & (CF_CLOSE_SENT | CF_ABORT)))
+        return;
+    uint64_t due = 0;
+    if (kind == TIMER_DRAIN) {
+        c->flags &= ~CF_DRAIN_TIMER;
+        if (!sendq_pending(&c->q))
+            return;
+        due = c->active + ms_ns(k->send_timeout_ms);
+        if (k->now >= due)
+            log_info("connection %llu: closing, but its output made no progress "
+                     "for %.1f s: dropping the %zu bytes left",
+                     (unsigned long long)c->id, k->send_timeout_ms / 1000.0,
+                     sendq_pending(&c->q));
+        else if (timer_push(&k->timers, due, TIMER_DRAIN, conn_key(c)) == 0)
+            c->flags |= CF_DRAIN_TIMER;
+        else
+            due = 0; /* cannot watch it: drop it now */
+    } else if (!(c->flags & CF_LINGER)) {
+        return;
+    } else if (kind == TIMER_LINGER_GAP) {
+        due = c->active + ms_ns(k->linger_gap_ms);
+        if (k->now < due && timer_push(&k->timers, due, TIMER_LINGER_GAP, conn_key(c)))
+            due = 0;
+    }
+    if (k->now >= due)
+        conn_close(&k->conns, c, (enum conn_reason)c->reason, true);
 }
 
 void core_set_idle(struct core *k, struct conn *c, uint32_t ms)

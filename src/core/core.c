@@ -72,6 +72,11 @@ int core_init(struct core *k, const struct core_config *cfg)
         k->conns.high_water = cfg->high_water;
         k->conns.low_water = cfg->high_water / 4;
     }
+    k->recv_limit = true; /* until the kernel says otherwise */
+    k->send_timeout_ms = cfg->send_timeout_ms ? cfg->send_timeout_ms : 60000;
+    k->linger_ms = cfg->linger_ms;
+    k->linger_gap_ms = cfg->linger_gap_ms;
+    k->linger_bytes = cfg->linger_bytes;
     return 0;
 }
 
@@ -186,6 +191,9 @@ static void run_timers(struct core *k)
             conn_io_idle_check(k, e.key);
         else if (e.kind == TIMER_RESOLV)
             resolv_on_timer(k, e.key);
+        else if (e.kind == TIMER_DRAIN || e.kind == TIMER_LINGER ||
+                 e.kind == TIMER_LINGER_GAP)
+            conn_io_close_timer(k, e.kind, e.key);
         else
             k->ev->timer(k->ev_ctx, e.key, e.due);
     }

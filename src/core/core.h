@@ -84,6 +84,15 @@ struct core_config {
     unsigned buffer_size;      /* bytes each */
     size_t high_water;         /* output bytes that pause reading; 0: 1 MiB */
     unsigned batch_wait_us;    /* min-wait batching, 0: off */
+    /* Closing: a graceful close whose output makes no progress for this
+     * long is aborted (0: 60 s) */
+    unsigned send_timeout_ms;
+    /* Lingering close (0 ms: off): once a connection the handler closed
+     * has sent everything, writing is shut down and input is read and
+     * dropped until the peer closes, for at most linger_ms in all, at
+     * most linger_gap_ms without input, and at most linger_bytes. */
+    unsigned linger_ms, linger_gap_ms;
+    size_t linger_bytes;
 };
 
 struct core_stats {
@@ -119,6 +128,10 @@ struct core {
     time_t warned_accept, warned_full;   /* rate-limit repeated warnings */
 
     struct slotvec rearm;      /* connections whose receive must be re-armed */
+    bool recv_limit;           /* the kernel ends a multishot receive after
+                                  a given number of bytes (Linux 6.17) */
+    unsigned send_timeout_ms, linger_ms, linger_gap_ms; /* see core_config */
+    size_t linger_bytes;
     bool stopping;             /* core_shutdown ran: no new connections */
     struct resolver *resolv;   /* name lookups (resolv.h): made by the first */
 };

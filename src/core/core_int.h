@@ -14,6 +14,8 @@ void conn_io_on_connect(struct core *k, struct conn *c, struct io_uring_cqe *cqe
 /* Start an outbound connection on c (CONNECTING) to addr; takes addr. */
 void conn_io_connect(struct core *k, struct conn *c, void *addr, unsigned len);
 void conn_io_idle_check(struct core *k, uint64_t key);
+/* A closing connection's timer (TIMER_DRAIN, TIMER_LINGER*) is due. */
+void conn_io_close_timer(struct core *k, unsigned kind, uint64_t key);
 /* The phases after the completions of a turn, in this order; flush
  * frees the connections that are done. */
 void conn_io_resume(struct core *k);

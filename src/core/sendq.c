@@ -9,6 +9,7 @@
 #define SENDQ_MIN_CAP 512
 #define POOL_CLASSES 6            /* 512 B, 1, 2, 4, 8 and 16 KiB */
 #define POOL_CLASS_BYTES (512 << 10)
+#define SENDQ_KEEP_CAP (SENDQ_MIN_CAP << (POOL_CLASSES - 1))
 
 /* Buffers of up to 16 KiB are kept for reuse rather than freed, in one
  * pool per size (sizes are powers of two from 512). A request/response
@@ -50,6 +51,29 @@ static void buf_put(void *b, size_t cap)
         free(b);
 }
 
+/* The capacity for need bytes, from cap: powers of two up to the largest
+ * pooled size, then a quarter more each time, in whole pages. The
+ * slack counts: malloc hands out memory that earlier buffers touched, so
+ * all of a capacity is resident, and a peer that never reads holds both
+ * buffers at their largest; doubling made that twice the high-water
+ * mark. A quarter costs at most five copies of each byte as it grows.
+ * Returns 0 on overflow. */
+static size_t grow(size_t cap, size_t need)
+{
+    if (!cap)
+        cap = SENDQ_MIN_CAP;
+    while (cap < need && cap < SENDQ_KEEP_CAP)
+        cap *= 2;
+    if (cap >= need)
+        return cap;
+    size_t more = cap + cap / 4;
+    if (more < cap)
+        return 0;
+    cap = more > need ? more : need;
+    cap = (cap + 4095) & ~(size_t)4095;
+    return cap >= need ? cap : 0;
+}
+
 int sendq_append(struct sendq *q, const void *data, size_t len)
 {
     if (len == 0)
@@ -58,9 +82,9 @@ int sendq_append(struct sendq *q, const void *data, size_t len)
     if (need < q->pd_len)
         return -ENOMEM;
     if (need > q->pd_cap) {
-        size_t cap = q->pd_cap ? q->pd_cap : SENDQ_MIN_CAP;
-        while (cap < need)
-            cap = cap * 2 > cap ? cap * 2 : need;
+        size_t cap = grow(q->pd_cap, need);
+        if (!cap)
+            return -ENOMEM;
         char *p = q->pend ? realloc(q->pend, cap) : buf_get(cap);
         if (!p)
             return -ENOMEM;
@@ -82,6 +106,14 @@ bool sendq_next(struct sendq *q, const void **data, size_t *len)
          * flight's storage collects the writes after that */
         char *buf = q->flight;
         size_t cap = q->fl_cap;
+        if (cap > SENDQ_KEEP_CAP) {
+            /* a big buffer is not kept for the writes to come: a peer
+             * that once made us queue 1 MiB would otherwise keep 2 MiB
+             * of ours (both buffers at their largest) while it stays busy */
+            buf_put(buf, cap);
+            buf = NULL;
+            cap = 0;
+        }
         q->flight = q->pend;
         q->fl_cap = q->pd_cap;
         q->fl_off = 0;

@@ -31,6 +31,14 @@ static inline size_t sendq_pending(const struct sendq *q)
     return q->fl_len - q->fl_off + q->pd_len;
 }
 
+/* Bytes the queue keeps in memory: the unsent ones, and while a send is
+ * unfinished, the part of its buffer already sent, which cannot move
+ * until the rest has gone. The high-water mark counts these. */
+static inline size_t sendq_held(const struct sendq *q)
+{
+    return (q->fl_off < q->fl_len ? q->fl_len : 0) + q->pd_len;
+}
+
 static inline bool sendq_busy(const struct sendq *q) { return q->busy; }
 
 /* With no send in flight, give the next bytes to send and mark the queue

@@ -11,12 +11,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* the layer above's; the core's own: idle timeouts, the resolver's */
-enum timer_kind { TIMER_USER = 1, TIMER_IDLE, TIMER_RESOLV };
+/* the layer above's; the core's own: idle timeouts, the resolver's, and
+ * those of closing connections: output that makes no progress, a
+ * lingering close's whole time and its silence */
+enum timer_kind {
+    TIMER_USER = 1, TIMER_IDLE, TIMER_RESOLV, TIMER_DRAIN, TIMER_LINGER,
+    TIMER_LINGER_GAP,
+};
 
 struct timer_entry {
     uint64_t due;          /* monotonic ns */
-    uint64_t key;          /* TIMER_USER: its owner's key; TIMER_IDLE: slot << 32 | gen;
+    uint64_t key;          /* TIMER_USER: its owner's key; a connection's
+                              (TIMER_IDLE, _DRAIN, _LINGER*): slot << 32 | gen;
                               TIMER_RESOLV: the resolver's (resolv.c) */
     uint32_t kind;
 };

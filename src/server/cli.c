@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,14 @@ const char cli_usage[] =
     "      --lua-memory MIB     Lua heap per worker (default 1024; 0: no limit)\n"
     "      --handler-timeout S  a worker stuck this long in Lua is restarted\n"
     "                           (default 10; 0: never)\n"
+    "      --send-timeout S     a closing connection whose output makes no\n"
+    "                           progress this long is dropped (default 60)\n"
+    "      --lingering-time S   after a close, read and drop the peer's input\n"
+    "                           until it closes too, at most S seconds\n"
+    "                           (default 30; 0: close at once)\n"
+    "      --lingering-timeout S  ... and at most S seconds without input\n"
+    "                           (default 5)\n"
+    "      --lingering-bytes B  ... and at most B bytes (default 16777216)\n"
     "      --batch-wait USEC    wait up to USEC microseconds for more events\n"
     "                           before handling a batch: fewer wake-ups, more\n"
     "                           latency (default 0: off; Linux 6.12 or later)\n"
@@ -38,7 +47,8 @@ const char cli_usage[] =
 
 enum { O_NO_RELOAD = 256, O_LOG_LEVEL, O_MAX_CONNS, O_BUFFERS, O_BUFFER_SIZE,
        O_SHUTDOWN_TIMEOUT, O_USER, O_HIGH_WATER, O_LUA_MEMORY, O_HANDLER_TIMEOUT,
-       O_BATCH_WAIT };
+       O_BATCH_WAIT, O_SEND_TIMEOUT, O_LINGERING_TIME, O_LINGERING_TIMEOUT,
+       O_LINGERING_BYTES };
 
 static const struct option longopts[] = {
     { "bind", required_argument, NULL, 'b' },
@@ -58,6 +68,10 @@ static const struct option longopts[] = {
     { "lua-memory", required_argument, NULL, O_LUA_MEMORY },
     { "handler-timeout", required_argument, NULL, O_HANDLER_TIMEOUT },
     { "batch-wait", required_argument, NULL, O_BATCH_WAIT },
+    { "send-timeout", required_argument, NULL, O_SEND_TIMEOUT },
+    { "lingering-time", required_argument, NULL, O_LINGERING_TIME },
+    { "lingering-timeout", required_argument, NULL, O_LINGERING_TIMEOUT },
+    { "lingering-bytes", required_argument, NULL, O_LINGERING_BYTES },
     { NULL, 0, NULL, 0 },
 };
 
@@ -81,12 +95,44 @@ static const char *optname(int c)
     return "?";
 }
 
+static int bad(int c, const char *a, char *err, size_t n)
+{
+    snprintf(err, n, "invalid value '%s' for --%s", a, optname(c));
+    return -1;
+}
+
+/* Seconds, within [lo, 86400]. */
+static int parse_seconds(const char *s, double lo, double *out)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(s, &end);
+    if (errno || end == s || *end || !(d >= lo && d <= 86400))
+        return -1;
+    *out = d;
+    return 0;
+}
+
+/* The option's field of seconds, or NULL. */
+static double *seconds_field(int c, struct cli_opts *o)
+{
+    switch (c) {
+    case O_SHUTDOWN_TIMEOUT:  return &o->shutdown_timeout;
+    case O_HANDLER_TIMEOUT:   return &o->handler_timeout;
+    case O_SEND_TIMEOUT:      return &o->send_timeout;
+    case O_LINGERING_TIME:    return &o->lingering_time;
+    case O_LINGERING_TIMEOUT: return &o->lingering_timeout;
+    default:                  return NULL;
+    }
+}
+
 /* Apply one option with its argument; returns 0 or -1 with err filled. */
 static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
 {
     long v;
-    double d;
-    char *end;
+    double *secs = seconds_field(c, o);
+    if (secs) /* a send timeout of 0 would drop every closing output */
+        return parse_seconds(a, c == O_SEND_TIMEOUT ? 0.001 : 0, secs) ? bad(c, a, err, n) : 0;
 
     switch (c) {
     case 'b':
@@ -128,14 +174,6 @@ static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
             goto bad;
         o->buffer_size = (unsigned)v;
         return 0;
-    case O_SHUTDOWN_TIMEOUT:
-    case O_HANDLER_TIMEOUT:
-        errno = 0;
-        d = strtod(a, &end);
-        if (errno || end == a || *end || !(d >= 0 && d <= 86400))
-            goto bad;
-        *(c == O_SHUTDOWN_TIMEOUT ? &o->shutdown_timeout : &o->handler_timeout) = d;
-        return 0;
     case O_LUA_MEMORY:
         if (parse_long(a, 0, 1 << 20, &v))
             goto bad;
@@ -145,6 +183,11 @@ static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
         if (parse_long(a, 1024, 1L << 40, &v))
             goto bad;
         o->high_water = (unsigned long)v;
+        return 0;
+    case O_LINGERING_BYTES:
+        if (parse_long(a, 0, UINT32_MAX - 1L, &v))
+            goto bad;
+        o->lingering_bytes = (unsigned long)v;
         return 0;
     case O_BATCH_WAIT:
         if (parse_long(a, 0, 1000000, &v))
@@ -158,8 +201,7 @@ static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
         return 0;
     }
 bad:
-    snprintf(err, n, "invalid value '%s' for --%s", a, optname(c));
-    return -1;
+    return bad(c, a, err, n);
 }
 
 static void defaults(struct cli_opts *o)
@@ -173,6 +215,10 @@ static void defaults(struct cli_opts *o)
     o->buffer_size = 16384;
     o->shutdown_timeout = 10;
     o->handler_timeout = 10;
+    o->send_timeout = 60;
+    o->lingering_time = 30;
+    o->lingering_timeout = 5;
+    o->lingering_bytes = 16 << 20;
     o->lua_memory = 1024;
 }
 

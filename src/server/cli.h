@@ -21,6 +21,11 @@ struct cli_opts {
     double handler_timeout;    /* seconds a batch of handlers may run; 0: no limit */
     unsigned lua_memory;       /* MiB of Lua heap per worker; 0: no limit */
     unsigned batch_wait_us;    /* min-wait batching; 0: off */
+    double send_timeout;       /* seconds a closing connection's output may
+                                  make no progress */
+    double lingering_time;     /* seconds a lingering close lasts at most; 0: off */
+    double lingering_timeout;  /* ... and may wait for input */
+    unsigned long lingering_bytes; /* ... and bytes it reads and drops */
     const char *script;        /* NULL: built-in echo */
     int script_argc;           /* arguments after the script */
     char **script_argv;

@@ -110,6 +110,13 @@ static void on_signal(struct core *k, struct core_op *op,
     arm_signal(w);
 }
 
+/* Seconds of an option as milliseconds; a nonzero value stays nonzero. */
+static unsigned ms_of(double s)
+{
+    double ms = s * 1000;
+    return s > 0 && ms < 1 ? 1 : (unsigned)ms;
+}
+
 /* Set up the core around an already bound listen_fd, attach the loaded
  * Lua host, and take signals. Returns 0 or -1 (logged). */
 static int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
@@ -127,6 +134,10 @@ static int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd
         .max_conns = o->max_conns, .buffers = o->buffers,
         .buffer_size = o->buffer_size, .high_water = o->high_water,
         .batch_wait_us = o->batch_wait_us,
+        .send_timeout_ms = ms_of(o->send_timeout),
+        .linger_ms = ms_of(o->lingering_time),
+        .linger_gap_ms = ms_of(o->lingering_timeout),
+        .linger_bytes = o->lingering_bytes,
     };
     if (core_init(&w->core, &cfg)) {
         close(listen_fd);
