@@ -109,6 +109,35 @@ static void test_short_sends(void **state)
 }
 
 /* Random writes and random short sends against a reference stream. */
+/* Capacity beyond 16 KiB grows by a quarter, not by doubling, and a big
+ * buffer that has been sent is not kept for the writes after it: a peer
+ * that never reads holds both buffers at their largest. */
+static void test_capacity(void **state)
+{
+    struct sendq *q = *state;
+    static char chunk[16384];
+    for (int i = 0; i < 64; i++) /* 1 MiB in 16 KiB writes */
+        assert_int_equal(sendq_append(q, chunk, sizeof chunk), 0);
+    assert_true(q->pd_cap >= (1u << 20));
+    assert_true(q->pd_cap <= (1u << 20) + (1u << 18) + 4096);
+    const void *p;
+    size_t n;
+    assert_true(sendq_next(q, &p, &n));
+    assert_int_equal(n, 1u << 20);
+    assert_int_equal(sendq_append(q, chunk, 100), 0);
+    sendq_done(q, n - 1); /* short: one byte left */
+    assert_int_equal(sendq_held(q), (1u << 20) + 100); /* the buffer stays */
+    assert_int_equal(sendq_pending(q), 101);
+    assert_true(sendq_next(q, &p, &n));
+    assert_int_equal(n, 1);
+    sendq_done(q, 1);
+    assert_int_equal(sendq_held(q), 100);
+    assert_true(sendq_next(q, &p, &n)); /* swap: the 1 MiB buffer goes */
+    assert_int_equal(n, 100);
+    assert_int_equal(q->pd_cap, 0);
+    sendq_done(q, 100);
+}
+
 static void test_model(void **state)
 {
     struct sendq *q = *state;
@@ -161,6 +190,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_coalesce, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_while_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_sends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_capacity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model, setup, teardown),
     };
     return cmocka_run_group_tests_name("sendq", tests, NULL, NULL);
