@@ -318,6 +318,60 @@ static void test_backpressure_drained(void **state)
     close(fd);
 }
 
+/* A turn hands a connection at most its receive budget (the room below
+ * the high-water mark, 16 KiB here) and a buffer more, however much
+ * waits in its socket: the rest comes in the turns after, in order. */
+static void test_turn_budget(void **state)
+{
+    struct rec *r = *state;
+    enum { N = 60 << 10 };
+    char *out = malloc(N);
+    pattern(out, N, 0);
+    int fd = dial(listen_here(r, NULL));
+    assert_int_equal(send(fd, out, N, MSG_NOSIGNAL), N); /* waits in the socket */
+    int largest = 0;
+    for (int t = 0; r->in_len < N && t < WAIT_MS; t += TURN_MS) {
+        int before = r->in_len;
+        one_turn(r);
+        if (r->in_len - before > largest)
+            largest = r->in_len - before;
+    }
+    assert_int_equal(r->in_len, N);
+    assert_memory_equal(r->in, out, N);
+    print_message("largest turn: %d bytes\n", largest);
+    assert_true(largest <= 16384 + 4096);
+    free(out);
+    close(fd);
+}
+
+/* After the handler's close, output sent, the core shuts down writing and
+ * lingers: input behind the close is read and dropped (no reset: the
+ * peer reads the answer and an EOF), until the peer closes too. */
+static void test_linger(void **state)
+{
+    struct rec *r = *state;
+    r->k.linger_ms = 5000;
+    r->k.linger_gap_ms = 5000;
+    r->k.linger_bytes = 1 << 20;
+    r->close_on_bye = 1;
+    int fd = dial(listen_here(r, NULL));
+    send_str(fd, "bye");
+    turn(r, &r->closed, 1, WAIT_MS);
+    char buf[8];
+    read_all(r, fd, buf, 2);
+    assert_memory_equal(buf, "ok", 2);
+    send_str(fd, "more input behind the close");
+    ssize_t n;
+    for (int t = 0; (n = recv(fd, buf, sizeof buf, MSG_DONTWAIT)) < 0 && t < WAIT_MS; t += TURN_MS)
+        turn(r, NULL, 0, TURN_MS);
+    assert_int_equal(n, 0); /* EOF, not a reset */
+    turn(r, NULL, 0, 50);
+    assert_int_equal(core_live(&r->k), 1); /* lingering */
+    assert_int_equal(r->in_len, 3);        /* nothing after the close */
+    close(fd);
+    settle(r);
+}
+
 /* Bytes that arrive while the handler has paused wait for resume, in
  * order. */
 static void test_pause_resume(void **state)
@@ -692,6 +746,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_handler_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_drained, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_turn_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_linger, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_listeners, setup, teardown),
