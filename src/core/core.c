@@ -45,6 +45,7 @@ int core_init(struct core *k, const struct core_config *cfg)
     k->ev = &no_events;
     k->now = timer_now();
     k->connect_ts.tv_sec = CONNECT_TIMEOUT_S;
+    k->max_wait_ns = (uint64_t)cfg->max_wait_ms * 1000000ull;
 
     /* room for a receive and a send CQE per connection plus one per
      * buffer, so that a full batch cannot overflow the CQ */
@@ -160,16 +161,22 @@ static void dispatch(void *ctx, struct io_uring_cqe *cqe)
     }
 }
 
-/* Wait no longer than the earliest timer: the wait's own timeout, so
- * timers cost no SQE and no extra syscall. */
+/* Wait no longer than the earliest timer, nor than max_wait: the wait's
+ * own timeout, so timers and the owner's wake-ups cost no SQE and no
+ * extra syscall. */
 static struct __kernel_timespec *wait_limit(struct core *k,
                                             struct __kernel_timespec *ts)
 {
     const struct timer_entry *e = timer_peek(&k->timers);
-    if (!e)
+    uint64_t d = k->max_wait_ns;
+    if (e) {
+        uint64_t now = timer_now();
+        uint64_t due = e->due > now ? e->due - now : 0;
+        if (!d || due < d)
+            d = due;
+    } else if (!d) {
         return NULL;
-    uint64_t now = timer_now();
-    uint64_t d = e->due > now ? e->due - now : 0;
+    }
     ts->tv_sec = (long long)(d / 1000000000ull);
     ts->tv_nsec = (long long)(d % 1000000000ull);
     return ts;

@@ -93,6 +93,10 @@ struct core_config {
      * most linger_gap_ms without input, and at most linger_bytes. */
     unsigned linger_ms, linger_gap_ms;
     size_t linger_bytes;
+    /* The longest one wait may last, 0: as long as it takes. For an
+     * owner that must see the loop turn now and then even when nothing
+     * happens (a heartbeat); it costs no SQE, only the wake-up. */
+    unsigned max_wait_ms;
 };
 
 struct core_stats {
@@ -116,6 +120,7 @@ struct core {
     struct timer_heap timers;  /* the layer above's timers, idle timeouts */
     struct core_stats stats;
     uint64_t now;              /* monotonic ns, read once per turn */
+    uint64_t max_wait_ns;      /* core_config.max_wait_ms; 0: none */
     const struct core_events *ev;
     void *ev_ctx;
 
@@ -149,9 +154,9 @@ void core_set_events(struct core *k, const struct core_events *ev, void *ctx);
  * index, or a negative errno. */
 int core_listen(struct core *k, int fd, const struct transport *tp);
 
-/* Submit what is queued and wait for completions or the earliest timer,
- * in one io_uring_enter; sets k->now. Returns 0 or a negative errno
- * worth giving up for. */
+/* Submit what is queued and wait for completions, the earliest timer or
+ * max_wait_ms, in one io_uring_enter; sets k->now. Returns 0 or a
+ * negative errno worth giving up for. */
 int core_wait(struct core *k);
 
 /* Handle everything that is ready: completions, due timers, closes, the

@@ -9,11 +9,13 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 /* fds kept aside from --max-conns: listener, ring, signalfd, logs, Lua's
@@ -47,6 +49,44 @@ static void fit_fd_limit(struct cli_opts *o)
         log_warn("--max-conns %u exceeds the fd limit (%llu): expect refused "
                  "connections beyond about %llu", o->max_conns,
                  (unsigned long long)rl.rlim_cur, (unsigned long long)room);
+}
+
+/* The start-up check runs the script's top-level code before there is a
+ * worker or a watchdog: a loop in it would hang the start (or -t) for
+ * good. An interval timer gives up after --handler-timeout, with a line
+ * made beforehand, as a signal handler may only write it. */
+static char stuck_msg[600];
+static size_t stuck_len;
+
+static void on_stuck_load(int sig)
+{
+    ssize_t r = write(STDERR_FILENO, stuck_msg, stuck_len);
+    (void)sig, (void)r;
+    _exit(1);
+}
+
+static void guard_load(const struct cli_opts *o, bool on)
+{
+    if (o->handler_timeout <= 0)
+        return;
+    struct itimerval it = { { 0, 0 }, { 0, 0 } };
+    if (on) {
+        int n = snprintf(stuck_msg, sizeof stuck_msg, "moonring: %s: its top-level "
+                         "code ran for over %g s (--handler-timeout): giving up\n",
+                         o->script ? o->script : "the script", o->handler_timeout);
+        stuck_len = n < 0 ? 0 : (size_t)n < sizeof stuck_msg ? (size_t)n
+                                                             : sizeof stuck_msg - 1;
+        struct sigaction sa = { .sa_handler = on_stuck_load, .sa_flags = SA_RESTART };
+        sigaction(SIGALRM, &sa, NULL);
+        it.it_value.tv_sec = (time_t)o->handler_timeout;
+        it.it_value.tv_usec = (suseconds_t)((o->handler_timeout -
+                                             (double)it.it_value.tv_sec) * 1e6);
+        if (!it.it_value.tv_sec && !it.it_value.tv_usec)
+            it.it_value.tv_usec = 1;
+    }
+    setitimer(ITIMER_REAL, &it, NULL);
+    if (!on)
+        signal(SIGALRM, SIG_DFL);
 }
 
 static int drop_privileges(const char *user, char *err, size_t len)
@@ -123,7 +163,9 @@ int main(int argc, char **argv)
 
     /* load the script once here, so that a broken one stops us now with
      * one clear line; each worker loads its own copy afterwards */
+    guard_load(&o, true);
     struct lua_host *lua = worker_load(&o, 1, err, sizeof err);
+    guard_load(&o, false);
     if (!lua)
         return fail(err);
     if (o.test_only) {

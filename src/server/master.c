@@ -7,18 +7,22 @@
  * of its own; it sleeps in sigtimedwait, forwards SIGHUP, SIGUSR1,
  * SIGTERM and SIGINT, and restarts a worker that dies, with a back-off
  * so that a script that crashes at start-up cannot make it loop hot. It
- * also kills (and so restarts) a worker stuck in a handler. A lone
- * worker runs in the process itself, watched by a thread. */
+ * also kills (and so restarts) a worker whose heartbeat (worker.h) stops:
+ * stuck in a handler or in its script's top-level code, stuck in the
+ * kernel, or stopped. A lone worker runs in the process itself, watched
+ * by a thread. */
 #include "master.h"
 #include "log.h"
 #include "timer.h"
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -32,8 +36,9 @@
 #define STABLE_MS 5000       /* a worker that lived this long died by accident */
 
 struct child {
-    uint64_t *busy;          /* shared with the worker: see worker.h */
+    uint64_t *beat;          /* its heartbeat, shared with it: see worker.h */
     pid_t pid;               /* 0 while waiting to be restarted */
+    bool killed;             /* by the watchdog: once is enough */
     int64_t started;         /* ms */
     int64_t restart_at;      /* ms, when pid is 0 */
     int backoff;             /* ms */
@@ -46,15 +51,63 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Is a worker that has been busy since `since` (monotonic ns) stuck? */
-static bool stuck(const struct cli_opts *o, uint64_t since, uint64_t now)
+/* How long, in seconds, the worker whose heartbeat is `beat` has made
+ * no progress, if that is longer than --handler-timeout allows; else 0.
+ * A wait is counted from the start of its turn, and may itself last up
+ * to worker_beat_ms. */
+static double stuck_for(const struct cli_opts *o, uint64_t beat, uint64_t now)
 {
-    return o->handler_timeout > 0 && since && now > since &&
-           (double)(now - since) / 1e9 > o->handler_timeout;
+    uint64_t at = beat_ns(beat);
+    if (o->handler_timeout <= 0 || !beat || now <= at)
+        return 0;
+    double limit = o->handler_timeout;
+    if (beat_phase(beat) == BEAT_WAITING)
+        limit += worker_beat_ms(o) / 1e3;
+    double s = (double)(now - at) / 1e9;
+    return s > limit ? s : 0;
+}
+
+/* The state of pid's main thread, from /proc: 'R' running, 'S' asleep,
+ * 'D' asleep in the kernel, 'T' stopped...; '?' when unknown. Read only
+ * when a worker is found stuck, to say where. */
+static char proc_state(pid_t pid)
+{
+    char path[32], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return '?';
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    /* "pid (comm) S ...": the name may hold spaces and parentheses */
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] ? p[2] : '?';
+}
+
+/* Where a worker that made no progress is, for the log line: stopped,
+ * or else in the step its heartbeat names. A batch of completions whose
+ * thread sleeps is in a system call that a handler made. */
+static const char *stuck_where(uint64_t beat, pid_t pid)
+{
+    char st = proc_state(pid);
+    if (st == 'T' || st == 't')
+        return "stopped";
+    switch (beat_phase(beat)) {
+    case BEAT_LOADING:
+        return "stuck loading the script";
+    case BEAT_RELOADING:
+        return "stuck reloading the script";
+    case BEAT_WAITING:
+        return "stuck in the kernel, in its wait";
+    default:
+        return st == 'S' || st == 'D' ? "blocked in a system call in a handler"
+                                      : "stuck in a handler";
+    }
 }
 
 static pid_t start(const struct cli_opts *o, const int *fds, int n, int i,
-                   uint64_t *busy)
+                   uint64_t *beat)
 {
     pid_t pid = fork();
     if (pid < 0) {
@@ -67,10 +120,19 @@ static pid_t start(const struct cli_opts *o, const int *fds, int n, int i,
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() == 1)
         _exit(1);
+    /* Its signals stay blocked (for its signalfd) while it loads the
+     * script, except these: a worker still loading has nothing to drain,
+     * and the one whose script never ends must still go with its master,
+     * as a lone worker would. */
+    sigset_t end;
+    sigemptyset(&end);
+    sigaddset(&end, SIGTERM);
+    sigaddset(&end, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &end, NULL);
     for (int j = 0; j < n; j++)
         if (fds[j] != fds[i])
             close(fds[j]);
-    _exit(worker_main(o, fds[i], i + 1, busy));
+    _exit(worker_main(o, fds[i], i + 1, beat));
 }
 
 static void reap(struct child *c, int n, bool stopping)
@@ -84,8 +146,11 @@ static void reap(struct child *c, int n, bool stopping)
             c[i].pid = 0;
             if (stopping)
                 break;
+            /* one that never got through its script failed to start,
+             * however long it took: restart it ever more slowly too */
             int64_t lived = now_ms() - c[i].started;
-            c[i].backoff = lived >= STABLE_MS ? 0
+            bool loaded = beat_phase(beat_get(c[i].beat)) != BEAT_LOADING;
+            c[i].backoff = lived >= STABLE_MS && loaded ? 0
                          : c[i].backoff ? c[i].backoff * 2 : BACKOFF_MIN_MS;
             if (c[i].backoff > BACKOFF_MAX_MS)
                 c[i].backoff = BACKOFF_MAX_MS;
@@ -108,19 +173,26 @@ static void forward(struct child *c, int n, int sig)
             kill(c[i].pid, sig);
 }
 
-/* A handler that never returns (an endless loop compiled by the JIT
- * cannot be interrupted from inside): kill its worker; it is restarted. */
+/* A worker whose heartbeat stopped: a handler that never returns (an
+ * endless loop compiled by the JIT cannot be interrupted from inside),
+ * the same in the script's top-level code, a process stopped or stuck
+ * in the kernel. Its listener would go on taking its share of new
+ * connections, never to serve them: kill it (SIGKILL ends a stopped
+ * process too); it is restarted as any worker that dies. */
 static void watchdog(const struct cli_opts *o, struct child *c, int n)
 {
     uint64_t now = timer_now();
     for (int i = 0; i < n; i++) {
-        uint64_t since = __atomic_load_n(c[i].busy, __ATOMIC_RELAXED);
-        if (c[i].pid > 0 && stuck(o, since, now)) {
-            log_error("worker %d (pid %d) stuck in a handler for %.0f s: killing it",
-                      i + 1, (int)c[i].pid, (double)(now - since) / 1e9);
-            kill(c[i].pid, SIGKILL);
-            __atomic_store_n(c[i].busy, 0, __ATOMIC_RELAXED);
-        }
+        if (c[i].pid <= 0 || c[i].killed)
+            continue;
+        uint64_t beat = beat_get(c[i].beat);
+        double s = stuck_for(o, beat, now);
+        if (s == 0)
+            continue;
+        log_error("worker %d (pid %d) made no progress for %.1f s (%s): killing it",
+                  i + 1, (int)c[i].pid, s, stuck_where(beat, c[i].pid));
+        kill(c[i].pid, SIGKILL);
+        c[i].killed = true;
     }
 }
 
@@ -141,8 +213,11 @@ static int64_t restart_due(const struct cli_opts *o, const int *fds,
         if (c[i].pid > 0)
             continue;
         if (c[i].restart_at <= now) {
-            __atomic_store_n(c[i].busy, 0, __ATOMIC_RELAXED);
-            c[i].pid = start(o, fds, n, i, c[i].busy);
+            /* a fresh heartbeat, from before the fork: watched from the
+             * start, whatever the last one left there */
+            beat_set(c[i].beat, timer_now(), BEAT_LOADING);
+            c[i].killed = false;
+            c[i].pid = start(o, fds, n, i, c[i].beat);
             c[i].started = now;
             if (c[i].pid < 0) {
                 c[i].pid = 0;
@@ -158,14 +233,14 @@ static int64_t restart_due(const struct cli_opts *o, const int *fds,
 int master_run(const struct cli_opts *o, const int *fds, int n)
 {
     struct child *c = calloc((size_t)n, sizeof *c);
-    uint64_t *busy = mmap(NULL, (size_t)n * sizeof *busy, PROT_READ | PROT_WRITE,
+    uint64_t *beat = mmap(NULL, (size_t)n * sizeof *beat, PROT_READ | PROT_WRITE,
                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (!c || busy == MAP_FAILED) {
+    if (!c || beat == MAP_FAILED) {
         free(c);
         return 1;
     }
     for (int i = 0; i < n; i++)
-        c[i].busy = &busy[i];
+        c[i].beat = &beat[i];
     sigset_t set;
     worker_signals(&set);
     sigaddset(&set, SIGCHLD);
@@ -174,10 +249,14 @@ int master_run(const struct cli_opts *o, const int *fds, int n)
 
     bool stopping = false;
     int64_t deadline = 0;
+    int64_t look = worker_beat_ms(o);  /* how often the watchdog looks */
     for (;;) {
         int64_t wait = stopping ? 100 : restart_due(o, fds, c, n);
-        if (!stopping)
-            watchdog(o, c, n);
+        if (look && wait > look)
+            wait = look;
+        /* also while stopping: a worker stuck there would hold the
+         * shutdown up until its deadline */
+        watchdog(o, c, n);
         if (stopping && live(c, n) == 0)
             break;
         if (stopping && now_ms() > deadline) {
@@ -203,7 +282,7 @@ int master_run(const struct cli_opts *o, const int *fds, int n)
         }
     }
     free(c);
-    munmap(busy, (size_t)n * sizeof *busy);
+    munmap(beat, (size_t)n * sizeof *beat);
     log_info("master: stopped");
     return 0;
 }
@@ -211,18 +290,25 @@ int master_run(const struct cli_opts *o, const int *fds, int n)
 /* The watchdog of a lone worker. */
 struct lone_watch {
     struct cli_opts o;         /* a copy: main's goes when main returns */
-    uint64_t busy_since;
+    uint64_t beat;
 };
 
+/* The same watch from a thread of the process: it ends a worker stuck
+ * in a handler, in its script or in the kernel, but not one that is
+ * stopped, as it stops with it: only something outside the process (a
+ * supervisor's health check) can see that. */
 static void *lone_watchdog(void *arg)
 {
     struct lone_watch *lw = arg;
+    unsigned ms = worker_beat_ms(&lw->o);
+    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
     for (;;) {
-        sleep(1);
-        uint64_t since = __atomic_load_n(&lw->busy_since, __ATOMIC_RELAXED);
-        if (stuck(&lw->o, since, timer_now())) {
-            log_error("stuck in a handler for over %.0f s: exiting",
-                      lw->o.handler_timeout);
+        nanosleep(&ts, NULL);
+        uint64_t beat = beat_get(&lw->beat);
+        double s = stuck_for(&lw->o, beat, timer_now());
+        if (s > 0) {
+            log_error("made no progress for %.1f s (%s): exiting", s,
+                      stuck_where(beat, getpid()));
             _exit(70);
         }
     }
@@ -243,5 +329,5 @@ int master_run_one(const struct cli_opts *o, int fd)
     if (o->handler_timeout > 0)
         pthread_create(&t, NULL, lone_watchdog, &lw);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return worker_main(o, fd, 1, &lw.busy_since);
+    return worker_main(o, fd, 1, &lw.beat);
 }

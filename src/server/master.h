@@ -10,8 +10,10 @@
 int master_run(const struct cli_opts *o, const int *fds, int n);
 
 /* Run one worker on fd in this process, with no master: a thread ends
- * the process when a handler never returns (--handler-timeout), so that
- * a supervisor such as systemd starts it again rather than it hanging. */
+ * the process when the worker makes no progress for --handler-timeout (a
+ * handler or the script's top-level code that never returns, a wait
+ * stuck in the kernel), so that a supervisor such as systemd starts it
+ * again rather than it hanging. */
 int master_run_one(const struct cli_opts *o, int fd);
 
 #endif

@@ -32,6 +32,9 @@ void reload_destroy(struct reloader *r);
 /* SIGHUP: reload after this turn. */
 static inline void reload_request(struct reloader *r) { r->pending = true; }
 
+/* Is a reload due after this turn? */
+static inline bool reload_pending(const struct reloader *r) { return r->pending; }
+
 /* Reload if one is due; only between two turns of the core. */
 void reload_run(struct reloader *r);
 

@@ -120,10 +120,10 @@ static unsigned ms_of(double s)
 /* Set up the core around an already bound listen_fd, attach the loaded
  * Lua host, and take signals. Returns 0 or -1 (logged). */
 static int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
-                       struct lua_host *lua, uint64_t *busy_since)
+                       struct lua_host *lua, uint64_t *beat)
 {
     memset(w, 0, sizeof *w);
-    w->busy_since = busy_since;
+    w->beat = beat;
     w->opts = o;
     w->signal_fd = -1;
     w->lua = lua;
@@ -134,6 +134,7 @@ static int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd
         .max_conns = o->max_conns, .buffers = o->buffers,
         .buffer_size = o->buffer_size, .high_water = o->high_water,
         .batch_wait_us = o->batch_wait_us,
+        .max_wait_ms = worker_beat_ms(o),
         .send_timeout_ms = ms_of(o->send_timeout),
         .linger_ms = ms_of(o->lingering_time),
         .linger_gap_ms = ms_of(o->lingering_timeout),
@@ -167,22 +168,48 @@ static void worker_destroy(struct worker *w)
         close(w->signal_fd);
 }
 
+unsigned worker_beat_ms(const struct cli_opts *o)
+{
+    if (o->handler_timeout <= 0)
+        return 0;
+    /* twice per timeout: an idle worker's heartbeat is never older than
+     * half of it, which leaves the other half for a late wake-up */
+    double ms = o->handler_timeout * 1000 / 2;
+    return ms >= 1000 ? 1000 : ms >= 1 ? (unsigned)ms : 1;
+}
+
+/* A reload runs the script's top-level code again, between two turns:
+ * the watchdog tells that apart. Returns when it ended, from which the
+ * next wait is counted: the reload's time is no part of it. */
+static uint64_t reload(struct worker *w)
+{
+    beat_set(w->beat, timer_now(), BEAT_RELOADING);
+    reload_run(&w->reload);
+    uint64_t now = timer_now();
+    beat_set(w->beat, now, BEAT_RUNNING);
+    return now;
+}
+
 static int worker_run(struct worker *w)
 {
     struct core *k = &w->core;
+    uint64_t since = k->now;   /* when this turn began */
     while (!w->stop_now && !(w->stopping && core_live(k) == 0)) {
-        __atomic_store_n(w->busy_since, 0, __ATOMIC_RELAXED);
+        /* two stores a turn, no clock read: the wait is counted from
+         * the turn's start, and the watchdog allows it worker_beat_ms */
+        beat_set(w->beat, since, BEAT_WAITING);
         int ret = core_wait(k);
         if (ret < 0) {
             log_error("io_uring_enter: %s", strerror(-ret));
             return 1;
         }
-        __atomic_store_n(w->busy_since, k->now, __ATOMIC_RELAXED);
+        since = k->now;
+        beat_set(w->beat, since, BEAT_RUNNING);
         core_run(k);
-        if (!w->stopping)
-            reload_run(&w->reload);
+        if (!w->stopping && reload_pending(&w->reload))
+            since = reload(w);
     }
-    __atomic_store_n(w->busy_since, 0, __ATOMIC_RELAXED); /* not stuck: done */
+    __atomic_store_n(w->beat, 0, __ATOMIC_RELAXED); /* done: not to be watched */
     core_finish(k);
     log_info("stopped");
     return 0;
@@ -199,20 +226,23 @@ struct lua_host *worker_load(const struct cli_opts *o, int index, char *err,
 }
 
 int worker_main(const struct cli_opts *o, int listen_fd, int index,
-                uint64_t *busy_since)
+                uint64_t *beat)
 {
     char err[1024];
+    /* the script's top-level code is watched too: it may never end */
+    beat_set(beat, timer_now(), BEAT_LOADING);
     struct lua_host *lua = worker_load(o, index, err, sizeof err);
     if (!lua) {
         log_error("%s", err);
         close(listen_fd);
         return 1;
     }
+    beat_set(beat, timer_now(), BEAT_RUNNING);
     char where[256];
     net_sockname(listen_fd, where, sizeof where);
     struct worker w;
     int status = 1;
-    if (worker_init(&w, o, listen_fd, lua, busy_since) == 0) {
+    if (worker_init(&w, o, listen_fd, lua, beat) == 0) {
         log_info("moonring %s listening on %s, serving %s (worker %d, max %u "
                  "connections, %u x %u B receive buffers%s)", MR_VERSION, where,
                  lua_host_script_name(lua), index, o->max_conns, o->buffers,

@@ -96,6 +96,19 @@ static void test_no_on_data(void **state)
     free(p);
 }
 
+/* Top-level code that never ends, in the start-up check: given up on
+ * after --handler-timeout with one line, not a hang (also with -t). */
+static void test_loop_at_start(void **state)
+{
+    (void)state;
+    char *p = script("while true do end\n");
+    const char *argv[] = { "--handler-timeout", "1", p, NULL };
+    expect_error(argv, "top-level code", "--handler-timeout");
+    const char *check[] = { "-t", "--handler-timeout", "1", p, NULL };
+    expect_error(check, "top-level code", NULL);
+    free(p);
+}
+
 static void test_port_in_use(void **state)
 {
     (void)state;
@@ -246,6 +259,7 @@ int main(void)
         cmocka_unit_test(test_runtime_error),
         cmocka_unit_test(test_not_a_table),
         cmocka_unit_test(test_no_on_data),
+        cmocka_unit_test(test_loop_at_start),
         cmocka_unit_test(test_port_in_use),
         cmocka_unit_test(test_restart_same_port),
         cmocka_unit_test(test_bad_options),

@@ -605,6 +605,30 @@ static void test_timer(void **state)
     assert_string_equal(r->log, "timer 42;");
 }
 
+/* max_wait_ms: a wait with nothing to do ends after it, also when the
+ * next timer is further away; a nearer timer still comes first. */
+static void test_max_wait(void **state)
+{
+    (void)state;
+    struct core k;
+    struct core_config cfg = {
+        .max_conns = 8, .buffers = 8, .buffer_size = 4096, .max_wait_ms = 200,
+    };
+    assert_int_equal(core_init(&k, &cfg), 0);
+    uint64_t t0 = timer_now();
+    assert_int_equal(core_wait(&k), 0);              /* nothing at all */
+    uint64_t t1 = timer_now();
+    assert_true(t1 - t0 >= 190 * 1000000ull && t1 - t0 < 2000 * 1000000ull);
+    assert_int_equal(core_timer_add(&k, t1 + 10 * 1000000000ull, 1), 0);
+    assert_int_equal(core_wait(&k), 0);              /* a timer in 10 s */
+    uint64_t t2 = timer_now();
+    assert_true(t2 - t1 >= 190 * 1000000ull && t2 - t1 < 2000 * 1000000ull);
+    assert_int_equal(core_timer_add(&k, t2 + 2 * 1000000ull, 2), 0);
+    assert_int_equal(core_wait(&k), 0);              /* one in 2 ms */
+    assert_true(timer_now() - t2 < 150 * 1000000ull);
+    core_destroy(&k);
+}
+
 /* Shutdown closes every connection with reason "shutdown" and stops
  * accepting. */
 static void test_shutdown(void **state)
@@ -757,6 +781,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transport_outbound_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timer, setup, teardown),
+        cmocka_unit_test(test_max_wait),
         cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
