@@ -172,11 +172,13 @@ static void test_fuzz_http(void **state)
     (void)state;
     static const char *const seeds[] = {
         "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
-        "POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-        "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\n0\r\n\r\n",
         "GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
     };
-    fuzz("examples/http.lua", seeds, 4, "GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK\r\n");
+    fuzz("examples/http.lua", seeds, 4, "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+         "HTTP/1.1 200 OK\r\n");
 }
 
 static void test_fuzz_redis(void **state)
