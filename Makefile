@@ -185,8 +185,10 @@ instructions: deps
 	@$(MAKE) --no-print-directory all build/loadgen
 	@scripts/instructions.sh
 
-# make soak [SOAK_SECONDS=180]: 10,000 connections echoing and churning;
-# RSS must not grow and no request may fail. Not part of make test.
+# make soak [SOAK_SECONDS=180] [SOAK_HOSTILE=0]: 10,000 connections echoing
+# and churning, with 200 non-reading and 200 slow-body clients beside them
+# unless SOAK_HOSTILE=0; RSS must not grow, nor pass the hostile clients'
+# bound, and no request may fail. Not part of make test.
 soak: deps
 	@scripts/soak.sh
 
