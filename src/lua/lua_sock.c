@@ -100,8 +100,8 @@ static void take(struct lua_host *h, struct lua_sock *s, lua_State *L,
 }
 
 /* Is the reader's wait met by what is buffered? Push its results onto L
- * and return their count, or 0 (or -1: the line or delimiter is longer
- * than the buffer may hold). */
+ * and return their count, or 0 (or -1: the buffer is full, which pauses
+ * reading, and holds no end of line or delimiter). */
 static int satisfy(struct lua_host *h, struct lua_sock *s, lua_State *L)
 {
     const char *p = s->buf + s->off;
@@ -120,7 +120,7 @@ static int satisfy(struct lua_host *h, struct lua_sock *s, lua_State *L)
         const char *nl = s->len > s->scan ? memchr(p + s->scan, '\n', s->len - s->scan) : NULL;
         if (!nl) {
             s->scan = s->len;
-            return s->len > limit(h) ? -1 : 0;
+            return s->len >= limit(h) ? -1 : 0; /* full: reading paused */
         }
         size_t n = (size_t)(nl - p);
         size_t cr = n && p[n - 1] == '\r';
@@ -132,7 +132,7 @@ static int satisfy(struct lua_host *h, struct lua_sock *s, lua_State *L)
         const char *at = s->len > from ? memmem(p + from, s->len - from, s->pat, s->patlen) : NULL;
         if (!at) {
             s->scan = s->len;
-            return s->len > limit(h) ? -1 : 0;
+            return s->len >= limit(h) ? -1 : 0; /* full: reading paused */
         }
         take(h, s, L, (size_t)(at - p), s->patlen);
         return 1;
