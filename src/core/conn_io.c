@@ -400,12 +400,14 @@ static void drain_timer(struct core *k, struct conn *c)
 /* Linger after a close the handler asked for: the peer may still be
  * sending (a pipelined request, the rest of a body), and closing a socket
  * with unread input makes the kernel reset it, dropping the response it
- * has not sent yet. Not after the peer's EOF, an error, or for
- * connections this worker made. */
+ * has not sent yet. Not after the peer's EOF, an error, for connections
+ * this worker made, or once the worker is stopping (core_shutdown also
+ * ends the lingering closes under way). */
 static bool linger_wanted(const struct core *k, const struct conn *c)
 {
-    return k->linger_ms && c->fd >= 0 && c->reason == REASON_CLOSED &&
-           c->origin != CONN_OUTBOUND && !(c->flags & CF_EOF);
+    return k->linger_ms && !k->stopping && c->fd >= 0 &&
+           c->reason == REASON_CLOSED && c->origin != CONN_OUTBOUND &&
+           !(c->flags & CF_EOF);
 }
 
 /* Shut down writing, so that the peer reads our last byte and then an

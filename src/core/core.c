@@ -223,9 +223,13 @@ void core_shutdown(struct core *k)
 {
     k->stopping = true;
     listener_stop_all(k);
-    for (uint32_t i = 0; i < k->conns.used_hi; i++)
-        if (k->conns.c[i].state == CONN_OPEN)
-            conn_close(&k->conns, &k->conns.c[i], REASON_SHUTDOWN, false);
+    for (uint32_t i = 0; i < k->conns.used_hi; i++) {
+        struct conn *c = &k->conns.c[i];
+        if (c->state == CONN_OPEN)
+            conn_close(&k->conns, c, REASON_SHUTDOWN, false);
+        else if (c->state == CONN_CLOSING && (c->flags & CF_LINGER))
+            conn_close(&k->conns, c, (enum conn_reason)c->reason, true);
+    }
 }
 
 static bool accepting(const struct core *k)

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <setjmp.h>
@@ -275,6 +276,30 @@ static void test_lingering_limits(void **state)
     h_finish(&s, path);
 }
 
+/* A lingering close does not hold up a shutdown: the worker stops at
+ * once rather than after --lingering-timeout. */
+static void test_linger_at_shutdown(void **state)
+{
+    (void)state;
+    struct h_server s;
+    const char *opts[] = { "--lingering-timeout", "8", NULL };
+    char *path = h_serve(&s, close_at_once_lua, opts, NULL);
+    int fd = h_connect(s.port, false);
+    h_send_all(fd, "x", 1);
+    assert_string_equal(h_line(fd, H_WAIT_MS), "bye");
+    assert_int_equal(live_conns(&s), 1); /* lingering */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(h_stop(&s, SIGTERM), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    print_message("stopped in %.2f s\n", secs);
+    assert_true(secs < 4);
+    close(fd);
+    free(s.log);
+    free(path);
+}
+
 /* Sends 8 MB and closes: to a client that never reads, that output
  * cannot drain. */
 static const char send_close_lua[] =
@@ -306,6 +331,7 @@ int main(void)
         cmocka_unit_test(test_held_in_pieces),
         cmocka_unit_test(test_lingering_close),
         cmocka_unit_test(test_lingering_limits),
+        cmocka_unit_test(test_linger_at_shutdown),
         cmocka_unit_test(test_close_send_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
