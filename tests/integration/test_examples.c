@@ -55,30 +55,6 @@ static const char *at(struct h_server *s, const char *path)
     return url;
 }
 
-/* Send raw bytes (the server may close before taking them all), read
- * until it closes or ms pass; returns what came. */
-static char *raw(int port, const void *req, size_t n, int ms)
-{
-    int fd = h_connect(port, false);
-    size_t off = 0;
-    while (off < n) {
-        ssize_t w = send(fd, (const char *)req + off, n - off, MSG_NOSIGNAL);
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
-    static char buf[65536];
-    size_t got = h_recv_exact(fd, buf, sizeof buf - 1, ms);
-    buf[got] = 0;
-    close(fd);
-    return buf;
-}
-
-static char *raws(int port, const char *req)
-{
-    return raw(port, req, strlen(req), H_WAIT_MS);
-}
-
 /* Send req (n bytes, the server may close before taking them all) and
  * read until the server closes or ms pass; *closed says which. Returns
  * what came. */
@@ -98,6 +74,19 @@ static char *answer(int port, const char *req, size_t n, int ms, bool *closed)
     close(fd);
     return buf;
 }
+
+/* The same, when whether it closed does not matter. */
+static char *raw(int port, const void *req, size_t n, int ms)
+{
+    bool closed;
+    return answer(port, req, n, ms, &closed);
+}
+
+static char *raws(int port, const char *req)
+{
+    return raw(port, req, strlen(req), H_WAIT_MS);
+}
+
 
 /* The server's CPU time so far, user and system, in seconds. */
 static double cpu_seconds(pid_t pid)
