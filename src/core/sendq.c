@@ -114,6 +114,16 @@ bool sendq_next(struct sendq *q, const void **data, size_t *len)
             buf = NULL;
             cap = 0;
         }
+        size_t fit = (q->pd_len + 4095) & ~(size_t)4095;
+        if (q->pd_cap > SENDQ_KEEP_CAP && fit < q->pd_cap) {
+            /* nothing is added to a buffer in flight: give back its
+             * slack (shrinking in place, without a copy) */
+            char *p = realloc(q->pend, fit);
+            if (p) {
+                q->pend = p;
+                q->pd_cap = fit;
+            }
+        }
         q->flight = q->pend;
         q->fl_cap = q->pd_cap;
         q->fl_off = 0;
