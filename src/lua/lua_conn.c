@@ -10,6 +10,9 @@
 #include "net.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CONN_MT "moonring.conn"
@@ -103,6 +106,38 @@ static int l_peer(lua_State *L)
     return 2;
 }
 
+void lua_conn_name_listeners(struct lua_host *h)
+{
+    unsigned n = h->k->nlsn;
+    h->lsn_names = calloc(n, sizeof *h->lsn_names);
+    if (!h->lsn_names)
+        return;
+    h->nlsn_names = n;
+    for (unsigned i = 0; i < n; i++) {
+        char where[INET6_ADDRSTRLEN + 128], name[sizeof where + 8];
+        net_sockname(h->k->lsn[i].fd, where, sizeof where);
+        snprintf(name, sizeof name, "%s%s",
+                 strncmp(where, "unix:", 5) == 0 ? "" : "tcp://", where);
+        h->lsn_names[i] = strdup(name);
+    }
+}
+
+/* conn:listener(): the listener the connection came in on, as
+ * "tcp://127.0.0.1:7000" or "unix:/run/app.sock"; nil for one this
+ * worker made. */
+static int l_listener(lua_State *L)
+{
+    struct conn *c = to_conn(L);
+    struct lua_host *h = HOST(L);
+    if (!c)
+        return closed(L);
+    if (c->origin >= h->nlsn_names || !h->lsn_names[c->origin])
+        lua_pushnil(L); /* CONN_OUTBOUND, or out of memory at start */
+    else
+        lua_pushstring(L, h->lsn_names[c->origin]);
+    return 1;
+}
+
 /* conn:pending(): bytes queued and not yet sent. */
 static int l_pending(lua_State *L)
 {
@@ -166,6 +201,7 @@ static int l_tostring(lua_State *L)
 static const luaL_Reg shared[] = {
     { "close", l_close },
     { "peer", l_peer },
+    { "listener", l_listener },
     { "pending", l_pending },
     { "set_timeout", l_set_timeout },
     { NULL, NULL },

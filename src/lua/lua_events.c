@@ -169,6 +169,7 @@ void lua_host_attach(struct lua_host *h, struct core *k)
 {
     h->k = k;
     core_set_events(k, &events, h);
+    lua_conn_name_listeners(h);
     struct timer_entry e;
     while (timer_pop_due(&h->early, UINT64_MAX, &e))
         core_timer_add(k, e.due, e.key);

@@ -157,6 +157,9 @@ void lua_host_free(struct lua_host *h)
     lua_reload_free(h);
     timer_heap_free(&h->early);
     free(h->socks);
+    for (unsigned i = 0; i < h->nlsn_names; i++)
+        free(h->lsn_names[i]);
+    free(h->lsn_names);
     free(h->script);
     free(h->name);
     free(h->dirs[0]);

@@ -68,6 +68,8 @@ struct lua_host {
     struct lua_sock **socks; /* socks[slot]: connections run by a function */
     int pools_ref;     /* registry: pools["host:port"] = { idle socket states } */
     int dead_ref;      /* registry: the state of a socket given to the pool */
+    char **lsn_names;  /* what conn:listener() says of each of k's listeners */
+    unsigned nlsn_names;
 };
 
 /* Metatables, registered by name */
@@ -91,6 +93,9 @@ struct conn *lua_conn_at(lua_State *L, int idx);
  * "closed"). */
 void lua_conn_detach(lua_State *L, int idx);
 /* Add the methods a socket shares with a conn to the table on top. */
+/* Name k's listeners for conn:listener(), once they are set up. */
+void lua_conn_name_listeners(struct lua_host *h);
+
 void lua_conn_add_shared(lua_State *L, struct lua_host *h);
 void lua_conn_invalidate(lua_State *L, struct conn *c);
 /* Push handler `name` of c (its own table for an outbound connection,

@@ -13,9 +13,11 @@
 const char cli_usage[] =
     "usage: moonring [options] [SCRIPT [ARGS...]]\n"
     "  SCRIPT defaults to the built-in echo handler; ARGS reach it as `arg`\n"
-    "  -b, --bind ADDR          address to listen on (default 127.0.0.1;\n"
-    "                           \"::\" for IPv6, \"unix:/path\" for a Unix socket)\n"
-    "  -p, --port N             TCP port (default 7000; 0 picks a free one)\n"
+    "  -l, --listen URL         listen on tcp://ADDR:PORT or unix:/path; may be\n"
+    "                           given several times (default tcp://127.0.0.1:7000)\n"
+    "  -b, --bind ADDR          the shorthand for one listener: its address\n"
+    "                           (default 127.0.0.1; \"::\" for IPv6, \"unix:/path\")\n"
+    "  -p, --port N             ... and its TCP port (default 7000; 0: a free one)\n"
     "  -w, --workers N|auto     worker processes (default 1)\n"
     "  -t, --test               load the script, report errors, exit\n"
     "      --no-reload          do not watch the script for changes\n"
@@ -52,6 +54,7 @@ enum { O_NO_RELOAD = 256, O_LOG_LEVEL, O_MAX_CONNS, O_BUFFERS, O_BUFFER_SIZE,
        O_LINGERING_BYTES };
 
 static const struct option longopts[] = {
+    { "listen", required_argument, NULL, 'l' },
     { "bind", required_argument, NULL, 'b' },
     { "port", required_argument, NULL, 'p' },
     { "workers", required_argument, NULL, 'w' },
@@ -102,6 +105,48 @@ static int bad(int c, const char *a, char *err, size_t n)
     return -1;
 }
 
+/* One -l URL into *l: tcp://ADDR:PORT (ADDR in brackets for IPv6) or
+ * unix:/path. Returns 0, or -1 with err. */
+static int parse_listen(const char *url, struct cli_listen *l, char *err, size_t n)
+{
+    memset(l, 0, sizeof *l);
+    l->url = url;
+    if (strncmp(url, "unix:", 5) == 0) {
+        if (!url[5] || strlen(url) >= sizeof l->addr)
+            goto bad;
+        snprintf(l->addr, sizeof l->addr, "%s", url);
+        return 0;
+    }
+    if (strncmp(url, "tls://", 6) == 0 || strncmp(url, "udp://", 6) == 0) {
+        snprintf(err, n, "--listen %s: %.3s listeners are not built yet", url, url);
+        return -1;
+    }
+    if (strncmp(url, "tcp://", 6) != 0)
+        goto bad;
+    const char *host = url + 6, *colon = strrchr(host, ':');
+    long port;
+    if (!colon || colon == host || parse_long(colon + 1, 0, 65535, &port))
+        goto bad;
+    size_t len = (size_t)(colon - host);
+    if (host[0] == '[') { /* [::1]:80 */
+        if (len < 3 || host[len - 1] != ']')
+            goto bad;
+        host++;
+        len -= 2;
+    } else if (memchr(host, ':', len)) {
+        goto bad; /* an IPv6 address needs its brackets */
+    }
+    if (len >= sizeof l->addr)
+        goto bad;
+    memcpy(l->addr, host, len);
+    l->addr[len] = 0;
+    l->port = (int)port;
+    return 0;
+bad:
+    snprintf(err, n, "--listen %s: expected tcp://ADDR:PORT or unix:/path", url);
+    return -1;
+}
+
 /* Seconds, within [lo, 86400]. */
 static int parse_seconds(const char *s, double lo, double *out)
 {
@@ -136,15 +181,23 @@ static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
         return parse_seconds(a, c == O_SEND_TIMEOUT ? 0.001 : 0, secs) ? bad(c, a, err, n) : 0;
 
     switch (c) {
+    case 'l':
+        if (o->nlisten == CLI_MAX_LISTEN) {
+            snprintf(err, n, "at most %d listeners", CLI_MAX_LISTEN);
+            return -1;
+        }
+        return parse_listen(a, &o->listen[o->nlisten++], err, n);
     case 'b':
         if (!*a)
             goto bad;
         o->bind = a;
+        o->bind_given = 1;
         return 0;
     case 'p':
         if (parse_long(a, 0, 65535, &v))
             goto bad;
         o->port = (int)v;
+        o->bind_given = 1;
         return 0;
     case 'w':
         if (strcmp(a, "auto") == 0) {
@@ -232,7 +285,7 @@ enum cli_result cli_parse(int argc, char **argv, struct cli_opts *o,
     int c;
     /* '+': stop at the first non-option, which is the script; the rest
      * belongs to the script, like `lua script.lua -x` */
-    while ((c = getopt_long(argc, argv, "+:b:p:w:thV", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+:l:b:p:w:thV", longopts, NULL)) != -1) {
         switch (c) {
         case 't': o->test_only = 1; break;
         case 'h': return CLI_HELP;
@@ -250,6 +303,20 @@ enum cli_result cli_parse(int argc, char **argv, struct cli_opts *o,
         default:
             if (apply(c, optarg, o, err, errlen))
                 return CLI_ERROR;
+        }
+    }
+    if (o->nlisten && o->bind_given) {
+        snprintf(err, errlen, "-l and -b/-p do not go together: give each listener as -l");
+        return CLI_ERROR;
+    }
+    if (!o->nlisten) { /* -b/-p: the one listener */
+        struct cli_listen *l = &o->listen[o->nlisten++];
+        l->url = NULL; /* made from addr and port when asked */
+        snprintf(l->addr, sizeof l->addr, "%s", o->bind);
+        l->port = o->port;
+        if (strlen(o->bind) >= sizeof l->addr) {
+            snprintf(err, errlen, "invalid value '%s' for --bind", o->bind);
+            return CLI_ERROR;
         }
     }
     if (optind < argc) {

@@ -4,6 +4,15 @@
 
 #include <stddef.h>
 
+/* A listener of -l (or the one of -b/-p). */
+struct cli_listen {
+    const char *url;           /* as given: what conn:listener() returns */
+    char addr[256];            /* "127.0.0.1", "::1", or "unix:/path" */
+    int port;                  /* TCP; 0 lets the kernel choose */
+};
+
+#define CLI_MAX_LISTEN 16
+
 struct cli_opts {
     const char *bind;          /* address, default "127.0.0.1" */
     int port;                  /* 0 lets the kernel choose */
@@ -26,6 +35,9 @@ struct cli_opts {
     double lingering_time;     /* seconds a lingering close lasts at most; 0: off */
     double lingering_timeout;  /* ... and may wait for input */
     unsigned long lingering_bytes; /* ... and bytes it reads and drops */
+    struct cli_listen listen[CLI_MAX_LISTEN];
+    int nlisten;               /* at least 1 once parsed */
+    int bind_given;            /* -b or -p was given */
     const char *script;        /* NULL: built-in echo */
     int script_argc;           /* arguments after the script */
     char **script_argv;

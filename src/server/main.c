@@ -89,6 +89,20 @@ static void guard_load(const struct cli_opts *o, bool on)
         signal(SIGALRM, SIG_DFL);
 }
 
+/* Close the sockets of listeners [0, upto), each once (a Unix socket's
+ * is shared by the workers), and remove the Unix sockets' files. */
+static void close_listeners(const struct cli_opts *o, int *fds, int n, int upto)
+{
+    int nl = o->nlisten;
+    for (int l = 0; l < upto; l++) {
+        for (int w = 0; w < n; w++)
+            if (w == 0 || fds[w * nl + l] != fds[l])
+                close(fds[w * nl + l]);
+        if (strncmp(o->listen[l].addr, "unix:", 5) == 0)
+            unlink(o->listen[l].addr + 5);
+    }
+}
+
 static int drop_privileges(const char *user, char *err, size_t len)
 {
     struct passwd *pw = getpwnam(user);
@@ -104,17 +118,18 @@ static int drop_privileges(const char *user, char *err, size_t len)
     return 0;
 }
 
-/* Bind the listeners. One worker gets one socket. Several get one
- * SO_REUSEPORT socket each, so that the kernel spreads connections across
- * them, after a plain bind has checked that nobody else holds the port
- * (SO_REUSEPORT alone would share it with another server of the same
- * user) and, for -p 0, picked it. A Unix socket is one listener that the
- * workers share. Returns 0, or -1 with err. */
-static int open_listeners(const struct cli_opts *o, int *fds, int n, char *err,
-                          size_t len)
+/* Bind listener l for n workers into fds[0..n). One worker gets one
+ * socket. Several get one SO_REUSEPORT socket each, so that the kernel
+ * spreads connections across them, after a plain bind has checked that
+ * nobody else holds the port (SO_REUSEPORT alone would share it with
+ * another server of the same user) and, for port 0, picked it. A Unix
+ * socket is one listener that the workers share. Returns 0, or -1 with
+ * err. */
+static int open_listener(const struct cli_listen *l, int *fds, int n, char *err,
+                         size_t len)
 {
-    bool unix_sock = strncmp(o->bind, "unix:", 5) == 0;
-    fds[0] = net_listen(o->bind, o->port, 0, err, len);
+    bool unix_sock = strncmp(l->addr, "unix:", 5) == 0;
+    fds[0] = net_listen(l->addr, l->port, 0, err, len);
     if (fds[0] < 0)
         return -1;
     if (n == 1 || unix_sock) {
@@ -125,13 +140,36 @@ static int open_listeners(const struct cli_opts *o, int *fds, int n, char *err,
     int port = net_port(fds[0]);
     close(fds[0]);
     for (int i = 0; i < n; i++) {
-        fds[i] = net_listen(o->bind, port, 1, err, len);
+        fds[i] = net_listen(l->addr, port, 1, err, len);
         if (fds[i] < 0) {
             while (i-- > 0)
                 close(fds[i]);
             return -1;
         }
     }
+    return 0;
+}
+
+/* Every listener for n workers: fds[w * nlisten + l] is worker w's
+ * socket for listener l. */
+static int open_listeners(const struct cli_opts *o, int *fds, int n, char *err,
+                          size_t len)
+{
+    int nl = o->nlisten, *col = calloc((size_t)n, sizeof *col);
+    if (!col) {
+        snprintf(err, len, "out of memory");
+        return -1;
+    }
+    for (int l = 0; l < nl; l++) {
+        if (open_listener(&o->listen[l], col, n, err, len)) {
+            close_listeners(o, fds, n, l);
+            free(col);
+            return -1;
+        }
+        for (int w = 0; w < n; w++)
+            fds[w * nl + l] = col[w];
+    }
+    free(col);
     return 0;
 }
 
@@ -176,18 +214,20 @@ int main(int argc, char **argv)
     lua_host_free(lua);
     fit_fd_limit(&o);
 
-    int *fds = calloc((size_t)n, sizeof *fds);
+    int *fds = calloc((size_t)n * (size_t)o.nlisten, sizeof *fds);
     if (!fds || open_listeners(&o, fds, n, err, sizeof err)) {
         free(fds);
         return fail(fds ? err : "out of memory");
     }
     if (o.user && drop_privileges(o.user, err, sizeof err)) {
+        close_listeners(&o, fds, n, o.nlisten);
         free(fds);
         return fail(err);
     }
-    int status = n == 1 ? master_run_one(&o, fds[0]) : master_run(&o, fds, n);
-    if (strncmp(o.bind, "unix:", 5) == 0)
-        unlink(o.bind + 5);
+    int status = n == 1 ? master_run_one(&o, fds) : master_run(&o, fds, n);
+    for (int l = 0; l < o.nlisten; l++) /* the sockets went with the workers */
+        if (strncmp(o.listen[l].addr, "unix:", 5) == 0)
+            unlink(o.listen[l].addr + 5);
     free(fds);
     return status;
 }

@@ -129,10 +129,16 @@ static pid_t start(const struct cli_opts *o, const int *fds, int n, int i,
     sigaddset(&end, SIGTERM);
     sigaddset(&end, SIGINT);
     sigprocmask(SIG_UNBLOCK, &end, NULL);
-    for (int j = 0; j < n; j++)
-        if (fds[j] != fds[i])
+    int nl = o->nlisten;
+    const int *mine = fds + i * nl;
+    for (int j = 0; j < n * nl; j++) {
+        bool keep = false;
+        for (int l = 0; l < nl; l++)
+            keep |= fds[j] == mine[l];
+        if (!keep)
             close(fds[j]);
-    _exit(worker_main(o, fds[i], i + 1, beat));
+    }
+    _exit(worker_main(o, mine, nl, i + 1, beat));
 }
 
 static void reap(struct child *c, int n, bool stopping)
@@ -315,7 +321,7 @@ static void *lone_watchdog(void *arg)
     return NULL;
 }
 
-int master_run_one(const struct cli_opts *o, int fd)
+int master_run_one(const struct cli_opts *o, const int *fds)
 {
     /* static: the thread lives on while the process exits */
     static struct lone_watch lw;
@@ -329,5 +335,5 @@ int master_run_one(const struct cli_opts *o, int fd)
     if (o->handler_timeout > 0)
         pthread_create(&t, NULL, lone_watchdog, &lw);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return worker_main(o, fd, 1, &lw.beat);
+    return worker_main(o, fds, o->nlisten, 1, &lw.beat);
 }

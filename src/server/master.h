@@ -14,6 +14,6 @@ int master_run(const struct cli_opts *o, const int *fds, int n);
  * handler or the script's top-level code that never returns, a wait
  * stuck in the kernel), so that a supervisor such as systemd starts it
  * again rather than it hanging. */
-int master_run_one(const struct cli_opts *o, int fd);
+int master_run_one(const struct cli_opts *o, const int *fds);
 
 #endif

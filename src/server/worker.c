@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -117,10 +118,16 @@ static unsigned ms_of(double s)
     return s > 0 && ms < 1 ? 1 : (unsigned)ms;
 }
 
-/* Set up the core around an already bound listen_fd, attach the loaded
- * Lua host, and take signals. Returns 0 or -1 (logged). */
-static int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd,
-                       struct lua_host *lua, uint64_t *beat)
+static void close_fds(const int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+/* Set up the core around the nl already bound fds, attach the loaded Lua
+ * host, and take signals. Returns 0 or -1 (logged). */
+static int worker_init(struct worker *w, const struct cli_opts *o, const int *fds,
+                       int nl, struct lua_host *lua, uint64_t *beat)
 {
     memset(w, 0, sizeof *w);
     w->beat = beat;
@@ -141,14 +148,16 @@ static int worker_init(struct worker *w, const struct cli_opts *o, int listen_fd
         .linger_bytes = o->lingering_bytes,
     };
     if (core_init(&w->core, &cfg)) {
-        close(listen_fd);
+        close_fds(fds, nl);
         return -1;
     }
-    int ret = core_listen(&w->core, listen_fd, NULL);
-    if (ret < 0) {
-        close(listen_fd);
-        log_error("listener: %s", strerror(-ret));
-        return -1;
+    for (int l = 0; l < nl; l++) { /* the core owns each fd it took */
+        int ret = core_listen(&w->core, fds[l], NULL);
+        if (ret < 0) {
+            close_fds(fds + l, nl - l);
+            log_error("listener: %s", strerror(-ret));
+            return -1;
+        }
     }
     if (setup_signals(w)) {
         log_error("signals: %s", strerror(errno));
@@ -225,7 +234,7 @@ struct lua_host *worker_load(const struct cli_opts *o, int index, char *err,
     return lua_host_new(&lc, err, len);
 }
 
-int worker_main(const struct cli_opts *o, int listen_fd, int index,
+int worker_main(const struct cli_opts *o, const int *fds, int nl, int index,
                 uint64_t *beat)
 {
     char err[1024];
@@ -234,15 +243,21 @@ int worker_main(const struct cli_opts *o, int listen_fd, int index,
     struct lua_host *lua = worker_load(o, index, err, sizeof err);
     if (!lua) {
         log_error("%s", err);
-        close(listen_fd);
+        close_fds(fds, nl);
         return 1;
     }
     beat_set(beat, timer_now(), BEAT_RUNNING);
-    char where[256];
-    net_sockname(listen_fd, where, sizeof where);
+    char where[1024];
+    size_t used = 0;
+    for (int l = 0; l < nl && used + 2 < sizeof where; l++) {
+        if (l)
+            used += (size_t)snprintf(where + used, sizeof where - used, ", ");
+        net_sockname(fds[l], where + used, sizeof where - used);
+        used += strlen(where + used);
+    }
     struct worker w;
     int status = 1;
-    if (worker_init(&w, o, listen_fd, lua, beat) == 0) {
+    if (worker_init(&w, o, fds, nl, lua, beat) == 0) {
         log_info("moonring %s listening on %s, serving %s (worker %d, max %u "
                  "connections, %u x %u B receive buffers%s)", MR_VERSION, where,
                  lua_host_script_name(lua), index, o->max_conns, o->buffers,

@@ -69,7 +69,7 @@ unsigned worker_beat_ms(const struct cli_opts *o);
 /* A worker's whole life: load the script, serve on listen_fd until shut
  * down, return the exit status. `index` counts from 1; beat is its
  * heartbeat, for the watchdog. */
-int worker_main(const struct cli_opts *o, int listen_fd, int index,
+int worker_main(const struct cli_opts *o, const int *fds, int nl, int index,
                 uint64_t *beat);
 
 /* Load the script for worker `index` as the options say; NULL with one

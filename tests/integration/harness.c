@@ -212,10 +212,13 @@ int h_log_count(struct h_server *s, const char *needle)
 void h_start(struct h_server *s, const char *const *argv)
 {
     static const char *const extra[] = { "-p", "0", NULL };
+    bool listens = false; /* -l names its own ports */
+    for (const char *const *a = argv; a && *a; a++)
+        listens |= strcmp(*a, "-l") == 0 || strcmp(*a, "--listen") == 0;
     memset(s, 0, sizeof *s);
     s->err_fd = -1;
     s->is_file = true;
-    s->pid = spawn(argv, extra, &s->err_fd, true);
+    s->pid = spawn(argv, listens ? NULL : extra, &s->err_fd, true);
     if (!h_log_wait(s, "listening on ", H_WAIT_MS)) {
         fprintf(stderr, "server did not start; its stderr:\n%s\n", s->log ? s->log : "");
         h_stop(s, SIGKILL);

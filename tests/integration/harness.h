@@ -20,7 +20,8 @@ struct h_server {
 };
 
 /* Start moonring (MOONRING_BIN, default ./moonring) with argv (NULL-
- * terminated, without the program name) plus "-p 0"; wait until it logs
+ * terminated, without the program name) plus "-p 0" unless argv has -l
+ * (then the port is the first listener's); wait until it logs
  * "listening on ..." and parse the port. Fails the test otherwise. */
 void h_start(struct h_server *s, const char *const *argv);
 

@@ -141,6 +141,45 @@ static void test_twice(void **state)
     assert_int_equal(o.port, 7);
 }
 
+/* -l, several times; -b/-p as the shorthand for one listener. */
+static void test_listen(void **state)
+{
+    (void)state;
+    struct cli_opts o;
+    assert_int_equal(PARSE(&o, "-b", "::1", "-p", "8080"), CLI_RUN);
+    assert_int_equal(o.nlisten, 1);
+    assert_string_equal(o.listen[0].addr, "::1");
+    assert_int_equal(o.listen[0].port, 8080);
+    assert_int_equal(PARSE(&o, "-l", "tcp://127.0.0.1:80", "--listen",
+                           "tcp://[::1]:0", "-l", "unix:/run/a.sock"), CLI_RUN);
+    assert_int_equal(o.nlisten, 3);
+    assert_string_equal(o.listen[0].addr, "127.0.0.1");
+    assert_int_equal(o.listen[0].port, 80);
+    assert_string_equal(o.listen[0].url, "tcp://127.0.0.1:80");
+    assert_string_equal(o.listen[1].addr, "::1");
+    assert_int_equal(o.listen[1].port, 0);
+    assert_string_equal(o.listen[2].addr, "unix:/run/a.sock");
+    static const char *const bad[] = {
+        "tcp://127.0.0.1", "tcp://127.0.0.1:", "tcp://:80", "tcp://::1:80",
+        "tcp://[::1:80", "tcp://h:65536", "tcp://h:8x", "http://h:80",
+        "unix:", "", "tls://127.0.0.1:443", "udp://127.0.0.1:53",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(PARSE(&o, "-l", (char *)bad[i]), CLI_ERROR);
+        assert_non_null(strstr(err, bad[i]));
+    }
+    assert_int_equal(PARSE(&o, "-l", "tcp://h:1", "-p", "2"), CLI_ERROR);
+    assert_non_null(strstr(err, "-b/-p"));
+    char *many[40] = { "moonring" };
+    int n = 1;
+    for (int i = 0; i < 17; i++) {
+        many[n++] = "-l";
+        many[n++] = "tcp://127.0.0.1:0";
+    }
+    assert_int_equal(cli_parse(n, many, &o, err, sizeof err), CLI_ERROR);
+    assert_non_null(strstr(err, "at most 16"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +189,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_script_and_args),
         cmocka_unit_test(test_twice),
+        cmocka_unit_test(test_listen),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }
