@@ -4,7 +4,7 @@ PREFIX     ?= /usr/local
 ifeq ($(origin CC),default)
 CC         := gcc
 endif
-PKGS       := liburing $(shell pkg-config --exists luajit 2>/dev/null && echo luajit)
+PKGS       := liburing openssl $(shell pkg-config --exists luajit 2>/dev/null && echo luajit)
 CFLAGS     ?= -O2 -g
 CFLAGS     += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE \
               -DMR_VERSION='"$(VERSION)"' \

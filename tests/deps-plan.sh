@@ -27,7 +27,7 @@ printf '#!/bin/sh\necho "fake sudo: not to be called" >&2; exit 1\n' >"$fake/sud
 chmod +x "$fake"/*
 export PATH="$fake:$PATH" FAKE_LOG="$fake/log"
 
-base="liburing-dev pkg-config gcc make"
+base="liburing-dev libssl-dev pkg-config gcc make"
 fails=0
 run() { # run INSTALLED [PLAN [PLAN_RC]]: deps.sh build; sets rc, out, log
   : >"$FAKE_LOG"

@@ -227,6 +227,8 @@ static inline int core_send(struct core *k, struct conn *c, const void *p,
 static inline void core_close(struct core *k, struct conn *c,
                               enum conn_reason why, bool abort)
 {
+    if (!abort && c->tp && c->tp->ops->shutdown && c->state == CONN_OPEN)
+        c->tp->ops->shutdown(k, c);
     conn_close(&k->conns, c, why, abort);
 }
 

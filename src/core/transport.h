@@ -47,6 +47,9 @@ struct transport {
      * start, while it connects: keep them until the transport is ready.
      * Returns 0 or a negative errno. */
     int (*send)(struct core *k, struct conn *c, const void *p, size_t n);
+    /* The handler closes c gracefully: queue what ends the session (a
+     * TLS close_notify) before the last bytes. Optional. */
+    void (*shutdown)(struct core *k, struct conn *c);
     /* c is being freed, or the core torn down: free c->tp. */
     void (*release)(struct core *k, struct conn *c);
 };

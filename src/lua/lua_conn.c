@@ -8,6 +8,7 @@
  * returns nil, "closed" instead of touching freed memory. */
 #include "lua_int.h"
 #include "net.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <arpa/inet.h>
@@ -116,8 +117,9 @@ void lua_conn_name_listeners(struct lua_host *h)
     for (unsigned i = 0; i < n; i++) {
         char where[INET6_ADDRSTRLEN + 128], name[sizeof where + 8];
         net_sockname(h->k->lsn[i].fd, where, sizeof where);
-        snprintf(name, sizeof name, "%s%s",
-                 strncmp(where, "unix:", 5) == 0 ? "" : "tcp://", where);
+        bool tls = h->k->lsn[i].tp == &tls_server;
+        snprintf(name, sizeof name, "%s%s", strncmp(where, "unix:", 5) == 0 ? ""
+                 : tls ? "tls://" : "tcp://", where);
         h->lsn_names[i] = strdup(name);
     }
 }
@@ -135,6 +137,30 @@ static int l_listener(lua_State *L)
         lua_pushnil(L); /* CONN_OUTBOUND, or out of memory at start */
     else
         lua_pushstring(L, h->lsn_names[c->origin]);
+    return 1;
+}
+
+/* conn:tls(): nil for a plain connection, else { version=, cipher=,
+ * sni= }. */
+static int l_tls(lua_State *L)
+{
+    struct conn *c = to_conn(L);
+    struct tls_info ti;
+    if (!c)
+        return closed(L);
+    if (!tls_info(c, &ti)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, ti.version);
+    lua_setfield(L, -2, "version");
+    lua_pushstring(L, ti.cipher);
+    lua_setfield(L, -2, "cipher");
+    if (ti.sni) {
+        lua_pushstring(L, ti.sni);
+        lua_setfield(L, -2, "sni");
+    }
     return 1;
 }
 
@@ -202,6 +228,7 @@ static const luaL_Reg shared[] = {
     { "close", l_close },
     { "peer", l_peer },
     { "listener", l_listener },
+    { "tls", l_tls },
     { "pending", l_pending },
     { "set_timeout", l_set_timeout },
     { NULL, NULL },

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +14,13 @@
 const char cli_usage[] =
     "usage: moonring [options] [SCRIPT [ARGS...]]\n"
     "  SCRIPT defaults to the built-in echo handler; ARGS reach it as `arg`\n"
-    "  -l, --listen URL         listen on tcp://ADDR:PORT or unix:/path; may be\n"
-    "                           given several times (default tcp://127.0.0.1:7000)\n"
+    "  -l, --listen URL         listen on tcp://ADDR:PORT, tls://ADDR:PORT or\n"
+    "                           unix:/path; may be given several times\n"
+    "                           (default tcp://127.0.0.1:7000)\n"
+    "      --tls-cert FILE      PEM certificate chain for tls:// listeners\n"
+    "      --tls-key FILE       ... and its private key\n"
+    "      --tls-handshake-timeout S  a handshake without progress this long\n"
+    "                           is dropped (default 10)\n"
     "  -b, --bind ADDR          the shorthand for one listener: its address\n"
     "                           (default 127.0.0.1; \"::\" for IPv6, \"unix:/path\")\n"
     "  -p, --port N             ... and its TCP port (default 7000; 0: a free one)\n"
@@ -51,7 +57,7 @@ const char cli_usage[] =
 enum { O_NO_RELOAD = 256, O_LOG_LEVEL, O_MAX_CONNS, O_BUFFERS, O_BUFFER_SIZE,
        O_SHUTDOWN_TIMEOUT, O_USER, O_HIGH_WATER, O_LUA_MEMORY, O_HANDLER_TIMEOUT,
        O_BATCH_WAIT, O_SEND_TIMEOUT, O_LINGERING_TIME, O_LINGERING_TIMEOUT,
-       O_LINGERING_BYTES };
+       O_LINGERING_BYTES, O_TLS_CERT, O_TLS_KEY, O_TLS_HANDSHAKE };
 
 static const struct option longopts[] = {
     { "listen", required_argument, NULL, 'l' },
@@ -76,6 +82,9 @@ static const struct option longopts[] = {
     { "lingering-time", required_argument, NULL, O_LINGERING_TIME },
     { "lingering-timeout", required_argument, NULL, O_LINGERING_TIMEOUT },
     { "lingering-bytes", required_argument, NULL, O_LINGERING_BYTES },
+    { "tls-cert", required_argument, NULL, O_TLS_CERT },
+    { "tls-key", required_argument, NULL, O_TLS_KEY },
+    { "tls-handshake-timeout", required_argument, NULL, O_TLS_HANDSHAKE },
     { NULL, 0, NULL, 0 },
 };
 
@@ -117,11 +126,12 @@ static int parse_listen(const char *url, struct cli_listen *l, char *err, size_t
         snprintf(l->addr, sizeof l->addr, "%s", url);
         return 0;
     }
-    if (strncmp(url, "tls://", 6) == 0 || strncmp(url, "udp://", 6) == 0) {
-        snprintf(err, n, "--listen %s: %.3s listeners are not built yet", url, url);
+    if (strncmp(url, "udp://", 6) == 0) {
+        snprintf(err, n, "--listen %s: udp listeners are not built yet", url);
         return -1;
     }
-    if (strncmp(url, "tcp://", 6) != 0)
+    l->tls = strncmp(url, "tls://", 6) == 0;
+    if (strncmp(url, "tcp://", 6) != 0 && !l->tls)
         goto bad;
     const char *host = url + 6, *colon = strrchr(host, ':');
     long port;
@@ -143,7 +153,7 @@ static int parse_listen(const char *url, struct cli_listen *l, char *err, size_t
     l->port = (int)port;
     return 0;
 bad:
-    snprintf(err, n, "--listen %s: expected tcp://ADDR:PORT or unix:/path", url);
+    snprintf(err, n, "--listen %s: expected tcp://ADDR:PORT, tls://ADDR:PORT or unix:/path", url);
     return -1;
 }
 
@@ -168,6 +178,7 @@ static double *seconds_field(int c, struct cli_opts *o)
     case O_SEND_TIMEOUT:      return &o->send_timeout;
     case O_LINGERING_TIME:    return &o->lingering_time;
     case O_LINGERING_TIMEOUT: return &o->lingering_timeout;
+    case O_TLS_HANDSHAKE:     return &o->tls_handshake_timeout;
     default:                  return NULL;
     }
 }
@@ -253,6 +264,12 @@ static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
             goto bad;
         o->user = a;
         return 0;
+    case O_TLS_CERT:
+    case O_TLS_KEY:
+        if (!*a)
+            goto bad;
+        *(c == O_TLS_CERT ? &o->tls_cert : &o->tls_key) = a;
+        return 0;
     }
 bad:
     return bad(c, a, err, n);
@@ -273,6 +290,7 @@ static void defaults(struct cli_opts *o)
     o->lingering_time = 30;
     o->lingering_timeout = 5;
     o->lingering_bytes = 16 << 20;
+    o->tls_handshake_timeout = 10;
     o->lua_memory = 1024;
 }
 
@@ -307,6 +325,13 @@ enum cli_result cli_parse(int argc, char **argv, struct cli_opts *o,
     }
     if (o->nlisten && o->bind_given) {
         snprintf(err, errlen, "-l and -b/-p do not go together: give each listener as -l");
+        return CLI_ERROR;
+    }
+    bool tls = false;
+    for (int i = 0; i < o->nlisten; i++)
+        tls |= o->listen[i].tls;
+    if (tls && (!o->tls_cert || !o->tls_key)) {
+        snprintf(err, errlen, "a tls:// listener needs --tls-cert and --tls-key");
         return CLI_ERROR;
     }
     if (!o->nlisten) { /* -b/-p: the one listener */

@@ -9,6 +9,7 @@ struct cli_listen {
     const char *url;           /* as given: what conn:listener() returns */
     char addr[256];            /* "127.0.0.1", "::1", or "unix:/path" */
     int port;                  /* TCP; 0 lets the kernel choose */
+    int tls;                   /* tls://: TLS over TCP */
 };
 
 #define CLI_MAX_LISTEN 16
@@ -38,6 +39,9 @@ struct cli_opts {
     struct cli_listen listen[CLI_MAX_LISTEN];
     int nlisten;               /* at least 1 once parsed */
     int bind_given;            /* -b or -p was given */
+    const char *tls_cert;      /* PEM certificate chain, for tls:// */
+    const char *tls_key;       /* ... and its key */
+    double tls_handshake_timeout; /* seconds without progress; 0: none */
     const char *script;        /* NULL: built-in echo */
     int script_argc;           /* arguments after the script */
     char **script_argv;

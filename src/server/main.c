@@ -1,6 +1,7 @@
 /* main.c - moonring: options, start-up checks, then serve. */
 #include "cli.h"
 #include "log.h"
+#include "tls.h"
 #include "lua_host.h"
 #include "master.h"
 #include "net.h"
@@ -213,6 +214,11 @@ int main(int argc, char **argv)
     }
     lua_host_free(lua);
     fit_fd_limit(&o);
+    /* before the workers fork: each inherits the loaded certificate */
+    if (o.tls_cert && tls_server_init(o.tls_cert, o.tls_key,
+                                      (unsigned)(o.tls_handshake_timeout * 1000),
+                                      err, sizeof err))
+        return fail(err);
 
     int *fds = calloc((size_t)n * (size_t)o.nlisten, sizeof *fds);
     if (!fds || open_listeners(&o, fds, n, err, sizeof err)) {

@@ -2,6 +2,7 @@
  * until shut down. Signals arrive through a signalfd read on the ring,
  * so nothing but io_uring_enter blocks. */
 #include "worker.h"
+#include "tls.h"
 #include "log.h"
 #include "net.h"
 
@@ -152,7 +153,7 @@ static int worker_init(struct worker *w, const struct cli_opts *o, const int *fd
         return -1;
     }
     for (int l = 0; l < nl; l++) { /* the core owns each fd it took */
-        int ret = core_listen(&w->core, fds[l], NULL);
+        int ret = core_listen(&w->core, fds[l], o->listen[l].tls ? &tls_server : NULL);
         if (ret < 0) {
             close_fds(fds + l, nl - l);
             log_error("listener: %s", strerror(-ret));

@@ -1,0 +1,231 @@
+/* tls.c - see tls.h. One SSL per connection, between two memory BIOs:
+ * what the receive delivers is written into rbio, and what OpenSSL
+ * writes into wbio is queued for the socket, in one copy. */
+#include "tls.h"
+#include "core.h"
+#include "log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK 16384
+
+static SSL_CTX *server_ctx;
+/* A handshake that makes no progress for this long is dropped: the idle
+ * timeout, which the handler's own replaces once it is open. */
+static unsigned handshake_ms;
+
+struct tls_conn {
+    struct transport_conn base;
+    SSL *ssl;
+    BIO *rbio, *wbio;          /* ciphertext from the peer, to the peer */
+    bool ready;                /* the handshake is done */
+};
+
+static struct tls_conn *tc(const struct conn *c)
+{
+    return (struct tls_conn *)c->tp;
+}
+
+/* OpenSSL's reason for the last failure, after what. */
+static void ssl_error(char *err, size_t len, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char reason[256] = "unknown error";
+    if (e)
+        ERR_error_string_n(e, reason, sizeof reason);
+    snprintf(err, len, "%s: %s", what, reason);
+    ERR_clear_error();
+}
+
+int tls_server_init(const char *cert, const char *key, unsigned hs_ms,
+                    char *err, size_t len)
+{
+    char what[600];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        ssl_error(err, len, "TLS");
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* an idle connection keeps no record buffers */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    snprintf(what, sizeof what, "--tls-cert %s", cert);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+        goto fail;
+    snprintf(what, sizeof what, "--tls-key %s", key);
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1)
+        goto fail;
+    tls_server_free();
+    server_ctx = ctx;
+    handshake_ms = hs_ms;
+    return 0;
+fail:
+    ssl_error(err, len, what);
+    SSL_CTX_free(ctx);
+    return -1;
+}
+
+void tls_server_free(void)
+{
+    SSL_CTX_free(server_ctx);
+    server_ctx = NULL;
+}
+
+/* Queue what OpenSSL has written for the peer. */
+static int flush(struct core *k, struct conn *c)
+{
+    struct tls_conn *t = tc(c);
+    char *p;
+    long n = BIO_get_mem_data(t->wbio, &p);
+    if (n <= 0)
+        return 0;
+    int ret = core_queue(k, c, p, (size_t)n);
+    (void)BIO_reset(t->wbio);
+    return ret;
+}
+
+static int tls_start(struct core *k, struct conn *c)
+{
+    if (!server_ctx)
+        return -EPROTO;
+    struct tls_conn *t = calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->base.ops = &tls_server;
+    t->ssl = SSL_new(server_ctx);
+    t->rbio = BIO_new(BIO_s_mem());
+    t->wbio = BIO_new(BIO_s_mem());
+    if (!t->ssl || !t->rbio || !t->wbio) {
+        SSL_free(t->ssl);
+        BIO_free(t->rbio);
+        BIO_free(t->wbio);
+        free(t);
+        ERR_clear_error();
+        return -ENOMEM;
+    }
+    BIO_set_mem_eof_return(t->rbio, -1); /* empty: "more to come", not EOF */
+    BIO_set_mem_eof_return(t->wbio, -1);
+    SSL_set_bio(t->ssl, t->rbio, t->wbio);
+    SSL_set_accept_state(t->ssl);
+    c->tp = &t->base;
+    core_set_idle(k, c, handshake_ms);
+    return 1; /* the handler hears of c once the handshake is done */
+}
+
+/* A TLS failure: say why at debug (a scanner's garbage is not news),
+ * and close. */
+static int failed(const struct conn *c, const char *what)
+{
+    char err[300];
+    ssl_error(err, sizeof err, what);
+    log_debug("connection %llu: %s", (unsigned long long)c->id, err);
+    return -EPROTO;
+}
+
+/* Decrypt what has come for the handler, while it reads. */
+static int pump(struct core *k, struct conn *c)
+{
+    struct tls_conn *t = tc(c);
+    char buf[CHUNK];
+    while (c->state == CONN_OPEN && !(c->flags & CF_READ_PAUSED)) {
+        int r = SSL_read(t->ssl, buf, sizeof buf);
+        if (r > 0) {
+            core_deliver(k, c, buf, (size_t)r);
+            continue;
+        }
+        int e = SSL_get_error(t->ssl, r);
+        int ret = flush(k, c); /* tickets, key updates, alerts */
+        if (ret)
+            return ret;
+        if (e == SSL_ERROR_WANT_READ)
+            return 0;
+        if (e == SSL_ERROR_ZERO_RETURN) { /* close_notify: the peer is done */
+            core_close(k, c, REASON_EOF, false);
+            return 0;
+        }
+        return failed(c, "TLS read");
+    }
+    return flush(k, c);
+}
+
+static int tls_recv(struct core *k, struct conn *c, const char *p, size_t n)
+{
+    struct tls_conn *t = tc(c);
+    if (n && BIO_write(t->rbio, p, (int)n) != (int)n)
+        return -ENOMEM;
+    if (!t->ready) {
+        int r = SSL_do_handshake(t->ssl);
+        int ret = flush(k, c);
+        if (ret)
+            return ret;
+        if (r != 1) {
+            if (SSL_get_error(t->ssl, r) == SSL_ERROR_WANT_READ)
+                return 0;
+            return failed(c, "TLS handshake");
+        }
+        t->ready = true;
+        core_set_idle(k, c, 0);
+        core_ready(k, c);
+    }
+    return pump(k, c);
+}
+
+static int tls_send(struct core *k, struct conn *c, const void *p, size_t n)
+{
+    struct tls_conn *t = tc(c);
+    if (!t->ready)
+        return -ENOTCONN;
+    const char *q = p;
+    while (n) { /* a memory BIO takes it all: SSL_write does not stop short */
+        int r = SSL_write(t->ssl, q, n > INT_MAX ? INT_MAX : (int)n);
+        if (r <= 0)
+            return failed(c, "TLS write");
+        q += r;
+        n -= (size_t)r;
+    }
+    return flush(k, c);
+}
+
+/* A close_notify goes out after the handler's last bytes, so that the
+ * peer can tell the end from a cut. */
+static void tls_shutdown(struct core *k, struct conn *c)
+{
+    struct tls_conn *t = tc(c);
+    if (!t->ready)
+        return;
+    SSL_shutdown(t->ssl);
+    ERR_clear_error();
+    flush(k, c);
+}
+
+static void tls_release(struct core *k, struct conn *c)
+{
+    (void)k;
+    struct tls_conn *t = tc(c);
+    SSL_free(t->ssl); /* and its BIOs */
+    free(t);
+    c->tp = NULL;
+}
+
+const struct transport tls_server = {
+    .name = "tls", .start = tls_start, .recv = tls_recv, .send = tls_send,
+    .shutdown = tls_shutdown, .release = tls_release,
+};
+
+bool tls_info(const struct conn *c, struct tls_info *out)
+{
+    if (!c->tp || c->tp->ops != &tls_server || !tc(c)->ready)
+        return false;
+    SSL *s = tc(c)->ssl;
+    out->version = SSL_get_version(s);
+    out->cipher = SSL_get_cipher_name(s);
+    out->sni = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);
+    return true;
+}

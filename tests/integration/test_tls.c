@@ -1,0 +1,232 @@
+/* test_tls.c - tls:// listeners: the handshake with openssl s_client and
+ * python's ssl, plaintext both ways for the handler, conn:tls(), a
+ * plain listener beside, bad input, a handshake that never comes, bad
+ * certificates at start, and several workers. */
+#include "harness.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <cmocka.h>
+
+static char *cert, *key; /* made once, by openssl req */
+
+static int make_cert(void **state)
+{
+    (void)state;
+    char *dir_file = h_write_file(NULL, "placeholder", "");
+    char *dir = h_dirname(dir_file);
+    free(dir_file);
+    cert = malloc(strlen(dir) + 16);
+    key = malloc(strlen(dir) + 16);
+    sprintf(cert, "%s/cert.pem", dir);
+    sprintf(key, "%s/key.pem", dir);
+    free(dir);
+    const char *argv[] = { "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                           "-keyout", key, "-out", cert, "-days", "2",
+                           "-subj", "/CN=localhost", NULL };
+    char *out;
+    int rc = h_exec(argv, NULL, &out, H_WAIT_MS, true);
+    free(out);
+    return rc == 0 ? 0 : -1;
+}
+
+static int free_cert(void **state)
+{
+    (void)state;
+    free(cert);
+    free(key);
+    return 0;
+}
+
+/* Echoes, prefixed by what conn:tls() and conn:listener() say, once per
+ * connection. */
+static const char info_lua[] =
+    "local told = {}\n"
+    "return {\n"
+    "  on_data = function(conn, data)\n"
+    "    if not told[conn] then\n"
+    "      told[conn] = true\n"
+    "      local t = conn:tls()\n"
+    "      conn:send(conn:listener(), ' ', t and (t.version .. ' ' .. t.cipher ..\n"
+    "                ' ' .. tostring(t.sni)) or 'plain', '\\n')\n"
+    "    end\n"
+    "    conn:send(data)\n"
+    "    if data == 'hello, bye\\n' then conn:close() end\n"
+    "  end,\n"
+    "  on_close = function(conn) told[conn] = nil end,\n"
+    "}\n";
+
+static char *serve_tls(struct h_server *s, const char *const *extra)
+{
+    const char *opts[16] = { "-l", "tls://127.0.0.1:0", "-l", "tcp://127.0.0.1:0",
+                             "--tls-cert", cert, "--tls-key", key };
+    int n = 8;
+    for (int i = 0; extra && extra[i]; i++)
+        opts[n++] = extra[i];
+    return h_serve(s, info_lua, opts, NULL);
+}
+
+/* Python's ssl client: send `size` random bytes, read the line and the
+ * echo; prints the line, then "ok" if the echo matched. */
+static const char py_client[] =
+    "import os, select, socket, ssl, sys\n"
+    "port, size, sni = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]\n"
+    "c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n"
+    "s = c.wrap_socket(socket.create_connection(('127.0.0.1', port), timeout=10), server_hostname=sni)\n"
+    "s.setblocking(False)\n"
+    "data = os.urandom(size); sent = 0; buf = b''; line = None; got = b''\n"
+    "while line is None or len(got) < size:\n"
+    "    r, w, _ = select.select([s], [s] if sent < size else [], [], 10)\n"
+    "    if not r and not w and not s.pending(): break\n"
+    "    if w:\n"
+    "        try: sent += s.send(data[sent:sent + 65536])\n"
+    "        except (ssl.SSLWantReadError, ssl.SSLWantWriteError): pass\n"
+    "    if r or s.pending():\n"
+    "        try: d = s.recv(65536)\n"
+    "        except (ssl.SSLWantReadError, ssl.SSLWantWriteError): continue\n"
+    "        if not d: break\n"
+    "        buf += d\n"
+    "        if line is None and b'\\n' in buf: line, buf = buf.split(b'\\n', 1)\n"
+    "        if line is not None: got, buf = got + buf, b''\n"
+    "print((line or b'').decode()); print('ok' if got == data else 'mismatch %d' % len(got))\n";
+
+static void py_echo(int port, int size, const char *sni, const char *want_line)
+{
+    char p[16], n[16];
+    snprintf(p, sizeof p, "%d", port);
+    snprintf(n, sizeof n, "%d", size);
+    const char *argv[] = { "python3", "-c", py_client, p, n, sni, NULL };
+    char *out;
+    assert_int_equal(h_exec(argv, NULL, &out, 2 * H_WAIT_MS, true), 0);
+    char want[256];
+    snprintf(want, sizeof want, "%s\nok\n", want_line);
+    assert_string_equal(out, want);
+    free(out);
+}
+
+/* The TLS listener's port, the second one in the start-up line. */
+static int tls_port(struct h_server *s) { return s->port; }
+
+static int plain_port(struct h_server *s)
+{
+    const char *p = strstr(s->log, "listening on ");
+    p = strstr(p, ", 127.0.0.1:");
+    assert_non_null(p);
+    return atoi(p + strlen(", 127.0.0.1:"));
+}
+
+static void test_python(void **state)
+{
+    (void)state;
+    struct h_server s;
+    char *path = serve_tls(&s, NULL);
+    char want[128];
+    snprintf(want, sizeof want, "tls://127.0.0.1:%d TLSv1.3 TLS_AES_256_GCM_SHA384 a.example",
+             tls_port(&s));
+    py_echo(tls_port(&s), 1, "a.example", want);
+    py_echo(tls_port(&s), 4 << 20, "a.example", want); /* past the high-water mark */
+    h_finish(&s, path);
+}
+
+static void test_s_client_and_plain(void **state)
+{
+    (void)state;
+    struct h_server s;
+    char *path = serve_tls(&s, NULL);
+    char target[32];
+    snprintf(target, sizeof target, "127.0.0.1:%d", tls_port(&s));
+    const char *argv[] = { "openssl", "s_client", "-quiet", "-connect", target,
+                           "-servername", "b.example", "-tls1_2", NULL };
+    char *out;
+    assert_int_equal(h_exec(argv, "hello, bye\n", &out, H_WAIT_MS, false), 0);
+    char want[160];
+    snprintf(want, sizeof want, "tls://%s TLSv1.2 ECDHE-RSA-AES256-GCM-SHA384 b.example\nhello, bye\n",
+             target);
+    assert_string_equal(out, want);
+    free(out);
+    /* the plain listener beside it */
+    int fd = h_connect(plain_port(&s), false);
+    h_send_all(fd, "x", 1);
+    snprintf(want, sizeof want, "tcp://127.0.0.1:%d plain", plain_port(&s));
+    assert_string_equal(h_line(fd, H_WAIT_MS), want);
+    close(fd);
+    h_finish(&s, path);
+}
+
+/* Plaintext to a TLS port closes that connection, and nothing else; a
+ * client that never says hello is dropped after the handshake timeout. */
+static void test_bad_peers(void **state)
+{
+    (void)state;
+    struct h_server s;
+    const char *extra[] = { "--tls-handshake-timeout", "0.5", NULL };
+    char *path = serve_tls(&s, extra);
+    int fd = h_connect(tls_port(&s), false);
+    h_send_all(fd, "GET / HTTP/1.0\r\n\r\n", 18);
+    assert_true(h_wait_closed(fd, H_WAIT_MS));
+    close(fd);
+    int silent = h_connect(tls_port(&s), false);
+    assert_false(h_wait_closed(silent, 200));
+    assert_true(h_wait_closed(silent, 3000));
+    close(silent);
+    char want[128];
+    snprintf(want, sizeof want, "tls://127.0.0.1:%d TLSv1.3 TLS_AES_256_GCM_SHA384 c.example",
+             tls_port(&s));
+    py_echo(tls_port(&s), 1000, "c.example", want);
+    h_finish(&s, path);
+}
+
+/* Each worker inherits the certificate. */
+static void test_workers(void **state)
+{
+    (void)state;
+    struct h_server s;
+    const char *extra[] = { "-w", "2", NULL };
+    char *path = serve_tls(&s, extra);
+    char want[128];
+    snprintf(want, sizeof want, "tls://127.0.0.1:%d TLSv1.3 TLS_AES_256_GCM_SHA384 d.example",
+             tls_port(&s));
+    for (int i = 0; i < 6; i++)
+        py_echo(tls_port(&s), 100, "d.example", want);
+    h_finish(&s, path);
+}
+
+/* A certificate that cannot be loaded stops the start with one line. */
+static void test_bad_certificate(void **state)
+{
+    (void)state;
+    char *err;
+    const char *missing[] = { "-l", "tls://127.0.0.1:0", "--tls-cert", "/nonexistent.pem",
+                              "--tls-key", key, NULL };
+    assert_int_equal(h_run(missing, &err), 1);
+    assert_non_null(strstr(err, "--tls-cert /nonexistent.pem"));
+    free(err);
+    const char *swapped[] = { "-l", "tls://127.0.0.1:0", "--tls-cert", key,
+                              "--tls-key", cert, NULL };
+    assert_int_equal(h_run(swapped, &err), 1);
+    assert_non_null(strstr(err, "--tls-cert"));
+    free(err);
+    const char *none[] = { "-l", "tls://127.0.0.1:0", NULL };
+    assert_int_equal(h_run(none, &err), 2);
+    assert_non_null(strstr(err, "needs --tls-cert and --tls-key"));
+    free(err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_python),
+        cmocka_unit_test(test_s_client_and_plain),
+        cmocka_unit_test(test_bad_peers),
+        cmocka_unit_test(test_workers),
+        cmocka_unit_test(test_bad_certificate),
+    };
+    return cmocka_run_group_tests(tests, make_cert, free_cert);
+}
