@@ -162,12 +162,20 @@ static void test_listen(void **state)
     static const char *const bad[] = {
         "tcp://127.0.0.1", "tcp://127.0.0.1:", "tcp://:80", "tcp://::1:80",
         "tcp://[::1:80", "tcp://h:65536", "tcp://h:8x", "http://h:80",
-        "unix:", "", "tls://127.0.0.1:443", "udp://127.0.0.1:53",
+        "unix:", "", "tls://127.0.0.1", "udp://127.0.0.1:53",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(PARSE(&o, "-l", (char *)bad[i]), CLI_ERROR);
         assert_non_null(strstr(err, bad[i]));
     }
+    assert_int_equal(PARSE(&o, "-l", "tls://127.0.0.1:443"), CLI_ERROR);
+    assert_non_null(strstr(err, "--tls-cert and --tls-key"));
+    assert_int_equal(PARSE(&o, "-l", "tls://[::]:443", "-l", "tcp://[::]:80",
+                           "--tls-cert", "c.pem", "--tls-key", "k.pem"), CLI_RUN);
+    assert_true(o.listen[0].tls && !o.listen[1].tls);
+    assert_string_equal(o.listen[0].addr, "::");
+    assert_string_equal(o.tls_cert, "c.pem");
+    assert_true(o.tls_handshake_timeout == 10);
     assert_int_equal(PARSE(&o, "-l", "tcp://h:1", "-p", "2"), CLI_ERROR);
     assert_non_null(strstr(err, "-b/-p"));
     char *many[40] = { "moonring" };
