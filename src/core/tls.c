@@ -36,15 +36,99 @@ static struct tls_conn *tc(const struct conn *c)
 static void ssl_error(char *err, size_t len, const char *what)
 {
     unsigned long e = ERR_get_error();
-    char reason[256] = "unknown error";
+    char reason[256] = "invalid value";
     if (e)
         ERR_error_string_n(e, reason, sizeof reason);
     snprintf(err, len, "%s: %s", what, reason);
     ERR_clear_error();
 }
 
-int tls_server_init(const char *cert, const char *key, unsigned hs_ms,
-                    char *err, size_t len)
+/* "TLSv1.2 TLSv1.3" into the lowest and highest version. */
+static int parse_protocols(const char *list, int *lo, int *hi)
+{
+    static const struct { const char *name; int v; } known[] = {
+        { "TLSv1.2", TLS1_2_VERSION }, { "TLSv1.3", TLS1_3_VERSION },
+    };
+    *lo = *hi = 0;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save, *w = strtok_r(buf, " ,", &save); w; w = strtok_r(NULL, " ,", &save)) {
+        int v = 0;
+        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+            if (strcmp(w, known[i].name) == 0)
+                v = known[i].v;
+        if (!v)
+            return -1;
+        if (!*lo || v < *lo)
+            *lo = v;
+        if (v > *hi)
+            *hi = v;
+    }
+    return *lo ? 0 : -1;
+}
+
+/* "h2,http/1.1" in ALPN's wire form: each name after its length. */
+static unsigned char alpn_wire[256];
+static unsigned alpn_len;
+
+static int parse_alpn(const char *list)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", list);
+    alpn_len = 0;
+    for (char *save, *w = strtok_r(buf, " ,", &save); w; w = strtok_r(NULL, " ,", &save)) {
+        size_t n = strlen(w);
+        if (n > 255 || alpn_len + 1 + n > sizeof alpn_wire)
+            return -1;
+        alpn_wire[alpn_len++] = (unsigned char)n;
+        memcpy(alpn_wire + alpn_len, w, n);
+        alpn_len += (unsigned)n;
+    }
+    return alpn_len ? 0 : -1;
+}
+
+/* The first of our protocols that the client offers; none agreed is no
+ * ALPN at all, not a failed handshake. */
+static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned inlen, void *arg)
+{
+    (void)ssl, (void)arg;
+    unsigned char *o;
+    if (SSL_select_next_proto(&o, outlen, alpn_wire, alpn_len, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = o;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int configure(SSL_CTX *ctx, const struct tls_server_config *cfg,
+                     char *what, size_t wlen)
+{
+    int lo, hi;
+    snprintf(what, wlen, "--tls-protocols '%s'", cfg->protocols ? cfg->protocols : "");
+    if (parse_protocols(cfg->protocols ? cfg->protocols : "TLSv1.2 TLSv1.3", &lo, &hi) ||
+        !SSL_CTX_set_min_proto_version(ctx, lo) || !SSL_CTX_set_max_proto_version(ctx, hi))
+        return -1;
+    snprintf(what, wlen, "--tls-ciphers '%s'", cfg->ciphers ? cfg->ciphers : "");
+    if (cfg->ciphers && SSL_CTX_set_cipher_list(ctx, cfg->ciphers) != 1)
+        return -1;
+    snprintf(what, wlen, "--tls-alpn '%s'", cfg->alpn ? cfg->alpn : "");
+    if (cfg->alpn) {
+        if (parse_alpn(cfg->alpn))
+            return -1;
+        SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
+    }
+    snprintf(what, wlen, "--tls-cert %s", cfg->cert);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->cert) != 1)
+        return -1;
+    snprintf(what, wlen, "--tls-key %s", cfg->key);
+    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1)
+        return -1;
+    return 0;
+}
+
+int tls_server_init(const struct tls_server_config *cfg, char *err, size_t len)
 {
     char what[600];
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -52,24 +136,17 @@ int tls_server_init(const char *cert, const char *key, unsigned hs_ms,
         ssl_error(err, len, "TLS");
         return -1;
     }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     /* an idle connection keeps no record buffers */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    snprintf(what, sizeof what, "--tls-cert %s", cert);
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
-        goto fail;
-    snprintf(what, sizeof what, "--tls-key %s", key);
-    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1)
-        goto fail;
+    if (configure(ctx, cfg, what, sizeof what)) {
+        ssl_error(err, len, what);
+        SSL_CTX_free(ctx);
+        return -1;
+    }
     tls_server_free();
     server_ctx = ctx;
-    handshake_ms = hs_ms;
+    handshake_ms = cfg->handshake_ms;
     return 0;
-fail:
-    ssl_error(err, len, what);
-    SSL_CTX_free(ctx);
-    return -1;
 }
 
 void tls_server_free(void)
@@ -227,5 +304,12 @@ bool tls_info(const struct conn *c, struct tls_info *out)
     out->version = SSL_get_version(s);
     out->cipher = SSL_get_cipher_name(s);
     out->sni = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);
+    const unsigned char *a;
+    unsigned alen;
+    SSL_get0_alpn_selected(s, &a, &alen);
+    if (alen >= sizeof out->alpn)
+        alen = 0;
+    memcpy(out->alpn, a, alen);
+    out->alpn[alen] = 0;
     return true;
 }

@@ -15,11 +15,18 @@
 
 struct conn;
 
-/* The server side, for the connections of tls:// listeners: load the
- * PEM certificate chain and its key; a handshake that makes no progress
- * for handshake_ms is dropped. Returns 0, or -1 with err. */
-int tls_server_init(const char *cert, const char *key, unsigned handshake_ms,
-                    char *err, size_t len);
+struct tls_server_config {
+    const char *cert, *key;    /* PEM certificate chain and its key */
+    const char *protocols;     /* "TLSv1.2 TLSv1.3" (NULL: that) */
+    const char *ciphers;       /* OpenSSL's cipher list for TLS 1.2, or NULL */
+    const char *alpn;          /* "h2,http/1.1": what it agrees to, or NULL */
+    unsigned handshake_ms;     /* a handshake without progress this long is
+                                  dropped; 0: never */
+};
+
+/* The server side, for the connections of tls:// listeners. Returns 0,
+ * or -1 with err. */
+int tls_server_init(const struct tls_server_config *cfg, char *err, size_t len);
 void tls_server_free(void);
 
 extern const struct transport tls_server;
@@ -29,6 +36,7 @@ struct tls_info {
     const char *version;       /* "TLSv1.3" */
     const char *cipher;        /* "TLS_AES_256_GCM_SHA384" */
     const char *sni;           /* the server name the client asked for, or NULL */
+    char alpn[64];             /* the protocol agreed on, or "" */
 };
 bool tls_info(const struct conn *c, struct tls_info *out);
 

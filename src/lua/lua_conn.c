@@ -152,7 +152,7 @@ static int l_tls(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
     lua_pushstring(L, ti.version);
     lua_setfield(L, -2, "version");
     lua_pushstring(L, ti.cipher);
@@ -160,6 +160,10 @@ static int l_tls(lua_State *L)
     if (ti.sni) {
         lua_pushstring(L, ti.sni);
         lua_setfield(L, -2, "sni");
+    }
+    if (ti.alpn[0]) {
+        lua_pushstring(L, ti.alpn);
+        lua_setfield(L, -2, "alpn");
     }
     return 1;
 }

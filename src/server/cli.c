@@ -21,6 +21,10 @@ const char cli_usage[] =
     "      --tls-key FILE       ... and its private key\n"
     "      --tls-handshake-timeout S  a handshake without progress this long\n"
     "                           is dropped (default 10)\n"
+    "      --tls-protocols LIST default \"TLSv1.2 TLSv1.3\"\n"
+    "      --tls-ciphers LIST   OpenSSL cipher list for TLS 1.2\n"
+    "                           (default: OpenSSL's)\n"
+    "      --tls-alpn LIST      protocols to agree on, such as \"h2,http/1.1\"\n"
     "  -b, --bind ADDR          the shorthand for one listener: its address\n"
     "                           (default 127.0.0.1; \"::\" for IPv6, \"unix:/path\")\n"
     "  -p, --port N             ... and its TCP port (default 7000; 0: a free one)\n"
@@ -57,7 +61,8 @@ const char cli_usage[] =
 enum { O_NO_RELOAD = 256, O_LOG_LEVEL, O_MAX_CONNS, O_BUFFERS, O_BUFFER_SIZE,
        O_SHUTDOWN_TIMEOUT, O_USER, O_HIGH_WATER, O_LUA_MEMORY, O_HANDLER_TIMEOUT,
        O_BATCH_WAIT, O_SEND_TIMEOUT, O_LINGERING_TIME, O_LINGERING_TIMEOUT,
-       O_LINGERING_BYTES, O_TLS_CERT, O_TLS_KEY, O_TLS_HANDSHAKE };
+       O_LINGERING_BYTES, O_TLS_CERT, O_TLS_KEY, O_TLS_HANDSHAKE,
+       O_TLS_PROTOCOLS, O_TLS_CIPHERS, O_TLS_ALPN };
 
 static const struct option longopts[] = {
     { "listen", required_argument, NULL, 'l' },
@@ -85,6 +90,9 @@ static const struct option longopts[] = {
     { "tls-cert", required_argument, NULL, O_TLS_CERT },
     { "tls-key", required_argument, NULL, O_TLS_KEY },
     { "tls-handshake-timeout", required_argument, NULL, O_TLS_HANDSHAKE },
+    { "tls-protocols", required_argument, NULL, O_TLS_PROTOCOLS },
+    { "tls-ciphers", required_argument, NULL, O_TLS_CIPHERS },
+    { "tls-alpn", required_argument, NULL, O_TLS_ALPN },
     { NULL, 0, NULL, 0 },
 };
 
@@ -266,9 +274,14 @@ static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
         return 0;
     case O_TLS_CERT:
     case O_TLS_KEY:
+    case O_TLS_PROTOCOLS:
+    case O_TLS_CIPHERS:
+    case O_TLS_ALPN:
         if (!*a)
             goto bad;
-        *(c == O_TLS_CERT ? &o->tls_cert : &o->tls_key) = a;
+        *(c == O_TLS_CERT ? &o->tls_cert : c == O_TLS_KEY ? &o->tls_key
+          : c == O_TLS_PROTOCOLS ? &o->tls_protocols
+          : c == O_TLS_CIPHERS ? &o->tls_ciphers : &o->tls_alpn) = a;
         return 0;
     }
 bad:

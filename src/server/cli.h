@@ -42,6 +42,9 @@ struct cli_opts {
     const char *tls_cert;      /* PEM certificate chain, for tls:// */
     const char *tls_key;       /* ... and its key */
     double tls_handshake_timeout; /* seconds without progress; 0: none */
+    const char *tls_protocols; /* "TLSv1.2 TLSv1.3" */
+    const char *tls_ciphers;   /* for TLS 1.2; NULL: OpenSSL's default */
+    const char *tls_alpn;      /* "h2,http/1.1", or NULL */
     const char *script;        /* NULL: built-in echo */
     int script_argc;           /* arguments after the script */
     char **script_argv;

@@ -215,9 +215,12 @@ int main(int argc, char **argv)
     lua_host_free(lua);
     fit_fd_limit(&o);
     /* before the workers fork: each inherits the loaded certificate */
-    if (o.tls_cert && tls_server_init(o.tls_cert, o.tls_key,
-                                      (unsigned)(o.tls_handshake_timeout * 1000),
-                                      err, sizeof err))
+    struct tls_server_config tc = {
+        .cert = o.tls_cert, .key = o.tls_key, .protocols = o.tls_protocols,
+        .ciphers = o.tls_ciphers, .alpn = o.tls_alpn,
+        .handshake_ms = (unsigned)(o.tls_handshake_timeout * 1000),
+    };
+    if (o.tls_cert && tls_server_init(&tc, err, sizeof err))
         return fail(err);
 
     int *fds = calloc((size_t)n * (size_t)o.nlisten, sizeof *fds);

@@ -55,7 +55,8 @@ static const char info_lua[] =
     "      told[conn] = true\n"
     "      local t = conn:tls()\n"
     "      conn:send(conn:listener(), ' ', t and (t.version .. ' ' .. t.cipher ..\n"
-    "                ' ' .. tostring(t.sni)) or 'plain', '\\n')\n"
+    "                ' ' .. tostring(t.sni) .. (t.alpn and ' ' .. t.alpn or '')) or 'plain',\n"
+    "                '\\n')\n"
     "    end\n"
     "    conn:send(data)\n"
     "    if data == 'hello, bye\\n' then conn:close() end\n"
@@ -183,6 +184,39 @@ static void test_bad_peers(void **state)
     h_finish(&s, path);
 }
 
+/* --tls-protocols, --tls-ciphers and --tls-alpn: what is agreed, and a
+ * client below the protocols is refused. */
+static void test_protocols_alpn(void **state)
+{
+    (void)state;
+    struct h_server s;
+    const char *extra[] = { "--tls-protocols", "TLSv1.2", "--tls-ciphers",
+                            "ECDHE-RSA-AES128-GCM-SHA256", "--tls-alpn", "h2,http/1.1", NULL };
+    char *path = serve_tls(&s, extra);
+    char target[32];
+    snprintf(target, sizeof target, "127.0.0.1:%d", tls_port(&s));
+    const char *argv[] = { "openssl", "s_client", "-quiet", "-connect", target,
+                           "-servername", "e.example", "-alpn", "http/1.1,h2", NULL };
+    char *out;
+    assert_int_equal(h_exec(argv, "hello, bye\n", &out, H_WAIT_MS, false), 0);
+    char want[160];
+    snprintf(want, sizeof want, "tls://%s TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256 e.example h2\n"
+             "hello, bye\n", target);
+    assert_string_equal(out, want);
+    free(out);
+    const char *tls13[] = { "openssl", "s_client", "-quiet", "-connect", target,
+                            "-tls1_3", NULL };
+    assert_int_not_equal(h_exec(tls13, "hello, bye\n", &out, H_WAIT_MS, true), 0);
+    free(out);
+    h_finish(&s, path);
+    char *err;
+    const char *bad[] = { "-l", "tls://127.0.0.1:0", "--tls-cert", cert, "--tls-key", key,
+                          "--tls-protocols", "SSLv3", NULL };
+    assert_int_equal(h_run(bad, &err), 1);
+    assert_non_null(strstr(err, "--tls-protocols 'SSLv3'"));
+    free(err);
+}
+
 /* Each worker inherits the certificate. */
 static void test_workers(void **state)
 {
@@ -225,6 +259,7 @@ int main(void)
         cmocka_unit_test(test_python),
         cmocka_unit_test(test_s_client_and_plain),
         cmocka_unit_test(test_bad_peers),
+        cmocka_unit_test(test_protocols_alpn),
         cmocka_unit_test(test_workers),
         cmocka_unit_test(test_bad_certificate),
     };
