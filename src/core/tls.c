@@ -25,7 +25,12 @@ struct tls_conn {
     SSL *ssl;
     BIO *rbio, *wbio;          /* ciphertext from the peer, to the peer */
     bool ready;                /* the handshake is done */
+    char *early;               /* a client's plaintext sent before that */
+    size_t early_len;
+    char err[200];             /* why TLS closed it, or "" */
 };
+
+extern const struct transport tls_client;
 
 static struct tls_conn *tc(const struct conn *c)
 {
@@ -168,15 +173,14 @@ static int flush(struct core *k, struct conn *c)
     return ret;
 }
 
-static int tls_start(struct core *k, struct conn *c)
+/* An SSL of ctx between two memory BIOs. */
+static struct tls_conn *tls_conn_new(SSL_CTX *ctx, const struct transport *ops)
 {
-    if (!server_ctx)
-        return -EPROTO;
     struct tls_conn *t = calloc(1, sizeof *t);
     if (!t)
-        return -ENOMEM;
-    t->base.ops = &tls_server;
-    t->ssl = SSL_new(server_ctx);
+        return NULL;
+    t->base.ops = ops;
+    t->ssl = SSL_new(ctx);
     t->rbio = BIO_new(BIO_s_mem());
     t->wbio = BIO_new(BIO_s_mem());
     if (!t->ssl || !t->rbio || !t->wbio) {
@@ -185,11 +189,20 @@ static int tls_start(struct core *k, struct conn *c)
         BIO_free(t->wbio);
         free(t);
         ERR_clear_error();
-        return -ENOMEM;
+        return NULL;
     }
     BIO_set_mem_eof_return(t->rbio, -1); /* empty: "more to come", not EOF */
-    BIO_set_mem_eof_return(t->wbio, -1);
     SSL_set_bio(t->ssl, t->rbio, t->wbio);
+    return t;
+}
+
+static int tls_start(struct core *k, struct conn *c)
+{
+    if (!server_ctx)
+        return -EPROTO;
+    struct tls_conn *t = tls_conn_new(server_ctx, &tls_server);
+    if (!t)
+        return -ENOMEM;
     SSL_set_accept_state(t->ssl);
     c->tp = &t->base;
     core_set_idle(k, c, handshake_ms);
@@ -200,9 +213,16 @@ static int tls_start(struct core *k, struct conn *c)
  * and close. */
 static int failed(const struct conn *c, const char *what)
 {
-    char err[300];
-    ssl_error(err, sizeof err, what);
-    log_debug("connection %llu: %s", (unsigned long long)c->id, err);
+    struct tls_conn *t = tc(c);
+    long v = SSL_get_verify_result(t->ssl);
+    if (!t->ready && v != X509_V_OK) {
+        snprintf(t->err, sizeof t->err, "certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
+        ERR_clear_error();
+    } else {
+        ssl_error(t->err, sizeof t->err, what);
+    }
+    log_debug("connection %llu: %s", (unsigned long long)c->id, t->err);
     return -EPROTO;
 }
 
@@ -249,6 +269,15 @@ static int tls_recv(struct core *k, struct conn *c, const char *p, size_t n)
         }
         t->ready = true;
         core_set_idle(k, c, 0);
+        if (t->early) { /* what a client was sent while it connected */
+            char *e = t->early;
+            size_t n = t->early_len;
+            t->early = NULL;
+            ret = c->tp->ops->send(k, c, e, n);
+            free(e);
+            if (ret)
+                return ret;
+        }
         core_ready(k, c);
     }
     return pump(k, c);
@@ -257,8 +286,15 @@ static int tls_recv(struct core *k, struct conn *c, const char *p, size_t n)
 static int tls_send(struct core *k, struct conn *c, const void *p, size_t n)
 {
     struct tls_conn *t = tc(c);
-    if (!t->ready)
-        return -ENOTCONN;
+    if (!t->ready) { /* a client still connecting: keep it for later */
+        char *e = realloc(t->early, t->early_len + n);
+        if (!e)
+            return -ENOMEM;
+        memcpy(e + t->early_len, p, n);
+        t->early = e;
+        t->early_len += n;
+        return 0;
+    }
     const char *q = p;
     while (n) { /* a memory BIO takes it all: SSL_write does not stop short */
         int r = SSL_write(t->ssl, q, n > INT_MAX ? INT_MAX : (int)n);
@@ -287,6 +323,7 @@ static void tls_release(struct core *k, struct conn *c)
     (void)k;
     struct tls_conn *t = tc(c);
     SSL_free(t->ssl); /* and its BIOs */
+    free(t->early);
     free(t);
     c->tp = NULL;
 }
@@ -296,9 +333,93 @@ const struct transport tls_server = {
     .shutdown = tls_shutdown, .release = tls_release,
 };
 
+/* Client contexts: the system's trust store, and one per CA file asked
+ * for, kept for the process's life (a handful at most). */
+static struct client_ctx {
+    char *ca;                  /* NULL: the system's */
+    SSL_CTX *ctx;
+} client_ctx[8];
+
+static SSL_CTX *client_ctx_for(const char *ca, char *err, size_t len)
+{
+    unsigned i = 0;
+    for (; i < sizeof client_ctx / sizeof client_ctx[0] && client_ctx[i].ctx; i++)
+        if (ca ? client_ctx[i].ca && strcmp(client_ctx[i].ca, ca) == 0 : !client_ctx[i].ca)
+            return client_ctx[i].ctx;
+    if (i == sizeof client_ctx / sizeof client_ctx[0]) {
+        snprintf(err, len, "too many CA files");
+        return NULL;
+    }
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+        (ca ? SSL_CTX_load_verify_locations(ctx, ca, NULL)
+            : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
+        ssl_error(err, len, ca ? ca : "the system's CA store");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    client_ctx[i].ctx = ctx;
+    client_ctx[i].ca = ca ? strdup(ca) : NULL;
+    return ctx;
+}
+
+struct transport_conn *tls_client_new(const struct tls_client_opts *o, char *err,
+                                      size_t len)
+{
+    SSL_CTX *ctx = client_ctx_for(o->ca, err, len);
+    if (!ctx)
+        return NULL;
+    struct tls_conn *t = tls_conn_new(ctx, &tls_client);
+    if (!t) {
+        snprintf(err, len, "out of memory");
+        return NULL;
+    }
+    SSL_set_connect_state(t->ssl);
+    const char *name = o->server_name;
+    if (name && *name && SSL_set_tlsext_host_name(t->ssl, name) != 1)
+        goto bad;
+    SSL_set_verify(t->ssl, o->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    if (o->verify && name && *name && SSL_set1_host(t->ssl, name) != 1)
+        goto bad;
+    return &t->base;
+bad:
+    ssl_error(err, len, name);
+    SSL_free(t->ssl);
+    free(t);
+    return NULL;
+}
+
+/* Connected: say hello. */
+static int tls_client_start(struct core *k, struct conn *c)
+{
+    struct tls_conn *t = tc(c);
+    core_set_idle(k, c, handshake_ms ? handshake_ms : 10000);
+    int r = SSL_do_handshake(t->ssl);
+    int ret = flush(k, c);
+    if (ret)
+        return ret;
+    if (r != 1 && SSL_get_error(t->ssl, r) != SSL_ERROR_WANT_READ)
+        return failed(c, "TLS handshake");
+    return 1;
+}
+
+const struct transport tls_client = {
+    .name = "tls", .start = tls_client_start, .recv = tls_recv, .send = tls_send,
+    .shutdown = tls_shutdown, .release = tls_release,
+};
+
+const char *tls_error(const struct conn *c)
+{
+    if (!c->tp || (c->tp->ops != &tls_server && c->tp->ops != &tls_client))
+        return NULL;
+    return tc(c)->err[0] ? tc(c)->err : NULL;
+}
+
 bool tls_info(const struct conn *c, struct tls_info *out)
 {
-    if (!c->tp || c->tp->ops != &tls_server || !tc(c)->ready)
+    if (!c->tp || (c->tp->ops != &tls_server && c->tp->ops != &tls_client) ||
+        !tc(c)->ready)
         return false;
     SSL *s = tc(c)->ssl;
     out->version = SSL_get_version(s);

@@ -31,6 +31,21 @@ void tls_server_free(void);
 
 extern const struct transport tls_server;
 
+/* The client side, for a connection to a TLS backend. */
+struct tls_client_opts {
+    const char *server_name;   /* for SNI and the certificate's name, or NULL */
+    bool verify;               /* check the certificate (the default) */
+    const char *ca;            /* PEM file of trusted CAs; NULL: the system's */
+};
+
+/* The transport state for core_connect, or NULL with err. */
+struct transport_conn *tls_client_new(const struct tls_client_opts *o, char *err,
+                                      size_t len);
+
+/* Why TLS closed c ("certificate verify failed: ..."), or NULL. Valid
+ * until c is freed. */
+const char *tls_error(const struct conn *c);
+
 /* What conn:tls() reports; false for a connection without TLS. */
 struct tls_info {
     const char *version;       /* "TLSv1.3" */

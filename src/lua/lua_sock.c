@@ -18,6 +18,7 @@
  * The socket's state is a userdata kept in its Lua object, so that what
  * was received before the peer closed can still be read afterwards. */
 #include "lua_sock.h"
+#include "tls.h"
 #include "log.h"
 
 #include <stdlib.h>
@@ -513,7 +514,11 @@ void lua_sock_closed(struct lua_host *h, struct conn *c)
     h->socks[c->slot] = NULL;
     s->c = NULL;
     s->why = conn_reason_name((enum conn_reason)c->reason);
-    if (c->reason == REASON_ERROR && c->err)
+    const char *tls_why = tls_error(c);
+    if (tls_why) {
+        snprintf(s->why_buf, sizeof s->why_buf, "%s", tls_why);
+        s->why = s->why_buf;
+    } else if (c->reason == REASON_ERROR && c->err)
         s->why = strerror(-c->err);
     else if (c->reason == REASON_EOF || c->reason == REASON_CLOSED)
         s->why = "closed";

@@ -33,6 +33,7 @@ struct lua_sock {
     char *pool_key;            /* "host:port" */
     bool pooled;               /* idle in the pool */
     unsigned reused;           /* times taken from the pool */
+    char why_buf[200];         /* why points here for a TLS failure */
 };
 
 /* The private key under which a socket's object keeps its state. */

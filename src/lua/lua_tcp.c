@@ -11,6 +11,7 @@
 #include "lua_sock.h"
 #include "log.h"
 #include "resolv.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -104,15 +105,43 @@ static void set_port(struct sockaddr_storage *ss, int port)
 /* Start the connect for co, which waits: its socket is made now, on the
  * main stack, and handed to co when it is connected. Returns NULL, or
  * why it could not start. */
+/* mr.tcp's options, kept while a name is looked up. */
+struct tcp_opts {
+    double timeout;
+    bool tls, verify;
+    char server_name[256];
+    char ca[256];              /* "" for the system's store */
+};
+
+/* The TLS state for a connection with these options, or NULL (and why,
+ * into err) when it cannot be made. */
+static struct transport_conn *tls_for(const struct tcp_opts *o, char *err,
+                                      size_t len)
+{
+    struct tls_client_opts to = {
+        .server_name = o->server_name, .verify = o->verify,
+        .ca = o->ca[0] ? o->ca : NULL,
+    };
+    return tls_client_new(&to, err, len);
+}
+
 static const char *start_connect(struct lua_host *h, lua_State *co,
                                  const struct sockaddr_storage *ss,
                                  socklen_t len, const char *key,
-                                 double timeout)
+                                 const struct tcp_opts *o)
 {
+    static char err[256];
+    struct transport_conn *tp = NULL;
+    if (o->tls && !(tp = tls_for(o, err, sizeof err)))
+        return err;
     struct conn *c;
-    int ret = core_connect(h->k, (const struct sockaddr *)ss, len, NULL, &c);
-    if (ret)
+    int ret = core_connect(h->k, (const struct sockaddr *)ss, len, tp, &c);
+    if (ret) {
+        if (tp)
+            tp->ops->release(h->k, &(struct conn){ .tp = tp });
         return lua_tcp_strerror(ret);
+    }
+    double timeout = o->timeout;
     struct lua_sock *s = lua_sock_push(h, h->L, c, LS_CONNS);
     if (s)
         lua_pop(h->L, 1); /* it waits in conns[slot + 1] */
@@ -143,8 +172,8 @@ struct lookup {
     struct lua_host *h;
     lua_State *co;
     int port;                  /* 0: mr.resolve, else mr.tcp's */
-    double timeout;
-    char key[320];
+    struct tcp_opts opts;
+    char key[600];
 };
 
 static void tcp_resolved(struct core *k, void *ctx, int err,
@@ -159,7 +188,7 @@ static void tcp_resolved(struct core *k, void *ctx, int err,
         struct sockaddr_storage ss = r->addr[0];
         set_port(&ss, q->port);
         const char *why = start_connect(h, q->co, &ss, r->len[0], q->key,
-                                        q->timeout);
+                                        &q->opts);
         if (why)
             lua_sock_wake_err(h, q->co, why);
     }
@@ -168,12 +197,15 @@ static void tcp_resolved(struct core *k, void *ctx, int err,
 
 /* Look name up for the coroutine L, which then waits; fn gets q. */
 static int wait_lookup(lua_State *L, struct lua_host *h, const char *name,
-                       int port, double timeout, const char *key, resolv_fn fn)
+                       int port, const struct tcp_opts *o, const char *key,
+                       resolv_fn fn)
 {
     struct lookup *q = calloc(1, sizeof *q);
     if (!q)
         return lua_sock_fail(L, "out of memory");
-    *q = (struct lookup){ .h = h, .co = L, .port = port, .timeout = timeout };
+    *q = (struct lookup){ .h = h, .co = L, .port = port };
+    if (o)
+        q->opts = *o;
     snprintf(q->key, sizeof q->key, "%s", key);
     int ret = core_resolve(h->k, name, fn, q);
     if (ret) {
@@ -181,6 +213,36 @@ static int wait_lookup(lua_State *L, struct lua_host *h, const char *name,
         return lua_sock_fail(L, resolv_strerror(ret));
     }
     return lua_yield(L, 0);
+}
+
+/* A string option of the table at idx into out (size n), or def. */
+static void opt_string(lua_State *L, int idx, const char *name, const char *def,
+                       char *out, size_t n)
+{
+    lua_getfield(L, idx, name);
+    const char *v = lua_isnil(L, -1) ? def : luaL_checkstring(L, -1);
+    if (strlen(v) >= n)
+        luaL_error(L, "mr.tcp: %s is too long", name);
+    snprintf(out, n, "%s", v);
+    lua_pop(L, 1);
+}
+
+/* opts: timeout, and for TLS: tls, server_name (the host by default, if
+ * it is a name), verify (true), ca (a PEM file; the system's store). */
+static void get_opts(lua_State *L, int idx, const char *host, struct tcp_opts *o)
+{
+    lua_getfield(L, idx, "timeout");
+    o->timeout = lua_isnil(L, -1) ? 0 : luaL_checknumber(L, -1);
+    lua_getfield(L, idx, "tls");
+    o->tls = lua_toboolean(L, -1);
+    lua_getfield(L, idx, "verify");
+    o->verify = lua_isnil(L, -1) || lua_toboolean(L, -1);
+    lua_pop(L, 3);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    opt_string(L, idx, "server_name", literal(host, 1, &ss, &len) ? "" : host,
+               o->server_name, sizeof o->server_name);
+    opt_string(L, idx, "ca", "", o->ca, sizeof o->ca);
 }
 
 /* mr.tcp(host, port [, opts]): a connected socket, waiting until it is.
@@ -193,25 +255,26 @@ static int l_tcp(lua_State *L)
     int port = luaL_checkint(L, 2);
     if (port < 1 || port > 65535)
         return luaL_argerror(L, 2, "port 1-65535 expected");
-    double timeout = 0;
-    if (lua_istable(L, 3)) {
-        lua_getfield(L, 3, "timeout");
-        timeout = lua_isnil(L, -1) ? 0 : luaL_checknumber(L, -1);
-        lua_pop(L, 1);
-    }
+    struct tcp_opts o = { .verify = true };
+    if (lua_istable(L, 3))
+        get_opts(L, 3, host, &o);
     if (!h->k)
         return luaL_error(L, "mr.tcp works once the server runs: at load "
                              "time, wrap the code in mr.spawn");
     lua_co_check(L, h, "mr.tcp");
-    char key[320];
-    snprintf(key, sizeof key, "%s:%d", host, port);
+    char key[600]; /* a TLS connection is pooled apart, by its options */
+    if (o.tls)
+        snprintf(key, sizeof key, "tls:%s:%d:%s:%d:%s", host, port, o.server_name,
+                 o.verify, o.ca);
+    else
+        snprintf(key, sizeof key, "%s:%d", host, port);
     if (take_pooled(h, L, key))
         return 1;
     struct sockaddr_storage ss;
     socklen_t len;
     if (!literal(host, port, &ss, &len))
-        return wait_lookup(L, h, host, port, timeout, key, tcp_resolved);
-    const char *why = start_connect(h, L, &ss, len, key, timeout);
+        return wait_lookup(L, h, host, port, &o, key, tcp_resolved);
+    const char *why = start_connect(h, L, &ss, len, key, &o);
     if (why)
         return lua_sock_fail(L, why);
     return lua_yield(L, 0);
@@ -301,7 +364,7 @@ static int l_resolve(lua_State *L)
         return luaL_error(L, "mr.resolve works once the server runs: at load "
                              "time, wrap the code in mr.spawn");
     lua_co_check(L, h, "mr.resolve");
-    return wait_lookup(L, h, name, 0, 0, "", resolved);
+    return wait_lookup(L, h, name, 0, NULL, "", resolved);
 }
 
 void lua_tcp_connected(struct lua_host *h, struct conn *c)

@@ -217,6 +217,59 @@ static void test_protocols_alpn(void **state)
     free(err);
 }
 
+/* mr.tcp(..., { tls = true }): to a TLS backend (a moonring of the
+ * test's own), verified against the system's store, a CA file and a
+ * name; the pool keeps TLS connections by their options. */
+static const char client_lua[] =
+    "local mr = require 'moonring'\n"
+    "return function(sock)\n"
+    "  local port, ca = tonumber(arg[1]), arg[2]\n"
+    "  for line in function() return sock:receive('*l') end do\n"
+    "    local o = { tls = true }\n"
+    "    if line == 'noverify' then o.verify = false\n"
+    "    elseif line == 'ca' then o.ca = ca; o.server_name = 'localhost'\n"
+    "    elseif line == 'wrongname' then o.ca = ca; o.server_name = 'example.org' end\n"
+    "    local up, err = mr.tcp('127.0.0.1', port, o)\n"
+    "    if not up then sock:send('error: ', err, '\\n')\n"
+    "    else\n"
+    "      up:send('x\\n')\n"
+    "      local l\n"
+    "      repeat l = up:receive('*l') until l == 'x' or not l\n"
+    "      local t = up:tls()\n"
+    "      sock:send(l and 'ok' or 'lost', ' ', t.version, ' ', up:getreusedtimes(), '\\n')\n"
+    "      up:setkeepalive()\n"
+    "    end\n"
+    "  end\n"
+    "end\n";
+
+static void test_client(void **state)
+{
+    (void)state;
+    struct h_server back, front;
+    char *bpath = serve_tls(&back, NULL);
+    char bport[16];
+    snprintf(bport, sizeof bport, "%d", tls_port(&back));
+    const char *args[] = { bport, cert, NULL };
+    char *fpath = h_serve(&front, client_lua, NULL, args);
+    int fd = h_connect(front.port, false);
+    static const struct { const char *ask, *want; } cases[] = {
+        { "noverify", "ok TLSv1.3 0" },
+        { "system", "error: certificate verify failed: self-signed certificate" },
+        { "ca", "ok TLSv1.3 0" },
+        { "wrongname", "error: certificate verify failed: hostname mismatch" },
+        { "noverify", "ok TLSv1.3 1" }, /* from the pool */
+        { "ca", "ok TLSv1.3 1" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        h_send_all(fd, cases[i].ask, strlen(cases[i].ask));
+        h_send_all(fd, "\n", 1);
+        assert_string_equal(h_line(fd, H_WAIT_MS), cases[i].want);
+    }
+    close(fd);
+    h_finish(&front, fpath);
+    h_finish(&back, bpath);
+}
+
 /* Each worker inherits the certificate. */
 static void test_workers(void **state)
 {
@@ -260,6 +313,7 @@ int main(void)
         cmocka_unit_test(test_s_client_and_plain),
         cmocka_unit_test(test_bad_peers),
         cmocka_unit_test(test_protocols_alpn),
+        cmocka_unit_test(test_client),
         cmocka_unit_test(test_workers),
         cmocka_unit_test(test_bad_certificate),
     };
