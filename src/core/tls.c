@@ -428,9 +428,10 @@ bool tls_info(const struct conn *c, struct tls_info *out)
     const unsigned char *a;
     unsigned alen;
     SSL_get0_alpn_selected(s, &a, &alen);
-    if (alen >= sizeof out->alpn)
-        alen = 0;
-    memcpy(out->alpn, a, alen);
+    if (!a || alen >= sizeof out->alpn)
+        alen = 0; /* none agreed (a is NULL then) */
+    if (alen)
+        memcpy(out->alpn, a, alen);
     out->alpn[alen] = 0;
     return true;
 }
