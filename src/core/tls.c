@@ -7,15 +7,25 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdint.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CHUNK 16384
 
-static SSL_CTX *server_ctx;
+/* One context per certificate, the first the default; the config they
+ * were made from, for a reload. */
+static SSL_CTX *server_ctx[TLS_MAX_CERTS];
+static int nserver_ctx;
+static struct tls_server_config server_cfg;
 /* A handshake that makes no progress for this long is dropped: the idle
  * timeout, which the handler's own replaces once it is open. */
 static unsigned handshake_ms;
@@ -106,7 +116,11 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_OK;
 }
 
-static int configure(SSL_CTX *ctx, const struct tls_server_config *cfg,
+static int on_sni(SSL *ssl, int *alert, void *arg);
+static int on_ticket(SSL *ssl, unsigned char name[16], unsigned char *iv,
+                     EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc);
+
+static int configure(SSL_CTX *ctx, const struct tls_server_config *cfg, int i,
                      char *what, size_t wlen)
 {
     int lo, hi;
@@ -123,41 +137,172 @@ static int configure(SSL_CTX *ctx, const struct tls_server_config *cfg,
             return -1;
         SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
     }
-    snprintf(what, wlen, "--tls-cert %s", cfg->cert);
-    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->cert) != 1)
+    snprintf(what, wlen, "--tls-cert %s", cfg->cert[i]);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->cert[i]) != 1)
         return -1;
-    snprintf(what, wlen, "--tls-key %s", cfg->key);
-    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->key, SSL_FILETYPE_PEM) != 1 ||
+    snprintf(what, wlen, "--tls-key %s", cfg->key[i]);
+    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->key[i], SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1)
         return -1;
+    SSL_CTX_set_tlsext_servername_callback(ctx, on_sni);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket);
     return 0;
+}
+
+/* The certificate whose names match the one the client asked for; the
+ * first (the context the SSL began with) when none does. */
+static int on_sni(SSL *ssl, int *alert, void *arg)
+{
+    (void)alert, (void)arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    for (int i = 0; name && i < nserver_ctx; i++) {
+        X509 *x = SSL_CTX_get0_certificate(server_ctx[i]);
+        if (x && X509_check_host(x, name, 0, 0, NULL) == 1) {
+            if (SSL_get_SSL_CTX(ssl) != server_ctx[i])
+                SSL_set_SSL_CTX(ssl, server_ctx[i]);
+            break;
+        }
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* Session tickets. Their keys come from a secret drawn once, before the
+ * workers fork, and the hour: every worker of a master derives the same
+ * keys without a word to the others, a client resumes with whichever it
+ * reaches, the keys change each hour (the last hour's still open a
+ * ticket, which is then renewed), and a reload keeps them. */
+#define TICKET_PERIOD_S 3600
+static unsigned char ticket_secret[32];
+static bool ticket_secret_set;
+
+/* HMAC-SHA256(secret, label || window): 32 bytes into out. */
+static int derive(char label, uint64_t window, unsigned char out[32])
+{
+    unsigned char msg[9];
+    msg[0] = (unsigned char)label;
+    for (int i = 0; i < 8; i++)
+        msg[1 + i] = (unsigned char)(window >> (8 * i));
+    size_t n = 0;
+    return EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, ticket_secret,
+                     sizeof ticket_secret, msg, sizeof msg, out, 32, &n) && n == 32
+           ? 0 : -1;
+}
+
+static int ticket_keys(uint64_t window, unsigned char name[16],
+                       EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx,
+                       const unsigned char *iv, int enc)
+{
+    unsigned char aes[32], mac[32];
+    if (derive('a', window, aes) || derive('m', window, mac))
+        return -1;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, mac, sizeof mac),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    int ok = (enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, aes, iv)
+                  : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, aes, iv)) &&
+             EVP_MAC_CTX_set_params(hctx, params);
+    (void)name;
+    return ok ? 0 : -1;
+}
+
+static int on_ticket(SSL *ssl, unsigned char name[16], unsigned char *iv,
+                     EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    (void)ssl;
+    uint64_t now = (uint64_t)time(NULL) / TICKET_PERIOD_S;
+    unsigned char want[32];
+    if (enc) {
+        if (derive('n', now, want) || RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1)
+            return -1;
+        memcpy(name, want, 16);
+        return ticket_keys(now, name, cctx, hctx, iv, 1) ? -1 : 1;
+    }
+    for (uint64_t back = 0; back < 2; back++) { /* this hour's, the last */
+        if (derive('n', now - back, want))
+            return -1;
+        if (memcmp(name, want, 16) == 0)
+            return ticket_keys(now - back, name, cctx, hctx, iv, 0) ? -1
+                   : back ? 2 /* renew it */ : 1;
+    }
+    return 0; /* not ours, or too old: a full handshake */
+}
+
+/* A context for each certificate of cfg, into ctx[]; 0, or -1 with err. */
+static int build(const struct tls_server_config *cfg, SSL_CTX **ctx, char *err,
+                 size_t len)
+{
+    char what[600];
+    for (int i = 0; i < cfg->ncert; i++) {
+        ctx[i] = SSL_CTX_new(TLS_server_method());
+        if (!ctx[i]) {
+            ssl_error(err, len, "TLS");
+            goto fail;
+        }
+        /* an idle connection keeps no record buffers */
+        SSL_CTX_set_mode(ctx[i], SSL_MODE_RELEASE_BUFFERS);
+        if (configure(ctx[i], cfg, i, what, sizeof what)) {
+            ssl_error(err, len, what);
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    for (int i = 0; i < cfg->ncert && ctx[i]; i++) {
+        SSL_CTX_free(ctx[i]);
+        ctx[i] = NULL;
+    }
+    return -1;
+}
+
+/* Take ctx[] as the server's, freeing the old ones (an SSL keeps its own
+ * reference: live connections go on with theirs). */
+static void install(SSL_CTX **ctx, int n)
+{
+    tls_server_free();
+    memcpy(server_ctx, ctx, (size_t)n * sizeof *ctx);
+    nserver_ctx = n;
 }
 
 int tls_server_init(const struct tls_server_config *cfg, char *err, size_t len)
 {
-    char what[600];
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (!ctx) {
-        ssl_error(err, len, "TLS");
+    SSL_CTX *ctx[TLS_MAX_CERTS] = { 0 };
+    if (cfg->ncert < 1 || cfg->ncert > TLS_MAX_CERTS) {
+        snprintf(err, len, "TLS: 1 to %d certificates", TLS_MAX_CERTS);
         return -1;
     }
-    /* an idle connection keeps no record buffers */
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    if (configure(ctx, cfg, what, sizeof what)) {
-        ssl_error(err, len, what);
-        SSL_CTX_free(ctx);
-        return -1;
+    if (!ticket_secret_set) {
+        if (RAND_bytes(ticket_secret, sizeof ticket_secret) != 1) {
+            ssl_error(err, len, "TLS session tickets");
+            return -1;
+        }
+        ticket_secret_set = true;
     }
-    tls_server_free();
-    server_ctx = ctx;
+    if (build(cfg, ctx, err, len))
+        return -1;
+    install(ctx, cfg->ncert);
+    server_cfg = *cfg;
     handshake_ms = cfg->handshake_ms;
+    return 0;
+}
+
+int tls_server_reload(char *err, size_t len)
+{
+    SSL_CTX *ctx[TLS_MAX_CERTS] = { 0 };
+    if (!nserver_ctx)
+        return 0;
+    if (build(&server_cfg, ctx, err, len))
+        return -1;
+    install(ctx, server_cfg.ncert);
     return 0;
 }
 
 void tls_server_free(void)
 {
-    SSL_CTX_free(server_ctx);
-    server_ctx = NULL;
+    for (int i = 0; i < nserver_ctx; i++)
+        SSL_CTX_free(server_ctx[i]);
+    nserver_ctx = 0;
 }
 
 /* Queue what OpenSSL has written for the peer. */
@@ -198,9 +343,9 @@ static struct tls_conn *tls_conn_new(SSL_CTX *ctx, const struct transport *ops)
 
 static int tls_start(struct core *k, struct conn *c)
 {
-    if (!server_ctx)
+    if (!nserver_ctx)
         return -EPROTO;
-    struct tls_conn *t = tls_conn_new(server_ctx, &tls_server);
+    struct tls_conn *t = tls_conn_new(server_ctx[0], &tls_server);
     if (!t)
         return -ENOMEM;
     SSL_set_accept_state(t->ssl);

@@ -15,8 +15,12 @@
 
 struct conn;
 
+#define TLS_MAX_CERTS 8
+
 struct tls_server_config {
-    const char *cert, *key;    /* PEM certificate chain and its key */
+    const char *cert[TLS_MAX_CERTS], *key[TLS_MAX_CERTS]; /* PEM chains and keys:
+                                  by SNI, the first when no name matches */
+    int ncert;
     const char *protocols;     /* "TLSv1.2 TLSv1.3" (NULL: that) */
     const char *ciphers;       /* OpenSSL's cipher list for TLS 1.2, or NULL */
     const char *alpn;          /* "h2,http/1.1": what it agrees to, or NULL */
@@ -25,8 +29,13 @@ struct tls_server_config {
 };
 
 /* The server side, for the connections of tls:// listeners. Returns 0,
- * or -1 with err. */
+ * or -1 with err. cfg's strings must outlive the server. */
 int tls_server_init(const struct tls_server_config *cfg, char *err, size_t len);
+
+/* Read the certificates and keys again (SIGHUP): new handshakes use
+ * them, live connections go on. On failure the old ones stay, and err
+ * says why. Returns 0 or -1; 0 too when there is no TLS server. */
+int tls_server_reload(char *err, size_t len);
 void tls_server_free(void);
 
 extern const struct transport tls_server;

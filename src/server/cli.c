@@ -17,8 +17,10 @@ const char cli_usage[] =
     "  -l, --listen URL         listen on tcp://ADDR:PORT, tls://ADDR:PORT or\n"
     "                           unix:/path; may be given several times\n"
     "                           (default tcp://127.0.0.1:7000)\n"
-    "      --tls-cert FILE      PEM certificate chain for tls:// listeners\n"
-    "      --tls-key FILE       ... and its private key\n"
+    "      --tls-cert FILE      PEM certificate chain for tls:// listeners, and\n"
+    "      --tls-key FILE       its private key; several pairs: the certificate\n"
+    "                           for a connection is chosen by SNI, the first\n"
+    "                           when none matches\n"
     "      --tls-handshake-timeout S  a handshake without progress this long\n"
     "                           is dropped (default 10)\n"
     "      --tls-protocols LIST default \"TLSv1.2 TLSv1.3\"\n"
@@ -273,14 +275,19 @@ static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
         o->user = a;
         return 0;
     case O_TLS_CERT:
-    case O_TLS_KEY:
+    case O_TLS_KEY: {
+        int *n = c == O_TLS_CERT ? &o->ntls_cert : &o->ntls_key;
+        if (!*a || *n == CLI_MAX_CERTS)
+            goto bad;
+        (c == O_TLS_CERT ? o->tls_cert : o->tls_key)[(*n)++] = a;
+        return 0;
+    }
     case O_TLS_PROTOCOLS:
     case O_TLS_CIPHERS:
     case O_TLS_ALPN:
         if (!*a)
             goto bad;
-        *(c == O_TLS_CERT ? &o->tls_cert : c == O_TLS_KEY ? &o->tls_key
-          : c == O_TLS_PROTOCOLS ? &o->tls_protocols
+        *(c == O_TLS_PROTOCOLS ? &o->tls_protocols
           : c == O_TLS_CIPHERS ? &o->tls_ciphers : &o->tls_alpn) = a;
         return 0;
     }
@@ -343,8 +350,13 @@ enum cli_result cli_parse(int argc, char **argv, struct cli_opts *o,
     bool tls = false;
     for (int i = 0; i < o->nlisten; i++)
         tls |= o->listen[i].tls;
-    if (tls && (!o->tls_cert || !o->tls_key)) {
+    if (tls && !o->ntls_cert) {
         snprintf(err, errlen, "a tls:// listener needs --tls-cert and --tls-key");
+        return CLI_ERROR;
+    }
+    if (o->ntls_cert != o->ntls_key) {
+        snprintf(err, errlen, "--tls-cert and --tls-key go in pairs: %d certificates, %d keys",
+                 o->ntls_cert, o->ntls_key);
         return CLI_ERROR;
     }
     if (!o->nlisten) { /* -b/-p: the one listener */

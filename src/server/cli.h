@@ -13,6 +13,7 @@ struct cli_listen {
 };
 
 #define CLI_MAX_LISTEN 16
+#define CLI_MAX_CERTS 8
 
 struct cli_opts {
     const char *bind;          /* address, default "127.0.0.1" */
@@ -39,8 +40,9 @@ struct cli_opts {
     struct cli_listen listen[CLI_MAX_LISTEN];
     int nlisten;               /* at least 1 once parsed */
     int bind_given;            /* -b or -p was given */
-    const char *tls_cert;      /* PEM certificate chain, for tls:// */
-    const char *tls_key;       /* ... and its key */
+    const char *tls_cert[CLI_MAX_CERTS]; /* PEM certificate chains, for tls:// */
+    const char *tls_key[CLI_MAX_CERTS];  /* ... and a key for each */
+    int ntls_cert, ntls_key;
     double tls_handshake_timeout; /* seconds without progress; 0: none */
     const char *tls_protocols; /* "TLSv1.2 TLSv1.3" */
     const char *tls_ciphers;   /* for TLS 1.2; NULL: OpenSSL's default */

@@ -216,11 +216,15 @@ int main(int argc, char **argv)
     fit_fd_limit(&o);
     /* before the workers fork: each inherits the loaded certificate */
     struct tls_server_config tc = {
-        .cert = o.tls_cert, .key = o.tls_key, .protocols = o.tls_protocols,
+        .ncert = o.ntls_cert, .protocols = o.tls_protocols,
         .ciphers = o.tls_ciphers, .alpn = o.tls_alpn,
         .handshake_ms = (unsigned)(o.tls_handshake_timeout * 1000),
     };
-    if (o.tls_cert && tls_server_init(&tc, err, sizeof err))
+    for (int i = 0; i < o.ntls_cert; i++) {
+        tc.cert[i] = o.tls_cert[i];
+        tc.key[i] = o.tls_key[i];
+    }
+    if (o.ntls_cert && tls_server_init(&tc, err, sizeof err))
         return fail(err);
 
     int *fds = calloc((size_t)n * (size_t)o.nlisten, sizeof *fds);

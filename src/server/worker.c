@@ -101,10 +101,16 @@ static void on_signal(struct core *k, struct core_op *op,
             begin_shutdown(w, strsignal(sig));
         }
         break;
-    case SIGHUP:
+    case SIGHUP: {
         log_info("SIGHUP: reloading");
         reload_request(&w->reload);
+        char err[700];
+        if (tls_server_reload(err, sizeof err))
+            log_warn("TLS certificates not reloaded, the old ones stay: %s", err);
+        else if (w->opts->ntls_cert)
+            log_info("TLS certificates reloaded");
         break;
+    }
     case SIGUSR1:
         log_stats(w);
         break;

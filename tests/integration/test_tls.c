@@ -17,6 +17,26 @@
 
 static char *cert, *key; /* made once, by openssl req */
 
+/* Echoes, prefixed by what conn:tls() and conn:listener() say, once per
+ * connection. */
+static const char info_lua[] =
+    "local told = {}\n"
+    "return {\n"
+    "  on_data = function(conn, data)\n"
+    "    if not told[conn] then\n"
+    "      told[conn] = true\n"
+    "      local t = conn:tls()\n"
+    "      conn:send(conn:listener(), ' ', t and (t.version .. ' ' .. t.cipher ..\n"
+    "                ' ' .. tostring(t.sni) .. (t.alpn and ' ' .. t.alpn or '')) or 'plain',\n"
+    "                '\\n')\n"
+    "    end\n"
+    "    conn:send(data)\n"
+    "    if data == 'hello, bye\\n' then conn:close() end\n"
+    "  end,\n"
+    "  on_close = function(conn) told[conn] = nil end,\n"
+    "}\n";
+
+
 static int make_cert(void **state)
 {
     (void)state;
@@ -37,6 +57,111 @@ static int make_cert(void **state)
     return rc == 0 ? 0 : -1;
 }
 
+/* Another certificate, for name, beside the first: its paths. */
+static void make_named(const char *name, char **c, char **k)
+{
+    *c = malloc(strlen(cert) + 64);
+    *k = malloc(strlen(cert) + 64);
+    sprintf(*c, "%.*s/%s.pem", (int)(strrchr(cert, '/') - cert), cert, name);
+    sprintf(*k, "%.*s/%s.key", (int)(strrchr(cert, '/') - cert), cert, name);
+    char subj[80], san[80];
+    snprintf(subj, sizeof subj, "/CN=%s", name);
+    snprintf(san, sizeof san, "subjectAltName=DNS:%s", name);
+    const char *argv[] = { "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                           "-keyout", *k, "-out", *c, "-days", "2", "-subj", subj,
+                           "-addext", san, NULL };
+    char *out;
+    assert_int_equal(h_exec(argv, NULL, &out, H_WAIT_MS, true), 0);
+    free(out);
+}
+
+/* Which certificate a client asking for each name gets (its CN), and how
+ * many of 10 connections resume the first one's session (TLS 1.2). */
+static const char py_names[] =
+    "import socket, ssl, sys\n"
+    "port = int(sys.argv[1])\n"
+    "c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n"
+    "c.maximum_version = ssl.TLSVersion.TLSv1_2\n"
+    "def conn(sni, sess=None):\n"
+    "    s = c.wrap_socket(socket.create_connection(('127.0.0.1', port), timeout=10),\n"
+    "                      server_hostname=sni, session=sess)\n"
+    "    s.sendall(b'x'); s.recv(100)\n"
+    "    der = s.getpeercert(binary_form=True)\n"
+    "    cn = [n for n in sys.argv[2:] if n.encode() in der]\n"
+    "    return s, (cn or ['?'])[0]\n"
+    "first, _ = conn(sys.argv[2]); sess = first.session\n"
+    "print(' '.join(conn(n)[1] for n in sys.argv[2:] + ['other.test']))\n"
+    "print(sum(conn(sys.argv[2], sess)[0].session_reused for _ in range(10)))\n";
+
+static char *names(int port, const char *a, const char *b)
+{
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    const char *argv[] = { "python3", "-c", py_names, p, a, b, NULL };
+    char *out;
+    assert_int_equal(h_exec(argv, NULL, &out, 2 * H_WAIT_MS, true), 0);
+    return out;
+}
+
+/* --tls-cert/--tls-key pairs: the certificate by SNI, the first when no
+ * name matches; tickets resume across the workers of a master. */
+static void test_sni_tickets(void **state)
+{
+    (void)state;
+    char *ca, *ka, *cb, *kb;
+    make_named("a.test", &ca, &ka);
+    make_named("b.test", &cb, &kb);
+    const char *opts[] = { "-w", "2", "-l", "tls://127.0.0.1:0", "--tls-cert", ca,
+                           "--tls-key", ka, "--tls-cert", cb, "--tls-key", kb, NULL };
+    struct h_server s;
+    char *path = h_serve(&s, info_lua, opts, NULL);
+    char *out = names(s.port, "a.test", "b.test");
+    assert_string_equal(out, "a.test b.test a.test\n10\n");
+    free(out);
+    h_finish(&s, path);
+    free(ca); free(ka); free(cb); free(kb);
+}
+
+/* SIGHUP reads the certificate files again; a bad one leaves the old. */
+static void test_reload(void **state)
+{
+    (void)state;
+    char *ca, *ka, *cb, *kb;
+    make_named("a.test", &ca, &ka);
+    make_named("b.test", &cb, &kb);
+    char *live_c = h_write_file(NULL, "live.pem", "");
+    char *dir = h_dirname(live_c);
+    char *live_k = h_write_file(dir, "live.key", "");
+    const char *cp[] = { "cp", ca, live_c, NULL }, *kp[] = { "cp", ka, live_k, NULL };
+    char *out;
+    assert_int_equal(h_exec(cp, NULL, &out, H_WAIT_MS, true), 0); free(out);
+    assert_int_equal(h_exec(kp, NULL, &out, H_WAIT_MS, true), 0); free(out);
+    const char *opts[] = { "-l", "tls://127.0.0.1:0", "--tls-cert", live_c,
+                           "--tls-key", live_k, NULL };
+    struct h_server s;
+    char *path = h_serve(&s, info_lua, opts, NULL);
+    out = names(s.port, "a.test", "b.test");
+    assert_non_null(strstr(out, "a.test a.test a.test"));
+    free(out);
+    const char *cp2[] = { "cp", cb, live_c, NULL }, *kp2[] = { "cp", kb, live_k, NULL };
+    assert_int_equal(h_exec(cp2, NULL, &out, H_WAIT_MS, true), 0); free(out);
+    assert_int_equal(h_exec(kp2, NULL, &out, H_WAIT_MS, true), 0); free(out);
+    kill(s.pid, SIGHUP);
+    assert_true(h_log_wait(&s, "TLS certificates reloaded", H_WAIT_MS));
+    out = names(s.port, "a.test", "b.test");
+    assert_non_null(strstr(out, "b.test b.test b.test"));
+    free(out);
+    h_save(live_c, "not a certificate\n", "inplace");
+    kill(s.pid, SIGHUP);
+    assert_true(h_log_wait(&s, "not reloaded, the old ones stay", H_WAIT_MS));
+    out = names(s.port, "a.test", "b.test");
+    assert_non_null(strstr(out, "b.test b.test b.test"));
+    free(out);
+    h_finish(&s, path);
+    free(ca); free(ka); free(cb); free(kb);
+    free(live_c); free(live_k); free(dir);
+}
+
 static int free_cert(void **state)
 {
     (void)state;
@@ -44,25 +169,6 @@ static int free_cert(void **state)
     free(key);
     return 0;
 }
-
-/* Echoes, prefixed by what conn:tls() and conn:listener() say, once per
- * connection. */
-static const char info_lua[] =
-    "local told = {}\n"
-    "return {\n"
-    "  on_data = function(conn, data)\n"
-    "    if not told[conn] then\n"
-    "      told[conn] = true\n"
-    "      local t = conn:tls()\n"
-    "      conn:send(conn:listener(), ' ', t and (t.version .. ' ' .. t.cipher ..\n"
-    "                ' ' .. tostring(t.sni) .. (t.alpn and ' ' .. t.alpn or '')) or 'plain',\n"
-    "                '\\n')\n"
-    "    end\n"
-    "    conn:send(data)\n"
-    "    if data == 'hello, bye\\n' then conn:close() end\n"
-    "  end,\n"
-    "  on_close = function(conn) told[conn] = nil end,\n"
-    "}\n";
 
 static char *serve_tls(struct h_server *s, const char *const *extra)
 {
@@ -314,6 +420,8 @@ int main(void)
         cmocka_unit_test(test_bad_peers),
         cmocka_unit_test(test_protocols_alpn),
         cmocka_unit_test(test_client),
+        cmocka_unit_test(test_sni_tickets),
+        cmocka_unit_test(test_reload),
         cmocka_unit_test(test_workers),
         cmocka_unit_test(test_bad_certificate),
     };
