@@ -48,6 +48,26 @@ static int closed(lua_State *L)
     return 2;
 }
 
+int lua_conn_send_args(lua_State *L, struct core *k, struct conn *c, int from,
+                       size_t *total)
+{
+    int top = lua_gettop(L);
+    *total = 0;
+    if (c->tp && top > from) { /* one TLS record, not one for each piece */
+        lua_concat(L, top - from + 1);
+        top = from;
+    }
+    for (int i = from; i <= top; i++) {
+        size_t len;
+        const char *p = lua_tolstring(L, i, &len);
+        int ret = core_send(k, c, p, len);
+        if (ret)
+            return ret;
+        *total += len;
+    }
+    return 0;
+}
+
 /* conn:send(...): queue strings (or numbers) in order. Returns true, or
  * false when the queue is now above the high-water mark (the bytes are
  * queued all the same; stop producing until on_drain), or nil, "closed". */
@@ -61,15 +81,11 @@ static int l_send(lua_State *L)
                                                 luaL_typename(L, i)));
     if (!live(c))
         return closed(L);
-    struct core *k = HOST(L)->k;
-    for (int i = 2; i <= n; i++) {
-        size_t len;
-        const char *p = lua_tolstring(L, i, &len);
-        if (core_send(k, c, p, len) == -ENOMEM) {
-            lua_pushnil(L);
-            lua_pushliteral(L, "out of memory");
-            return 2;
-        }
+    size_t total;
+    if (lua_conn_send_args(L, HOST(L)->k, c, 2, &total) == -ENOMEM) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "out of memory");
+        return 2;
     }
     lua_pushboolean(L, !(c->flags & CF_HWM));
     return 1;

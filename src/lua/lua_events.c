@@ -4,6 +4,7 @@
  * only. */
 #include "log.h"
 #include "lua_sock.h"
+#include "tls.h"
 #include "resolv.h"
 
 #include <string.h>
@@ -92,7 +93,9 @@ static void ev_closed(void *ctx, struct conn *c)
     if (lua_conn_push_handler(L, c, LS_ON_CLOSE, "on_close")) {
         lua_rawgeti(L, LS_CONNS, (int)c->slot + 1);
         lua_pushstring(L, conn_reason_name((enum conn_reason)c->reason));
-        if (c->err)
+        if (tls_error(c))
+            lua_pushstring(L, tls_error(c));
+        else if (c->err)
             lua_pushstring(L, c->user & LC_LOOKUP ? resolv_strerror(c->err)
                                                   : strerror(-c->err));
         else

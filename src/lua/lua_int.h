@@ -93,6 +93,11 @@ struct conn *lua_conn_at(lua_State *L, int idx);
  * "closed"). */
 void lua_conn_detach(lua_State *L, int idx);
 /* Add the methods a socket shares with a conn to the table on top. */
+/* Send the strings at from..top on c, in order (joined first when c has
+ * a transport); *total counts the bytes. Returns 0 or core_send's error. */
+int lua_conn_send_args(lua_State *L, struct core *k, struct conn *c, int from,
+                       size_t *total);
+
 /* Name k's listeners for conn:listener(), once they are set up. */
 void lua_conn_name_listeners(struct lua_host *h);
 

@@ -184,10 +184,11 @@ static int fail2(lua_State *L, const char *msg)
     return 2;
 }
 
-/* connect(host, port, handlers): an outbound connection through the
- * ring, with handlers of its own (on_data required). It is returned at
- * once, connecting; what it is sent waits for the connection. on_open
- * runs when it is up; a failure goes to on_close(conn, "error" or
+/* connect(host, port, handlers [, opts]): an outbound connection
+ * through the ring, with handlers of its own (on_data required). It is
+ * returned at once, connecting; what it is sent waits for the
+ * connection. on_open runs when it is up (for TLS, opts.tls, once the
+ * handshake is done); a failure goes to on_close(conn, "error" or
  * "timeout", message). */
 static int l_connect(lua_State *L)
 {
@@ -204,10 +205,17 @@ static int l_connect(lua_State *L)
     if (!h->k)
         return luaL_error(L, "moonring.connect works once the server runs "
                              "(from a handler or a timer)");
+    char err[256];
+    struct transport_conn *tp = lua_tcp_tls(L, 4, host, err, sizeof err);
+    if (!tp && err[0])
+        return fail2(L, err);
     struct conn *c;
-    int ret = core_connect_new(h->k, NULL, &c);
-    if (ret)
+    int ret = core_connect_new(h->k, tp, &c);
+    if (ret) {
+        if (tp)
+            tp->ops->release(h->k, &(struct conn){ .tp = tp });
         return fail2(L, lua_tcp_strerror(ret));
+    }
     lua_conn_push_new(L, c, UV_CONNS);
     lua_conn_set_handlers(L, c, lua_gettop(L), 3);
     lua_tcp_connect_to(h, c, host, port); /* a failure goes to on_close */

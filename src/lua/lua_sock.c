@@ -343,14 +343,9 @@ static int l_send(lua_State *L)
         return lua_sock_fail(L, "closed");
     if (s->writer)
         return lua_sock_fail(L, "socket busy writing");
-    size_t total = 0;
-    for (int i = 2; i <= top; i++) {
-        size_t len;
-        const char *p = lua_tolstring(L, i, &len);
-        if (core_send(h->k, c, p, len))
-            return lua_sock_fail(L, "out of memory");
-        total += len;
-    }
+    size_t total;
+    if (lua_conn_send_args(L, h->k, c, 2, &total))
+        return lua_sock_fail(L, "out of memory");
     if (!(c->flags & CF_HWM)) {
         lua_pushnumber(L, (lua_Number)total);
         return 1;

@@ -65,6 +65,12 @@ void lua_tcp_timer(struct lua_host *h, struct lua_sock *s, uint64_t now);
 /* What a connect that could not start says: "too many connections",
  * "shutting down"... */
 const char *lua_tcp_strerror(int err);
+
+/* The TLS state the options table at idx asks for ({ tls = true, ... },
+ * as mr.tcp's), or NULL: none asked for (err ""), or it cannot be made
+ * (why, in err). */
+struct transport_conn *lua_tcp_tls(lua_State *L, int idx, const char *host,
+                                   char *err, size_t len);
 /* Connect c (from core_connect_new) to host:port, looking a name up on
  * the ring first; a failure closes c, with c->err (LC_LOOKUP when it
  * is the lookup's: a resolv.h error). */

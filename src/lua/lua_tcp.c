@@ -245,6 +245,17 @@ static void get_opts(lua_State *L, int idx, const char *host, struct tcp_opts *o
     opt_string(L, idx, "ca", "", o->ca, sizeof o->ca);
 }
 
+struct transport_conn *lua_tcp_tls(lua_State *L, int idx, const char *host,
+                                   char *err, size_t len)
+{
+    struct tcp_opts o = { .verify = true };
+    err[0] = 0;
+    if (!lua_istable(L, idx))
+        return NULL;
+    get_opts(L, idx, host, &o);
+    return o.tls ? tls_for(&o, err, len) : NULL;
+}
+
 /* mr.tcp(host, port [, opts]): a connected socket, waiting until it is.
  * opts.timeout bounds the connect (seconds, 10 at most). A name is
  * looked up on the ring first. */

@@ -376,6 +376,44 @@ static void test_client(void **state)
     h_finish(&back, bpath);
 }
 
+/* mr.connect(host, port, handlers, { tls = true }): a callback
+ * connection to a TLS backend; a failed verification reaches on_close. */
+static const char connect_lua[] =
+    "local mr = require 'moonring'\n"
+    "return { on_data = function(conn, data)\n"
+    "  local o = { tls = true, verify = data:match('verify') == nil }\n"
+    "  mr.connect('127.0.0.1', tonumber(arg[1]), {\n"
+    "    on_open = function(up) up:send('x\\n') end,\n"
+    "    on_data = function(up, d)\n"
+    "      conn:send((d:match('^[^\\n]*')), ' ', up:tls().version, '\\n'); up:close()\n"
+    "    end,\n"
+    "    on_close = function(up, why, err) if err then conn:send('error: ', err, '\\n') end end,\n"
+    "  }, o)\n"
+    "end }\n";
+
+static void test_connect(void **state)
+{
+    (void)state;
+    struct h_server back, front;
+    char *bpath = serve_tls(&back, NULL);
+    char bport[16];
+    snprintf(bport, sizeof bport, "%d", tls_port(&back));
+    const char *args[] = { bport, NULL };
+    char *fpath = h_serve(&front, connect_lua, NULL, args);
+    int fd = h_connect(front.port, false);
+    h_send_all(fd, "noverify", 8);
+    char want[128];
+    snprintf(want, sizeof want, "tls://127.0.0.1:%s TLSv1.3 TLS_AES_256_GCM_SHA384 nil TLSv1.3",
+             bport);
+    assert_string_equal(h_line(fd, H_WAIT_MS), want);
+    h_send_all(fd, "check", 5);
+    assert_string_equal(h_line(fd, H_WAIT_MS),
+                        "error: certificate verify failed: self-signed certificate");
+    close(fd);
+    h_finish(&front, fpath);
+    h_finish(&back, bpath);
+}
+
 /* Each worker inherits the certificate. */
 static void test_workers(void **state)
 {
@@ -420,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_bad_peers),
         cmocka_unit_test(test_protocols_alpn),
         cmocka_unit_test(test_client),
+        cmocka_unit_test(test_connect),
         cmocka_unit_test(test_sni_tickets),
         cmocka_unit_test(test_reload),
         cmocka_unit_test(test_workers),

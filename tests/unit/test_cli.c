@@ -174,8 +174,12 @@ static void test_listen(void **state)
                            "--tls-cert", "c.pem", "--tls-key", "k.pem"), CLI_RUN);
     assert_true(o.listen[0].tls && !o.listen[1].tls);
     assert_string_equal(o.listen[0].addr, "::");
-    assert_string_equal(o.tls_cert, "c.pem");
+    assert_int_equal(o.ntls_cert, 1);
+    assert_string_equal(o.tls_cert[0], "c.pem");
     assert_true(o.tls_handshake_timeout == 10);
+    assert_int_equal(PARSE(&o, "-l", "tls://h:1", "--tls-cert", "a", "--tls-key", "a",
+                           "--tls-cert", "b"), CLI_ERROR);
+    assert_non_null(strstr(err, "in pairs"));
     assert_int_equal(PARSE(&o, "-l", "tcp://h:1", "-p", "2"), CLI_ERROR);
     assert_non_null(strstr(err, "-b/-p"));
     char *many[40] = { "moonring" };
