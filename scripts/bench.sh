@@ -9,7 +9,7 @@
 # the versions and the exact commands; the rest of that file is prose.
 #
 # usage: scripts/bench.sh    settings from the environment, with their defaults:
-#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 ONLY="echo http hits redis churn idle"
+#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 ONLY="echo http https hits redis churn idle"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +17,7 @@ ROUNDS=${ROUNDS:-5}          # alternating rounds; medians are reported
 SECS=${SECS:-3}              # seconds per echo measurement, after 1 s of warm-up
 WRK_SECS=${WRK_SECS:-10}     # seconds per wrk measurement
 IDLE_CONNS=${IDLE_CONNS:-10000}
-ONLY=${ONLY:-echo http hits redis churn idle}   # which workloads
+ONLY=${ONLY:-echo http https hits redis churn idle}   # which workloads
 OUT=${OUT:-BENCHMARKS.md}
 SCPU=0 CCPU=1                # server core, client core
 PORT=17300
@@ -196,6 +196,41 @@ bench_http() {
       stop
     done
     echo "bench: http round $r of $ROUNDS done" >&2
+  done
+}
+
+# 2b. The same over TLS: examples/http.lua on a tls:// listener against
+# nginx with ssl, one self-signed certificate for both; wrk keeps its 50
+# connections, so this is TLS records more than handshakes.
+bench_https() {
+  local servers=(moonring) r s out spid t0
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/tls.key" -out "$work/tls.pem" \
+    -days 2 -subj /CN=localhost 2>/dev/null
+  if [ $have_nginx = 1 ]; then
+    nginx_conf
+    sed -i "s|listen 127.0.0.1:\\\$PORT reuseport;|listen 127.0.0.1:\\\$PORT ssl reuseport; ssl_certificate $work/tls.pem; ssl_certificate_key $work/tls.key;|" \
+      "$work/nginx/nginx.conf"
+    servers+=(nginx)
+  fi
+  for r in $(seq "$ROUNDS"); do
+    for s in $(rotate "$r" "${servers[@]}"); do
+      case $s in
+        moonring) start ./moonring -l 'tls://127.0.0.1:$PORT' --tls-cert "$work/tls.pem" \
+                    --tls-key "$work/tls.key" --log-level warn examples/http.lua ;;
+        nginx)    start_nginx ;;
+      esac
+      spid=$pid
+      [ "$s" = moonring ] || spid=$(nginx_worker)
+      t0=$(ticks "$spid")
+      out=$(client wrk -t1 -c50 -d"${WRK_SECS}s" 'https://127.0.0.1:$PORT/')
+      if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
+        echo "bench: $s answered with errors over TLS: $out" >&2; exit 1
+      fi
+      record "https.$s.rps" "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+      record "https.$s.cpu" "$(cpu_per_req "$spid" "$t0" "$(awk '/requests in/ {print $1}' <<<"$out")")"
+      stop
+    done
+    echo "bench: https round $r of $ROUNDS done" >&2
   done
 }
 
@@ -395,6 +430,18 @@ table_http() {
   done
 }
 
+table_https() {
+  local m v r
+  m=$(median https.moonring.rps); v=$(median https.nginx.rps); r=$(ratio "$m" "$v")
+  echo "**HTTPS hello, \`wrk -t1 -c50 -d${WRK_SECS}s\`**: \`examples/http.lua\` on a \`tls://\` listener against nginx with \`ssl\`, TLS 1.3, one certificate (requests/s; server CPU µs per request)"
+  echo
+  echo "| | moonring | nginx | moonring ÷ nginx | target | met |"
+  echo "|---|---|---|---|---|---|"
+  echo "| requests/s | $(k "$m") | $(k "$v") | $r | ≥ 1.0 | $(meets "$r" '>=' 1.0) |"
+  m=$(median https.moonring.cpu); v=$(median https.nginx.cpu); r=$(ratio "$m" "$v")
+  echo "| CPU µs per request | $m | $v | $r | ≤ 1.0 | $(meets "$r" '<=' 1.0) |"
+}
+
 table_redis() {
   local p t m v r b
   echo "**Redis, \`redis-benchmark -t ping,set,get -c 50\`** (requests/s)"
@@ -471,7 +518,8 @@ about() { # the machine, the versions, the commands
 }
 
 report() {
-  table_echo; echo; table_seq; echo; table_http; echo; table_hits; echo; table_redis; echo
+  table_echo; echo; table_seq; echo; table_http; echo; table_https; echo; table_hits; echo
+  table_redis; echo
   table_churn; echo; table_idle; echo; about
 }
 
