@@ -128,8 +128,11 @@ static int configure(SSL_CTX *ctx, const struct tls_server_config *cfg, int i,
     if (parse_protocols(cfg->protocols ? cfg->protocols : "TLSv1.2 TLSv1.3", &lo, &hi) ||
         !SSL_CTX_set_min_proto_version(ctx, lo) || !SSL_CTX_set_max_proto_version(ctx, hi))
         return -1;
-    snprintf(what, wlen, "--tls-ciphers '%s'", cfg->ciphers ? cfg->ciphers : "");
-    if (cfg->ciphers && SSL_CTX_set_cipher_list(ctx, cfg->ciphers) != 1)
+    /* TLS 1.2: forward secrecy and AEAD only, unless told otherwise */
+    const char *ciphers = cfg->ciphers ? cfg->ciphers
+                          : "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!SHA1";
+    snprintf(what, wlen, "--tls-ciphers '%s'", ciphers);
+    if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1)
         return -1;
     snprintf(what, wlen, "--tls-alpn '%s'", cfg->alpn ? cfg->alpn : "");
     if (cfg->alpn) {

@@ -414,6 +414,89 @@ static void test_connect(void **state)
     h_finish(&back, bpath);
 }
 
+/* curl --cacert against examples/http.lua on a tls:// listener beside a
+ * plain one. */
+static void test_curl(void **state)
+{
+    (void)state;
+    char *ca, *ka;
+    make_named("localhost", &ca, &ka);
+    const char *opts[] = { "-l", "tls://127.0.0.1:0", "-l", "tcp://127.0.0.1:0",
+                           "--tls-cert", ca, "--tls-key", ka, NULL };
+    struct h_server s;
+    const char *argv[16];
+    int n = 0;
+    for (; opts[n]; n++)
+        argv[n] = opts[n];
+    argv[n++] = "examples/http.lua";
+    argv[n] = NULL;
+    h_start(&s, argv);
+    char url[64], resolve[64];
+    snprintf(url, sizeof url, "https://localhost:%d/", s.port);
+    snprintf(resolve, sizeof resolve, "localhost:%d:127.0.0.1", s.port);
+    const char *c1[] = { "curl", "-s", "--cacert", ca, "--resolve", resolve, url, NULL };
+    char *out;
+    assert_int_equal(h_exec(c1, NULL, &out, H_WAIT_MS, false), 0);
+    assert_string_equal(out, "hello from moonring\n");
+    free(out);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", plain_port(&s));
+    const char *c2[] = { "curl", "-s", url, NULL };
+    assert_int_equal(h_exec(c2, NULL, &out, H_WAIT_MS, false), 0);
+    assert_string_equal(out, "hello from moonring\n");
+    free(out);
+    h_finish(&s, NULL);
+    free(ca); free(ka);
+}
+
+/* Random bytes, a handshake that stops halfway, a peer gone without a
+ * close_notify, and 200 handshakes left open: each closes alone (the
+ * open ones by the handshake timeout), and the server serves on. */
+static const char py_bad[] =
+    "import os, socket, ssl, sys, time\n"
+    "port = int(sys.argv[1])\n"
+    "def raw(data):\n"
+    "    s = socket.create_connection(('127.0.0.1', port), timeout=5); s.sendall(data)\n"
+    "    try: r = s.recv(100)\n"
+    "    except (ConnectionResetError, socket.timeout): r = b''\n"
+    "    return s\n"
+    "raw(os.urandom(2000)).close()\n"
+    "c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n"
+    "i, o = ssl.MemoryBIO(), ssl.MemoryBIO(); obj = c.wrap_bio(i, o, server_hostname='x')\n"
+    "try: obj.do_handshake()\n"
+    "except ssl.SSLWantReadError: pass\n"
+    "hello = o.read()\n"
+    "half = socket.create_connection(('127.0.0.1', port)); half.sendall(hello[:len(hello) // 2])\n"
+    "s = c.wrap_socket(socket.create_connection(('127.0.0.1', port)), server_hostname='x')\n"
+    "s.sendall(b'x'); s.recv(100); s.close()  # no close_notify: the socket just goes\n"
+    "opened = [socket.create_connection(('127.0.0.1', port)) for _ in range(200)]\n"
+    "closed = 0\n"
+    "deadline = time.time() + 5\n"
+    "for x in opened + [half]:\n"
+    "    x.settimeout(max(0.1, deadline - time.time()))\n"
+    "    try: closed += x.recv(1) == b''\n"
+    "    except (ConnectionResetError, socket.timeout): pass\n"
+    "print(closed)\n";
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    struct h_server s;
+    const char *extra[] = { "--tls-handshake-timeout", "0.5", NULL };
+    char *path = serve_tls(&s, extra);
+    char p[16];
+    snprintf(p, sizeof p, "%d", tls_port(&s));
+    const char *argv[] = { "python3", "-c", py_bad, p, NULL };
+    char *out;
+    assert_int_equal(h_exec(argv, NULL, &out, 2 * H_WAIT_MS, true), 0);
+    assert_string_equal(out, "201\n"); /* the 200 and the half handshake */
+    free(out);
+    char want[128];
+    snprintf(want, sizeof want, "tls://127.0.0.1:%d TLSv1.3 TLS_AES_256_GCM_SHA384 f.example",
+             tls_port(&s));
+    py_echo(tls_port(&s), 1000, "f.example", want);
+    h_finish(&s, path);
+}
+
 /* Each worker inherits the certificate. */
 static void test_workers(void **state)
 {
@@ -461,6 +544,8 @@ int main(void)
         cmocka_unit_test(test_connect),
         cmocka_unit_test(test_sni_tickets),
         cmocka_unit_test(test_reload),
+        cmocka_unit_test(test_curl),
+        cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_workers),
         cmocka_unit_test(test_bad_certificate),
     };
