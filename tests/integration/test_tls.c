@@ -449,7 +449,8 @@ static void test_curl(void **state)
 }
 
 /* Random bytes, a handshake that stops halfway, a peer gone without a
- * close_notify, and 200 handshakes left open: each closes alone (the
+ * close_notify, a record cut short, and 200 handshakes left open: each
+ * closes alone (the
  * open ones by the handshake timeout), and the server serves on. */
 static const char py_bad[] =
     "import os, socket, ssl, sys, time\n"
@@ -468,6 +469,13 @@ static const char py_bad[] =
     "half = socket.create_connection(('127.0.0.1', port)); half.sendall(hello[:len(hello) // 2])\n"
     "s = c.wrap_socket(socket.create_connection(('127.0.0.1', port)), server_hostname='x')\n"
     "s.sendall(b'x'); s.recv(100); s.close()  # no close_notify: the socket just goes\n"
+    "t = socket.create_connection(('127.0.0.1', port)); i, o = ssl.MemoryBIO(), ssl.MemoryBIO()\n"
+    "obj = c.wrap_bio(i, o, server_hostname='x')\n"
+    "while True:\n"
+    "    try: obj.do_handshake(); break\n"
+    "    except ssl.SSLWantReadError: t.sendall(o.read()); i.write(t.recv(65536))\n"
+    "t.sendall(o.read()); obj.write(b'x' * 1000); rec = o.read()\n"
+    "t.sendall(rec[:len(rec) // 2]); t.close()  # a record cut short\n"
     "opened = [socket.create_connection(('127.0.0.1', port)) for _ in range(200)]\n"
     "closed = 0\n"
     "deadline = time.time() + 5\n"
@@ -494,6 +502,31 @@ static void test_bad_input(void **state)
     snprintf(want, sizeof want, "tls://127.0.0.1:%d TLSv1.3 TLS_AES_256_GCM_SHA384 f.example",
              tls_port(&s));
     py_echo(tls_port(&s), 1000, "f.example", want);
+    h_finish(&s, path);
+}
+
+/* A client that asks to renegotiate (TLS 1.2) is refused with an alert,
+ * as nginx does; the server serves on. */
+static void test_renegotiation(void **state)
+{
+    (void)state;
+    struct h_server s;
+    char *path = serve_tls(&s, NULL);
+    char target[32];
+    snprintf(target, sizeof target, "127.0.0.1:%d", tls_port(&s));
+    /* without -quiet, an "R" line asks s_client to renegotiate */
+    static const char script[] =
+        "(printf 'R\\n'; sleep 1; printf 'hello, bye\\n'; sleep 1) | "
+        "openssl s_client -tls1_2 -connect \"$0\" 2>&1";
+    const char *argv[] = { "sh", "-c", script, target, NULL };
+    char *out;
+    h_exec(argv, NULL, &out, H_WAIT_MS, true);
+    assert_non_null(strstr(out, "RENEGOTIATING"));
+    assert_non_null(strstr(out, "no renegotiation"));
+    free(out);
+    char want[128];
+    snprintf(want, sizeof want, "tls://%s TLSv1.3 TLS_AES_256_GCM_SHA384 g.example", target);
+    py_echo(tls_port(&s), 1000, "g.example", want);
     h_finish(&s, path);
 }
 
@@ -546,6 +579,7 @@ int main(void)
         cmocka_unit_test(test_reload),
         cmocka_unit_test(test_curl),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_renegotiation),
         cmocka_unit_test(test_workers),
         cmocka_unit_test(test_bad_certificate),
     };
