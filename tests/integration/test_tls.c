@@ -450,8 +450,8 @@ static void test_curl(void **state)
 
 /* Random bytes, a handshake that stops halfway, a peer gone without a
  * close_notify, a record cut short, and 200 handshakes left open: each
- * closes alone (the
- * open ones by the handshake timeout), and the server serves on. */
+ * closes alone (the open ones by the handshake timeout), and the server
+ * serves on. */
 static const char py_bad[] =
     "import os, socket, ssl, sys, time\n"
     "port = int(sys.argv[1])\n"
