@@ -191,22 +191,41 @@ static int derive(char label, uint64_t window, unsigned char out[32])
            ? 0 : -1;
 }
 
-static int ticket_keys(uint64_t window, unsigned char name[16],
-                       EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx,
-                       const unsigned char *iv, int enc)
+/* The keys of an hour, derived once: a handshake with two tickets would
+ * otherwise make six HMACs, each fetching its algorithm anew. */
+struct ticket_key {
+    uint64_t window;
+    bool set;
+    unsigned char name[32], aes[32], mac[32];
+};
+
+static const struct ticket_key *keys_for(uint64_t window)
 {
-    unsigned char aes[32], mac[32];
-    if (derive('a', window, aes) || derive('m', window, mac))
-        return -1;
+    static struct ticket_key cache[2]; /* this hour and the last */
+    struct ticket_key *k = &cache[window & 1];
+    if (k->set && k->window == window)
+        return k;
+    k->set = false;
+    if (derive('n', window, k->name) || derive('a', window, k->aes) ||
+        derive('m', window, k->mac))
+        return NULL;
+    k->window = window;
+    k->set = true;
+    return k;
+}
+
+static int ticket_keys(const struct ticket_key *k, EVP_CIPHER_CTX *cctx,
+                       EVP_MAC_CTX *hctx, const unsigned char *iv, int enc)
+{
     OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, mac, sizeof mac),
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->mac,
+                                          sizeof k->mac),
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
         OSSL_PARAM_construct_end(),
     };
-    int ok = (enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, aes, iv)
-                  : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, aes, iv)) &&
+    int ok = (enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv)
+                  : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv)) &&
              EVP_MAC_CTX_set_params(hctx, params);
-    (void)name;
     return ok ? 0 : -1;
 }
 
@@ -215,19 +234,19 @@ static int on_ticket(SSL *ssl, unsigned char name[16], unsigned char *iv,
 {
     (void)ssl;
     uint64_t now = (uint64_t)time(NULL) / TICKET_PERIOD_S;
-    unsigned char want[32];
     if (enc) {
-        if (derive('n', now, want) || RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1)
+        const struct ticket_key *k = keys_for(now);
+        if (!k || RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1)
             return -1;
-        memcpy(name, want, 16);
-        return ticket_keys(now, name, cctx, hctx, iv, 1) ? -1 : 1;
+        memcpy(name, k->name, 16);
+        return ticket_keys(k, cctx, hctx, iv, 1) ? -1 : 1;
     }
     for (uint64_t back = 0; back < 2; back++) { /* this hour's, the last */
-        if (derive('n', now - back, want))
+        const struct ticket_key *k = keys_for(now - back);
+        if (!k)
             return -1;
-        if (memcmp(name, want, 16) == 0)
-            return ticket_keys(now - back, name, cctx, hctx, iv, 0) ? -1
-                   : back ? 2 /* renew it */ : 1;
+        if (memcmp(name, k->name, 16) == 0)
+            return ticket_keys(k, cctx, hctx, iv, 0) ? -1 : back ? 2 /* renew it */ : 1;
     }
     return 0; /* not ours, or too old: a full handshake */
 }
@@ -245,6 +264,9 @@ static int build(const struct tls_server_config *cfg, SSL_CTX **ctx, char *err,
         }
         /* an idle connection keeps no record buffers */
         SSL_CTX_set_mode(ctx[i], SSL_MODE_RELEASE_BUFFERS);
+        /* resumption is by tickets alone: a session cache in each worker
+         * would not be shared by the others, and only costs memory */
+        SSL_CTX_set_session_cache_mode(ctx[i], SSL_SESS_CACHE_OFF);
         if (configure(ctx[i], cfg, i, what, sizeof what)) {
             ssl_error(err, len, what);
             goto fail;
