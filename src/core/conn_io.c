@@ -19,6 +19,14 @@
  * connection waited that long. The rest goes in the turns after. */
 #define SEND_MAX (64u << 10)
 
+/* What the send of c's flight carries, or carried: the rest of it, at
+ * most SEND_MAX. */
+static size_t send_size(const struct conn *c)
+{
+    size_t n = c->q.fl_len - c->q.fl_off;
+    return n < SEND_MAX ? n : SEND_MAX;
+}
+
 /* What one multishot receive may take before it ends, to be re-armed
  * after the turn: the room below the high-water mark, and at least a
  * buffer. So one turn hands a connection about that much at most, and a
@@ -235,10 +243,7 @@ void conn_io_on_send(struct core *k, struct conn *c, struct io_uring_cqe *cqe)
                   (unsigned long long)c->id);
         res = 0;
     }
-    size_t asked = c->q.fl_len - c->q.fl_off;
-    if (asked > SEND_MAX)
-        asked = SEND_MAX;
-    if (res >= 0 && (size_t)res < asked)
+    if (res >= 0 && (size_t)res < send_size(c))
         c->flags |= CF_SEND_SHORT;
     else
         c->flags &= ~CF_SEND_SHORT;
@@ -313,9 +318,8 @@ static void start_send(struct core *k, struct conn *c)
     /* a send of part of the queue (capped, or with bytes queued behind
      * its buffer) is not quiet: its completion is what the next turn
      * waits for, to send the rest */
-    bool quiet = send_is_quiet(c) && n <= SEND_MAX && n == sendq_pending(&c->q);
-    if (n > SEND_MAX)
-        n = SEND_MAX;
+    n = send_size(c);
+    bool quiet = send_is_quiet(c) && n == sendq_pending(&c->q);
     struct io_uring_sqe *sqe = loop_sqe(&k->loop);
     io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL | (quiet ? MSG_DONTWAIT : 0));
     io_uring_sqe_set_data64(sqe, ud_make(OP_SEND, c->gen, c->slot));
