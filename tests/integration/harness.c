@@ -229,8 +229,11 @@ void h_start(struct h_server *s, const char *const *argv)
     const char *p = strstr(s->log, "listening on ") + strlen("listening on ");
     if (strncmp(p, "unix:", 5) == 0)
         return; /* no port */
-    const char *colon = strstr(p, "]:");
-    colon = colon ? colon + 1 : strchr(p, ':');
+    /* within that line: a later one (a Lua traceback's "[C]:") is not it */
+    char line[512];
+    snprintf(line, sizeof line, "%.*s", (int)strcspn(p, "\n"), p);
+    const char *colon = strstr(line, "]:");
+    colon = colon ? colon + 1 : strchr(line, ':');
     assert_non_null(colon);
     s->port = atoi(colon + 1);
     if (s->port <= 0) {
