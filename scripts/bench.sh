@@ -208,7 +208,9 @@ bench_https() {
     -keyout "$work/tls.key" -out "$work/tls.pem" -days 2 -subj /CN=localhost 2>/dev/null
   if [ $have_nginx = 1 ]; then
     nginx_conf
-    sed -i "s|listen 127.0.0.1:\\\$PORT reuseport;|listen 127.0.0.1:\\\$PORT ssl reuseport; ssl_certificate $work/tls.pem; ssl_certificate_key $work/tls.key;|" \
+    # Debian's nginx leaves TLS 1.3 out by default: name it, so that both
+    # servers speak the same protocol (moonring's default is 1.2 and 1.3).
+    sed -i "s|listen 127.0.0.1:\\\$PORT reuseport;|listen 127.0.0.1:\\\$PORT ssl reuseport; ssl_protocols TLSv1.2 TLSv1.3; ssl_certificate $work/tls.pem; ssl_certificate_key $work/tls.key;|" \
       "$work/nginx/nginx.conf"
     servers+=(nginx)
   fi

@@ -232,7 +232,6 @@ static int ticket_keys(const struct ticket_key *k, EVP_CIPHER_CTX *cctx,
 static int on_ticket(SSL *ssl, unsigned char name[16], unsigned char *iv,
                      EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
-    (void)ssl;
     uint64_t now = (uint64_t)time(NULL) / TICKET_PERIOD_S;
     if (enc) {
         const struct ticket_key *k = keys_for(now);
@@ -245,8 +244,15 @@ static int on_ticket(SSL *ssl, unsigned char name[16], unsigned char *iv,
         const struct ticket_key *k = keys_for(now - back);
         if (!k)
             return -1;
-        if (memcmp(name, k->name, 16) == 0)
-            return ticket_keys(k, cctx, hctx, iv, 0) ? -1 : back ? 2 /* renew it */ : 1;
+        if (memcmp(name, k->name, 16) != 0)
+            continue;
+        if (ticket_keys(k, cctx, hctx, iv, 0))
+            return -1;
+        /* Renew: a TLS 1.3 client spends each ticket once (RFC 8446 C.4),
+         * so a resumption without a fresh one makes its next connection a
+         * full handshake; a TLS 1.2 ticket is renewed when its key is the
+         * last hour's. */
+        return back || SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
     }
     return 0; /* not ours, or too old: a full handshake */
 }

@@ -76,7 +76,10 @@ static void make_named(const char *name, char **c, char **k)
 }
 
 /* Which certificate a client asking for each name gets (its CN), and how
- * many of 10 connections resume the first one's session (TLS 1.2). */
+ * many of 10 connections resume the first one's session (TLS 1.2); then
+ * 10 TLS 1.3 connections, each resuming with the ticket the one before
+ * got: how many resumed, and how many were handed a fresh ticket (a TLS
+ * 1.3 client spends each ticket once). */
 static const char py_names[] =
     "import socket, ssl, sys\n"
     "port = int(sys.argv[1])\n"
@@ -91,7 +94,13 @@ static const char py_names[] =
     "    return s, (cn or ['?'])[0]\n"
     "first, _ = conn(sys.argv[2]); sess = first.session\n"
     "print(' '.join(conn(n)[1] for n in sys.argv[2:] + ['other.test']))\n"
-    "print(sum(conn(sys.argv[2], sess)[0].session_reused for _ in range(10)))\n";
+    "print(sum(conn(sys.argv[2], sess)[0].session_reused for _ in range(10)))\n"
+    "c.maximum_version = ssl.TLSVersion.TLSv1_3\n"
+    "sess = conn(sys.argv[2])[0].session; reused = fresh = 0\n"
+    "for _ in range(10):\n"
+    "    s = conn(sys.argv[2], sess)[0]\n"
+    "    reused += s.session_reused; fresh += s.session.id != sess.id; sess = s.session\n"
+    "print(reused, fresh)\n";
 
 static char *names(int port, const char *a, const char *b)
 {
@@ -116,7 +125,7 @@ static void test_sni_tickets(void **state)
     struct h_server s;
     char *path = h_serve(&s, info_lua, opts, NULL);
     char *out = names(s.port, "a.test", "b.test");
-    assert_string_equal(out, "a.test b.test a.test\n10\n");
+    assert_string_equal(out, "a.test b.test a.test\n10\n10 10\n");
     free(out);
     h_finish(&s, path);
     free(ca); free(ka); free(cb); free(kb);
