@@ -131,7 +131,9 @@ static void to_handler(struct core *k, struct conn *c, const char *p, size_t n)
         return;
     }
     int ret = c->tp->ops->recv(k, c, p, n);
-    if (ret < 0) {
+    if (ret == -ETIMEDOUT) /* its own deadline, such as a handshake's */
+        conn_close(&k->conns, c, REASON_TIMEOUT, true);
+    else if (ret < 0) {
         c->err = ret;
         conn_close(&k->conns, c, REASON_ERROR, true);
     }

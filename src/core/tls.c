@@ -26,15 +26,19 @@
 static SSL_CTX *server_ctx[TLS_MAX_CERTS];
 static int nserver_ctx;
 static struct tls_server_config server_cfg;
-/* A handshake that makes no progress for this long is dropped: the idle
- * timeout, which the handler's own replaces once it is open. */
+/* A handshake not done this long after it began is dropped, however
+ * slowly its bytes trickle in: the idle timeout, shortened at each
+ * arrival to what is left, which the handler's own replaces once it is
+ * open. 0: none (a client's then still gets 10 s). */
 static unsigned handshake_ms;
+#define CLIENT_HANDSHAKE_MS 10000
 
 struct tls_conn {
     struct transport_conn base;
     SSL *ssl;
     BIO *rbio, *wbio;          /* ciphertext from the peer, to the peer */
     bool ready;                /* the handshake is done */
+    uint64_t deadline;         /* monotonic ns it must be done by, or 0 */
     char *early;               /* a client's plaintext sent before that */
     size_t early_len;
     char err[200];             /* why TLS closed it, or "" */
@@ -45,6 +49,27 @@ extern const struct transport tls_client;
 static struct tls_conn *tc(const struct conn *c)
 {
     return (struct tls_conn *)c->tp;
+}
+
+/* Start the handshake's clock: ms from now, or none for 0. */
+static void deadline_set(struct core *k, struct conn *c, unsigned ms)
+{
+    tc(c)->deadline = ms ? k->now + (uint64_t)ms * 1000000ull : 0;
+    core_set_idle(k, c, ms);
+}
+
+/* Bytes came and the handshake goes on: the idle timeout becomes what is
+ * left of its time (a few bytes now and then do not reset it); false
+ * once none is. */
+static bool deadline_left(struct core *k, struct conn *c)
+{
+    uint64_t d = tc(c)->deadline;
+    if (!d)
+        return true;
+    if (k->now >= d)
+        return false;
+    core_set_idle(k, c, (uint32_t)((d - k->now + 999999) / 1000000));
+    return true;
 }
 
 /* OpenSSL's reason for the last failure, after what. */
@@ -349,13 +374,9 @@ static int flush(struct core *k, struct conn *c)
     return ret;
 }
 
-/* An SSL of ctx between two memory BIOs. */
-static struct tls_conn *tls_conn_new(SSL_CTX *ctx, const struct transport *ops)
+/* An SSL of ctx between two memory BIOs, for t; 0 or -ENOMEM. */
+static int ssl_attach(struct tls_conn *t, SSL_CTX *ctx)
 {
-    struct tls_conn *t = calloc(1, sizeof *t);
-    if (!t)
-        return NULL;
-    t->base.ops = ops;
     t->ssl = SSL_new(ctx);
     t->rbio = BIO_new(BIO_s_mem());
     t->wbio = BIO_new(BIO_s_mem());
@@ -363,12 +384,25 @@ static struct tls_conn *tls_conn_new(SSL_CTX *ctx, const struct transport *ops)
         SSL_free(t->ssl);
         BIO_free(t->rbio);
         BIO_free(t->wbio);
-        free(t);
+        t->ssl = NULL;
         ERR_clear_error();
-        return NULL;
+        return -ENOMEM;
     }
     BIO_set_mem_eof_return(t->rbio, -1); /* empty: "more to come", not EOF */
     SSL_set_bio(t->ssl, t->rbio, t->wbio);
+    return 0;
+}
+
+static struct tls_conn *tls_conn_new(SSL_CTX *ctx, const struct transport *ops)
+{
+    struct tls_conn *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->base.ops = ops;
+    if (ctx && ssl_attach(t, ctx)) {
+        free(t);
+        return NULL;
+    }
     return t;
 }
 
@@ -376,12 +410,13 @@ static int tls_start(struct core *k, struct conn *c)
 {
     if (!nserver_ctx)
         return -EPROTO;
-    struct tls_conn *t = tls_conn_new(server_ctx[0], &tls_server);
+    /* The SSL comes with the first bytes: a connection that says
+     * nothing costs no more than a plain one (about 10 KiB less). */
+    struct tls_conn *t = tls_conn_new(NULL, &tls_server);
     if (!t)
         return -ENOMEM;
-    SSL_set_accept_state(t->ssl);
     c->tp = &t->base;
-    core_set_idle(k, c, handshake_ms);
+    deadline_set(k, c, handshake_ms);
     return 1; /* the handler hears of c once the handshake is done */
 }
 
@@ -431,6 +466,13 @@ static int pump(struct core *k, struct conn *c)
 static int tls_recv(struct core *k, struct conn *c, const char *p, size_t n)
 {
     struct tls_conn *t = tc(c);
+    if (!t->ssl) { /* a server's first bytes */
+        if (!n)
+            return 0;
+        if (ssl_attach(t, server_ctx[0]))
+            return -ENOMEM;
+        SSL_set_accept_state(t->ssl);
+    }
     if (n && BIO_write(t->rbio, p, (int)n) != (int)n)
         return -ENOMEM;
     if (!t->ready) {
@@ -439,9 +481,9 @@ static int tls_recv(struct core *k, struct conn *c, const char *p, size_t n)
         if (ret)
             return ret;
         if (r != 1) {
-            if (SSL_get_error(t->ssl, r) == SSL_ERROR_WANT_READ)
-                return 0;
-            return failed(c, "TLS handshake");
+            if (SSL_get_error(t->ssl, r) != SSL_ERROR_WANT_READ)
+                return failed(c, "TLS handshake");
+            return deadline_left(k, c) ? 0 : -ETIMEDOUT;
         }
         t->ready = true;
         core_set_idle(k, c, 0);
@@ -570,7 +612,7 @@ bad:
 static int tls_client_start(struct core *k, struct conn *c)
 {
     struct tls_conn *t = tc(c);
-    core_set_idle(k, c, handshake_ms ? handshake_ms : 10000);
+    deadline_set(k, c, handshake_ms ? handshake_ms : CLIENT_HANDSHAKE_MS);
     int r = SSL_do_handshake(t->ssl);
     int ret = flush(k, c);
     if (ret)

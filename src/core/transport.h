@@ -40,7 +40,9 @@ struct transport {
      * core_deliver(), queue bytes of its own with core_queue(). With n
      * 0 (p NULL), nothing came: the handler resumed reading, and what
      * the transport kept back while it was paused may go now. Returns
-     * 0, or a negative errno that closes c. */
+     * 0, or a negative errno that closes c: -ETIMEDOUT for "timeout"
+     * (a deadline of its own, such as a handshake's), any other for an
+     * error. */
     int (*recv)(struct core *k, struct conn *c, const char *p, size_t n);
     /* The handler sends n bytes: queue what goes on the wire with
      * core_queue(). For an outbound connection this may come before

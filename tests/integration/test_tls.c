@@ -276,8 +276,30 @@ static void test_s_client_and_plain(void **state)
     h_finish(&s, path);
 }
 
+/* A ClientHello sent a byte every 0.1 s: seconds from the first byte to
+ * the server's close, or "open" after 5 s. */
+static const char py_trickle[] =
+    "import socket, ssl, sys, time\n"
+    "c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n"
+    "i, o = ssl.MemoryBIO(), ssl.MemoryBIO(); obj = c.wrap_bio(i, o, server_hostname='x')\n"
+    "try: obj.do_handshake()\n"
+    "except ssl.SSLWantReadError: pass\n"
+    "hello = o.read()\n"
+    "s = socket.create_connection(('127.0.0.1', int(sys.argv[1]))); s.settimeout(0.1)\n"
+    "t0 = time.time(); took = None\n"
+    "for b in hello:\n"
+    "    if time.time() - t0 > 5: break\n"
+    "    try:\n"
+    "        s.send(bytes([b]))\n"
+    "        if s.recv(1) == b'': took = time.time() - t0; break\n"
+    "    except socket.timeout: pass\n"
+    "    except OSError: took = time.time() - t0; break\n"
+    "print('open' if took is None else '%.1f' % took)\n";
+
 /* Plaintext to a TLS port closes that connection, and nothing else; a
- * client that never says hello is dropped after the handshake timeout. */
+ * client that never says hello is dropped after the handshake timeout,
+ * and so is one that trickles its hello: the timeout counts from the
+ * start, not from the last byte. */
 static void test_bad_peers(void **state)
 {
     (void)state;
@@ -292,6 +314,16 @@ static void test_bad_peers(void **state)
     assert_false(h_wait_closed(silent, 200));
     assert_true(h_wait_closed(silent, 3000));
     close(silent);
+    char p[16];
+    snprintf(p, sizeof p, "%d", tls_port(&s));
+    const char *argv[] = { "python3", "-c", py_trickle, p, NULL };
+    char *out;
+    assert_int_equal(h_exec(argv, NULL, &out, H_WAIT_MS, true), 0);
+    out[strcspn(out, "\n")] = '\0';
+    double took = atof(out);
+    if (took < 0.4 || took > 1.5)
+        fail_msg("a trickled handshake closed after %s (the timeout is 0.5 s)", out);
+    free(out);
     char want[128];
     snprintf(want, sizeof want, "tls://127.0.0.1:%d TLSv1.3 TLS_AES_256_GCM_SHA384 c.example",
              tls_port(&s));
@@ -332,9 +364,51 @@ static void test_protocols_alpn(void **state)
     free(err);
 }
 
+/* A CA, and a certificate for localhost that it signed, valid only in
+ * January 2020 (openssl req cannot date one in the past; openssl ca
+ * can): their paths in *ca, *crt and *k. */
+static void make_expired(char **ca, char **crt, char **k)
+{
+    char *dir = h_dirname(cert);
+    char cakey[512], csr[512], cnf_text[1024];
+    *ca = malloc(512), *crt = malloc(512), *k = malloc(512);
+    snprintf(*ca, 512, "%s/ca.pem", dir);
+    snprintf(*crt, 512, "%s/old.pem", dir);
+    snprintf(*k, 512, "%s/old.key", dir);
+    snprintf(cakey, sizeof cakey, "%s/ca.key", dir);
+    snprintf(csr, sizeof csr, "%s/old.csr", dir);
+    char *index = h_write_file(dir, "index.txt", "");
+    snprintf(cnf_text, sizeof cnf_text,
+             "[ca]\ndefault_ca = d\n[d]\ndatabase = %s\nnew_certs_dir = %s\n"
+             "serial = %s/serial\ndefault_md = sha256\npolicy = p\n"
+             "[p]\ncommonName = supplied\n", index, dir, dir);
+    char *cnf = h_write_file(dir, "ca.cnf", cnf_text);
+    const char *mkca[] = { "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                           "ec_paramgen_curve:P-256", "-nodes", "-keyout", cakey, "-out", *ca,
+                           "-days", "2", "-subj", "/CN=moonring test CA", NULL };
+    const char *mkcsr[] = { "openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-nodes", "-keyout", *k, "-out", csr,
+                            "-subj", "/CN=localhost", NULL };
+    const char *sign[] = { "openssl", "ca", "-batch", "-config", cnf, "-cert", *ca, "-keyfile",
+                           cakey, "-in", csr, "-out", *crt, "-notext", "-rand_serial",
+                           "-startdate", "20200101000000Z", "-enddate", "20200201000000Z",
+                           NULL };
+    const char *const *steps[] = { mkca, mkcsr, sign };
+    for (size_t i = 0; i < 3; i++) {
+        char *out;
+        assert_int_equal(h_exec(steps[i], NULL, &out, H_WAIT_MS, true), 0);
+        free(out);
+    }
+    free(index);
+    free(cnf);
+    free(dir);
+}
+
 /* mr.tcp(..., { tls = true }): to a TLS backend (a moonring of the
  * test's own), verified against the system's store, a CA file and a
- * name; the pool keeps TLS connections by their options. */
+ * name, and to one whose certificate has expired, against its CA and
+ * against a CA that did not sign it; the pool keeps TLS connections by
+ * their options. */
 static const char client_lua[] =
     "local mr = require 'moonring'\n"
     "return function(sock)\n"
@@ -344,7 +418,10 @@ static const char client_lua[] =
     "    if line == 'noverify' then o.verify = false\n"
     "    elseif line == 'ca' then o.ca = ca; o.server_name = 'localhost'\n"
     "    elseif line == 'wrongname' then o.ca = ca; o.server_name = 'example.org' end\n"
-    "    local up, err = mr.tcp('127.0.0.1', port, o)\n"
+    "    local to = port\n"
+    "    if line == 'expired' then to = tonumber(arg[3]); o.ca = arg[4]\n"
+    "    elseif line == 'otherca' then to = tonumber(arg[3]); o.ca = ca end\n"
+    "    local up, err = mr.tcp('127.0.0.1', to, o)\n"
     "    if not up then sock:send('error: ', err, '\\n')\n"
     "    else\n"
     "      up:send('x\\n')\n"
@@ -360,11 +437,16 @@ static const char client_lua[] =
 static void test_client(void **state)
 {
     (void)state;
-    struct h_server back, front;
+    struct h_server back, old, front;
     char *bpath = serve_tls(&back, NULL);
-    char bport[16];
+    char *ca, *oc, *ok;
+    make_expired(&ca, &oc, &ok);
+    const char *oopts[] = { "-l", "tls://127.0.0.1:0", "--tls-cert", oc, "--tls-key", ok, NULL };
+    char *opath = h_serve(&old, info_lua, oopts, NULL);
+    char bport[16], oport[16];
     snprintf(bport, sizeof bport, "%d", tls_port(&back));
-    const char *args[] = { bport, cert, NULL };
+    snprintf(oport, sizeof oport, "%d", old.port);
+    const char *args[] = { bport, cert, oport, ca, NULL };
     char *fpath = h_serve(&front, client_lua, NULL, args);
     int fd = h_connect(front.port, false);
     static const struct { const char *ask, *want; } cases[] = {
@@ -372,6 +454,8 @@ static void test_client(void **state)
         { "system", "error: certificate verify failed: self-signed certificate" },
         { "ca", "ok TLSv1.3 0" },
         { "wrongname", "error: certificate verify failed: hostname mismatch" },
+        { "expired", "error: certificate verify failed: certificate has expired" },
+        { "otherca", "error: certificate verify failed: unable to get local issuer certificate" },
         { "noverify", "ok TLSv1.3 1" }, /* from the pool */
         { "ca", "ok TLSv1.3 1" },
     };
@@ -382,7 +466,9 @@ static void test_client(void **state)
     }
     close(fd);
     h_finish(&front, fpath);
+    h_finish(&old, opath);
     h_finish(&back, bpath);
+    free(ca); free(oc); free(ok);
 }
 
 /* mr.connect(host, port, handlers, { tls = true }): a callback
@@ -458,12 +544,18 @@ static void test_curl(void **state)
 }
 
 /* Random bytes, a handshake that stops halfway, a peer gone without a
- * close_notify, a record cut short, and 200 handshakes left open: each
- * closes alone (the open ones by the handshake timeout), and the server
- * serves on. */
+ * close_notify, a record cut short, and 1,000 handshakes left open: each
+ * closes alone (the open ones by the handshake timeout), each open one
+ * holds no more than OpenSSL's buffers for a handshake under way (about
+ * 47 KiB, as in nginx), and the server serves on. */
 static const char py_bad[] =
-    "import os, socket, ssl, sys, time\n"
+    "import os, resource, socket, ssl, sys, time\n"
     "port = int(sys.argv[1])\n"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (2048, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+    "def rss():\n"
+    "    for l in open('/proc/%s/status' % sys.argv[2]):\n"
+    "        if l.startswith('VmRSS:'): return int(l.split()[1])\n"
+    "before = rss()\n"
     "def raw(data):\n"
     "    s = socket.create_connection(('127.0.0.1', port), timeout=5); s.sendall(data)\n"
     "    try: r = s.recv(100)\n"
@@ -485,27 +577,31 @@ static const char py_bad[] =
     "    except ssl.SSLWantReadError: t.sendall(o.read()); i.write(t.recv(65536))\n"
     "t.sendall(o.read()); obj.write(b'x' * 1000); rec = o.read()\n"
     "t.sendall(rec[:len(rec) // 2]); t.close()  # a record cut short\n"
-    "opened = [socket.create_connection(('127.0.0.1', port)) for _ in range(200)]\n"
+    "opened = [socket.create_connection(('127.0.0.1', port)) for _ in range(1000)]\n"
+    "for x in opened: x.sendall(hello[:len(hello) // 2])\n"
+    "time.sleep(0.3); per = (rss() - before) / 1000\n"
     "closed = 0\n"
     "deadline = time.time() + 5\n"
     "for x in opened + [half]:\n"
     "    x.settimeout(max(0.1, deadline - time.time()))\n"
     "    try: closed += x.recv(1) == b''\n"
     "    except (ConnectionResetError, socket.timeout): pass\n"
-    "print(closed)\n";
+    "print(closed, 'bounded' if per < 64 else '%.1f KiB each' % per)\n";
 
 static void test_bad_input(void **state)
 {
     (void)state;
     struct h_server s;
-    const char *extra[] = { "--tls-handshake-timeout", "0.5", NULL };
+    const char *extra[] = { "--tls-handshake-timeout", "2", NULL };
     char *path = serve_tls(&s, extra);
     char p[16];
     snprintf(p, sizeof p, "%d", tls_port(&s));
-    const char *argv[] = { "python3", "-c", py_bad, p, NULL };
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)s.pid);
+    const char *argv[] = { "python3", "-c", py_bad, p, pid, NULL };
     char *out;
     assert_int_equal(h_exec(argv, NULL, &out, 2 * H_WAIT_MS, true), 0);
-    assert_string_equal(out, "201\n"); /* the 200 and the half handshake */
+    assert_string_equal(out, "1001 bounded\n"); /* the 1,000 and the half handshake */
     free(out);
     char want[128];
     snprintf(want, sizeof want, "tls://127.0.0.1:%d TLSv1.3 TLS_AES_256_GCM_SHA384 f.example",
