@@ -36,7 +36,7 @@ INC_lua    := -Isrc/lua -Isrc/core $(LUA_CFLAGS)
 INC_server := -Isrc/server -Isrc/lua -Isrc/core
 BIN        := moonring$(if $(filter 1,$(SANITIZE)),-san)
 
-.PHONY: all deps deps-test run test check unit integration layers deps-plan fuzz-replay install uninstall fuzz soak bench instructions clean
+.PHONY: all deps deps-test run test check unit integration layers deps-plan fuzz-replay install uninstall fuzz soak testssl bench instructions clean
 all: $(BIN)
 
 deps:
@@ -142,9 +142,11 @@ test: deps-test
 
 # the load generator behind scripts/syscalls.sh and make bench, and the
 # epoll echo server moonring is measured against
+# loadgen's --tls
+build/loadgen: BENCH_LIBS := -lssl -lcrypto
 build/loadgen build/epoll_echo: build/%: tests/bench/%.c
 	@mkdir -p build
-	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $< $(BENCH_LIBS)
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -191,6 +193,15 @@ instructions: deps
 # bound, and no request may fail. Not part of make test.
 soak: deps
 	@scripts/soak.sh
+
+# make testssl: install testssl.sh (Debian's package) and run its whole
+# default scan against examples/http.lua on a tls:// listener; it must
+# rate nothing HIGH or CRITICAL. make test runs a quicker scan when
+# testssl.sh is installed, and skips it when not. About three minutes.
+testssl: deps-test
+	@scripts/deps.sh only testssl.sh
+	@$(MAKE) --no-print-directory $(BIN) $(BUILD)/tests/test_testssl
+	@MOONRING_TESTSSL=full MOONRING_BIN=./$(BIN) $(BUILD)/tests/test_testssl
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the binary, the Lua
 # library it requires from, the man page and the README.

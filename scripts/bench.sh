@@ -9,7 +9,7 @@
 # the versions and the exact commands; the rest of that file is prose.
 #
 # usage: scripts/bench.sh    settings from the environment, with their defaults:
-#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 ONLY="echo http https hits redis churn idle"
+#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 ONLY="echo http https tls hits redis churn idle"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +17,8 @@ ROUNDS=${ROUNDS:-5}          # alternating rounds; medians are reported
 SECS=${SECS:-3}              # seconds per echo measurement, after 1 s of warm-up
 WRK_SECS=${WRK_SECS:-10}     # seconds per wrk measurement
 IDLE_CONNS=${IDLE_CONNS:-10000}
-ONLY=${ONLY:-echo http https hits redis churn idle}   # which workloads
+ALL="echo http https tls hits redis churn idle"
+ONLY=${ONLY:-$ALL}           # which workloads
 OUT=${OUT:-BENCHMARKS.md}
 SCPU=0 CCPU=1                # server core, client core
 PORT=17300
@@ -41,13 +42,16 @@ stop() {
 rpid=                        # the redis-server behind the hits workload
 trap 'stop; [ -z "$rpid" ] || kill "$rpid" 2>/dev/null; rm -rf "$work"' EXIT
 
+current=                     # the workload running, whose commands these are
 note_cmd() { # remember a command line once (a file: clients run in $(...))
-  local w c=
+  local w c= f
   for w in "$@"; do
     case $w in ''|*[!-A-Za-z0-9_./:=,\$]*) w=${w@Q} ;; esac
     c+="${c:+ }$w"
   done
-  grep -qxF -- "$c" "$work/commands" || echo "$c" >>"$work/commands"
+  for f in "$work/commands" "$work/commands.$current"; do
+    grep -qxsF -- "$c" "$f" || echo "$c" >>"$f"
+  done
 }
 
 # start CMD...: start a server on the server core, listening on $PORT, and
@@ -103,9 +107,10 @@ peer_ok() { # peer_ok NAME PACKAGE...: install a peer, or skip it with a note
     return 1
   fi
 }
-have_tarantool=0 have_nginx=0
+have_tarantool=0 have_nginx=0 have_stream=0
 peer_ok tarantool tarantool && have_tarantool=1
 peer_ok nginx nginx libnginx-mod-http-lua && have_nginx=1
+[ $have_nginx = 0 ] || { peer_ok nginx-stream libnginx-mod-stream && have_stream=1; }
 
 nginx_conf() { # a one-worker nginx serving / statically and /lua from Lua
   mkdir -p "$work/nginx/logs"
@@ -199,13 +204,17 @@ bench_http() {
   done
 }
 
+make_cert() { # one ECDSA P-256 certificate for every TLS server
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$work/tls.key" -out "$work/tls.pem" -days 2 -subj /CN=localhost 2>/dev/null
+}
+
 # 2b. The same over TLS: examples/http.lua on a tls:// listener against
 # nginx with ssl, one self-signed certificate for both; wrk keeps its 50
 # connections, so this is TLS records more than handshakes.
 bench_https() {
   local servers=(moonring) r s out spid t0
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$work/tls.key" -out "$work/tls.pem" -days 2 -subj /CN=localhost 2>/dev/null
+  [ -f "$work/tls.pem" ] || make_cert
   if [ $have_nginx = 1 ]; then
     nginx_conf
     # Debian's nginx leaves TLS 1.3 out by default: name it, so that both
@@ -237,6 +246,64 @@ bench_https() {
       stop
     done
     echo "bench: https round $r of $ROUNDS done" >&2
+  done
+}
+
+# 2c. TLS echo, 4 KiB messages, 50 connections (loadgen --tls), then
+# 2,000 clients 20 at a time, each a full handshake (loadgen keeps no
+# session, unlike wrk, which resumes its own): moonring's echo on a tls://
+# listener against nginx's stream module terminating TLS in front of the
+# epoll echo (which runs on the server core too; nginx's CPU is its own).
+stream_conf() {
+  mkdir -p "$work/nginx/logs"
+  cat >"$work/nginx/stream.conf" <<EOF
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $work/nginx/stream.pid;
+error_log $work/nginx/logs/error.log error;
+events { worker_connections 19000; }
+stream {
+  server {
+    listen 127.0.0.1:\$PORT ssl reuseport;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_certificate $work/tls.pem; ssl_certificate_key $work/tls.key;
+    proxy_pass 127.0.0.1:\$BACKEND;
+  }
+}
+EOF
+}
+bench_tls() {
+  local servers=(moonring) r s out sp epid
+  [ -f "$work/tls.pem" ] || make_cert
+  if [ $have_stream = 1 ]; then stream_conf; servers+=(nginx-stream); fi
+  for r in $(seq "$ROUNDS"); do
+    for s in $(rotate "$r" "${servers[@]}"); do
+      sp='$PID' epid=
+      case $s in
+        moonring) start ./moonring -l 'tls://127.0.0.1:$PORT' --tls-cert "$work/tls.pem" \
+                    --tls-key "$work/tls.key" --log-level warn ;;
+        nginx-stream)
+          start build/epoll_echo '$PORT'; epid=$pid
+          sed "s/\\\$BACKEND/$PORT/; s/\\\$PORT/$((PORT + 1))/" "$work/nginx/stream.conf" \
+            >"$work/nginx/run.conf"
+          start nginx -p "$work/nginx" -c "$work/nginx/run.conf"; sp='$WORKER' ;;
+      esac
+      out=$(client build/loadgen --tls -p '$PORT' -c 50 -s 4096 -d "$SECS" -W 1 -S "$sp")
+      set -- $out
+      [ "${12}" = 0 ] || { echo "bench: $s TLS echo: $out" >&2; exit 1; }
+      record "tls.4k.$s.rps" "$2"
+      record "tls.4k.$s.cpu" "${10}"
+      out=$(client build/loadgen --tls -p '$PORT' --churn 2000 -c 20 -s 64 -S "$sp")
+      set -- $out
+      [ "${12}" = 0 ] || { echo "bench: $s TLS churn: $out" >&2; exit 1; }
+      record "tls.new.$s.rate" "$4"
+      record "tls.new.$s.cpu" "${10}"
+      stop
+      [ -z "$epid" ] || { pid=$epid; stop; }
+    done
+    echo "bench: tls round $r of $ROUNDS done" >&2
   done
 }
 
@@ -438,7 +505,7 @@ table_http() {
 
 table_https() {
   local m v r how
-  echo "**HTTPS hello, \`wrk -t1 -c50 -d${WRK_SECS}s\`**: \`examples/http.lua\` on a \`tls://\` listener against nginx with \`ssl\`, one worker each, TLS 1.3, one ECDSA P-256 certificate; keep-alive, then \`Connection: close\` (a full handshake for every request) (requests/s; server CPU µs per request)"
+  echo "**HTTPS hello, \`wrk -t1 -c50 -d${WRK_SECS}s\`**: \`examples/http.lua\` on a \`tls://\` listener against nginx with \`ssl\`, one worker each, TLS 1.3, one ECDSA P-256 certificate; keep-alive, then \`Connection: close\` (a new TLS connection for every request, which wrk resumes with the ticket of its last one: an abbreviated handshake with a fresh X25519 exchange) (requests/s; server CPU µs per request)"
   echo
   echo "| | moonring | nginx | moonring ÷ nginx | target | met |"
   echo "|---|---|---|---|---|---|"
@@ -453,6 +520,22 @@ table_https() {
       echo "| CPU µs per request, new connections | $m | $v | $r | | |"
     fi
   done
+}
+
+table_tls() {
+  local m v
+  echo "**TLS echo**, \`build/loadgen --tls\`: moonring's echo on a \`tls://\` listener against nginx's stream module (\`ssl\`, then \`proxy_pass\` to the epoll echo), one worker each, TLS 1.3, one ECDSA P-256 certificate: 4 KiB messages over 50 connections, then 2,000 clients 20 at a time, each a full handshake (no resumption), one 64-byte message and a close. nginx's CPU is its worker's alone, without the echo behind it."
+  echo
+  echo "| | moonring | nginx stream | moonring ÷ nginx |"
+  echo "|---|---|---|---|"
+  m=$(median tls.4k.moonring.rps); v=$(median tls.4k.nginx-stream.rps)
+  echo "| requests/s, 4 KiB | $(k "$m") | $(k "$v") | $(ratio "$m" "$v") |"
+  m=$(median tls.4k.moonring.cpu); v=$(median tls.4k.nginx-stream.cpu)
+  echo "| server CPU µs per request, 4 KiB | $m | $v | $(ratio "$m" "$v") |"
+  m=$(median tls.new.moonring.rate); v=$(median tls.new.nginx-stream.rate)
+  echo "| full handshakes/s | $m | $v | $(ratio "$m" "$v") |"
+  m=$(median tls.new.moonring.cpu); v=$(median tls.new.nginx-stream.cpu)
+  echo "| server CPU µs per full handshake | $m | $v | $(ratio "$m" "$v") |"
 }
 
 table_redis() {
@@ -530,24 +613,63 @@ about() { # the machine, the versions, the commands
   echo '```'
 }
 
+full=1                       # every workload ran: the whole part is rewritten
+for w in $ALL; do [[ " $ONLY " == *" $w "* ]] || full=0; done
+
+section() { # section NAME TABLE...: the tables, between markers of their own
+  local name=$1 t; shift
+  echo "<!-- bench: $name -->"
+  for t in "$@"; do "$t"; echo; done
+  if [ $full = 0 ] && [ "$name" != about ]; then
+    echo "(From \`make bench ONLY=\"$ONLY\"\`, run on $(date -u '+%Y-%m-%d %H:%M UTC') apart" \
+         "from the rest of this part; $ROUNDS rounds, medians. Its commands:)"
+    echo
+    echo '```'
+    sed "s|$work|/tmp/bench|g" "$work/commands.$name"
+    echo '```'
+    echo
+  fi
+  echo "<!-- bench: $name end -->"
+}
+
 report() {
-  table_echo; echo; table_seq; echo; table_http; echo; table_https; echo; table_hits; echo
-  table_redis; echo
-  table_churn; echo; table_idle; echo; about
+  local w
+  for w in $ALL; do
+    [[ " $ONLY " == *" $w "* ]] || continue
+    case $w in
+      echo) section echo table_echo table_seq ;;
+      *)    section "$w" "table_$w" ;;
+    esac
+  done
+  [ $full = 0 ] || section about about
 }
 
 # ---- main ----------------------------------------------------------------
 
-for w in $ONLY; do "bench_$w"; done
+for current in $ONLY; do "bench_$current"; done
 report >"$work/report.md"
 cat "$work/report.md"
 
-# Replace the part of BENCHMARKS.md between the markers; keep the prose.
-begin='<!-- make bench: begin -->' end='<!-- make bench: end -->'
-[ -f "$OUT" ] || printf '# Benchmarks\n\n%s\n%s\n' "$begin" "$end" >"$OUT"
-awk -v b="$begin" -v e="$end" -v f="$work/report.md" '
-  $0 == b { print; while ((getline l < f) > 0) print l; skip = 1; next }
-  $0 == e { skip = 0 }
-  !skip' "$OUT" >"$work/out.md"
-cp "$work/out.md" "$OUT"
+# Replace the part of BENCHMARKS.md between the markers and keep the
+# prose; a run of some workloads replaces only their sections.
+python3 - "$OUT" "$work/report.md" "$full" <<'EOF'
+import os, re, sys
+out, report, full = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3] == "1"
+b, e = "<!-- make bench: begin -->", "<!-- make bench: end -->"
+text = open(out).read() if os.path.exists(out) else "# Benchmarks\n\n%s\n%s\n" % (b, e)
+head, rest = text.split(b, 1)
+body, tail = rest.split(e, 1)
+if full:
+    body = "\n" + report
+else:
+    for m in re.finditer(r"<!-- bench: (\S+) -->\n.*?<!-- bench: \1 end -->\n", report, re.S):
+        old = re.compile(r"<!-- bench: %s -->\n.*?<!-- bench: %s end -->\n" % ((re.escape(m[1]),) * 2), re.S)
+        if old.search(body):
+            body = old.sub(lambda _: m[0], body)
+        elif "<!-- bench: about -->" in body:
+            body = body.replace("<!-- bench: about -->", m[0] + "\n<!-- bench: about -->")
+        else:
+            body += m[0]
+open(out, "w").write(head + b + body + e + tail)
+EOF
 echo "bench: table written to $OUT" >&2

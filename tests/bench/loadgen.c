@@ -4,11 +4,15 @@
  *           [-W WARMUP_SECS] [-S SERVER_PID]
  *       ping-pong: each connection sends DEPTH messages of SIZE bytes,
  *       waits for all of them to come back, verifies every byte, repeats.
- *   loadgen -p PORT --churn N [-c CONCURRENCY] [-s SIZE] [--waves]
+ *   loadgen -p PORT --churn N [-c CONCURRENCY] [-s SIZE] [--waves] [-S PID]
  *       N short-lived clients, CONCURRENCY at a time: connect, send one
  *       message, read the echo, close. A new client starts as soon as one
  *       ends, or with --waves, CONCURRENCY start together once the
  *       previous wave is done.
+ *
+ *   --tls (either mode): speak TLS to the server (no verification, no
+ *       resumption: every connection is a full handshake, on its own
+ *       epoll events, before its first message).
  *
  * Every message is unique (it carries its connection and sequence number,
  * over random bytes) and every echoed byte is checked. With -S, the
@@ -22,6 +26,9 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,14 +48,16 @@ struct client {
     uint64_t t0;           /* when the batch was sent */
     unsigned char *out;    /* the batch, kept to verify the echo */
     int done;
+    SSL *ssl;              /* --tls: the connection's, or NULL */
+    int ready;             /* its handshake is done */
 };
 
 static struct {
     const char *host;
-    int port, conns, depth, churn, waves, server_pid;
+    int port, conns, depth, churn, waves, server_pid, tls;
     size_t size;
     double secs, warmup;
-} opt = { "127.0.0.1", 7000, 50, 1, 0, 0, 0, 64, 5, 1 };
+} opt = { "127.0.0.1", 7000, 50, 1, 0, 0, 0, 0, 64, 5, 1 };
 
 static uint64_t *lat;      /* latency samples in ns */
 static size_t nlat, caplat;
@@ -133,6 +142,80 @@ static int connect_nb(void)
     return fd;
 }
 
+/* --tls: one context for every connection; each gets its own SSL on its
+ * socket (blocking calls would serialise the handshakes). */
+static SSL_CTX *tls_ctx;
+
+static void tls_attach(struct client *c)
+{
+    c->ready = !opt.tls;
+    if (!opt.tls)
+        return;
+    if (!tls_ctx) {
+        tls_ctx = SSL_CTX_new(TLS_client_method());
+        if (!tls_ctx)
+            die("SSL_CTX_new");
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE);
+    }
+    c->ssl = SSL_new(tls_ctx);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
+        die("SSL_new");
+    SSL_set_connect_state(c->ssl);
+}
+
+static void drop(struct client *c)
+{
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+    close(c->fd);
+}
+
+/* What SSL_get_error says of r, as errno: EAGAIN to wait, or a failure. */
+static int tls_errno(struct client *c, int r)
+{
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return EAGAIN;
+    return e == SSL_ERROR_ZERO_RETURN ? ECONNRESET : EPROTO;
+}
+
+/* Go on with the handshake: 1 done, 0 wait for the socket, -1 failed. */
+static int handshake(struct client *c)
+{
+    if (c->ready)
+        return 1;
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1)
+        return c->ready = 1;
+    errno = tls_errno(c, r);
+    return errno == EAGAIN ? 0 : -1;
+}
+
+static ssize_t io_send(struct client *c, const void *p, size_t n)
+{
+    if (!c->ssl)
+        return send(c->fd, p, n, MSG_NOSIGNAL);
+    int r = SSL_write(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+    if (r > 0)
+        return r;
+    errno = tls_errno(c, r);
+    return -1;
+}
+
+static ssize_t io_recv(struct client *c, void *p, size_t n)
+{
+    if (!c->ssl)
+        return recv(c->fd, p, n, 0);
+    int r = SSL_read(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+    if (r > 0)
+        return r;
+    errno = tls_errno(c, r);
+    return errno == ECONNRESET ? 0 : -1; /* a close_notify: the end */
+}
+
 static void record(uint64_t ns)
 {
     if (nlat == caplat) {
@@ -148,7 +231,7 @@ static void record(uint64_t ns)
 static int pump_out(struct client *c)
 {
     while (c->sent < c->want) {
-        ssize_t n = send(c->fd, c->out + c->sent, c->want - c->sent, MSG_NOSIGNAL);
+        ssize_t n = io_send(c, c->out + c->sent, c->want - c->sent);
         if (n < 0)
             return errno == EAGAIN ? 0 : -1;
         c->sent += (size_t)n;
@@ -162,7 +245,7 @@ static int pump_in(struct client *c)
     unsigned char buf[65536];
     while (c->got < c->want) {
         size_t room = c->want - c->got;
-        ssize_t n = recv(c->fd, buf, room < sizeof buf ? room : sizeof buf, 0);
+        ssize_t n = io_recv(c, buf, room < sizeof buf ? room : sizeof buf);
         if (n == 0) {
             fprintf(stderr, "loadgen: connection %u: unexpected EOF\n", c->id);
             errno = ECONNRESET;
@@ -232,6 +315,7 @@ static int pingpong(void)
         struct client *c = &cs[i];
         c->id = (uint32_t)i;
         c->fd = connect_nb();
+        tls_attach(c);
         c->out = malloc(opt.size * (size_t)opt.depth);
         fill_batch(c);
         c->t0 = now_ns();
@@ -259,6 +343,11 @@ static int pingpong(void)
         int n = epoll_wait(ep, evs, 256, 100);
         for (int i = 0; i < n; i++) {
             struct client *c = evs[i].data.ptr;
+            int h = handshake(c);
+            if (h < 0)
+                goto broken;
+            if (h == 0)
+                continue;
             if (pump_out(c) < 0)
                 goto broken;
             int r = pump_in(c);
@@ -281,7 +370,7 @@ static int pingpong(void)
             errors++;
             fprintf(stderr, "loadgen: connection %u failed: %s\n", c->id, strerror(errno));
             epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-            close(c->fd);
+            drop(c);
             c->fd = -1;
         }
     }
@@ -302,6 +391,7 @@ static int churn(void)
     struct client *cs = calloc((size_t)opt.conns, sizeof *cs);
     int started = 0, finished = 0, active = 0;
     uint64_t t0 = now_ns();
+    double cpu0 = opt.server_pid ? cpu_secs(opt.server_pid) : 0;
     while (finished < opt.churn) {
         /* --waves: the next CONCURRENCY clients start together once the
          * previous ones are all done; otherwise one starts as one ends */
@@ -318,6 +408,7 @@ static int churn(void)
             fill_batch(c);
             c->want = opt.size;
             c->fd = connect_nb();
+            tls_attach(c);
             c->t0 = now_ns();
             struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c };
             epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
@@ -333,7 +424,9 @@ static int churn(void)
             struct client *c = evs[i].data.ptr;
             if (c->done)
                 continue;
-            int r = pump_out(c) < 0 ? -1 : pump_in(c);
+            int r = handshake(c);
+            if (r == 1)
+                r = pump_out(c) < 0 ? -1 : pump_in(c);
             if (r == 0)
                 continue;
             if (r < 0)
@@ -341,7 +434,7 @@ static int churn(void)
             else
                 record(now_ns() - c->t0);
             epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-            close(c->fd);
+            drop(c);
             c->done = 1;
             active--;
             finished++;
@@ -349,9 +442,11 @@ static int churn(void)
     }
     double el = (double)(now_ns() - t0) / 1e9;
     qsort(lat, nlat, sizeof *lat, cmp_u64);
-    printf("clients %d clients/s %.0f p50_us %.1f p99_us %.1f errors %llu\n",
-           opt.churn, opt.churn / el, pct(0.5), pct(0.99),
-           (unsigned long long)errors);
+    printf("clients %d clients/s %.0f p50_us %.1f p99_us %.1f",
+           opt.churn, opt.churn / el, pct(0.5), pct(0.99));
+    if (opt.server_pid)
+        printf(" server_cpu_us_per_client %.1f", (cpu_secs(opt.server_pid) - cpu0) * 1e6 / opt.churn);
+    printf(" errors %llu\n", (unsigned long long)errors);
     return errors ? 1 : 0;
 }
 
@@ -359,6 +454,7 @@ int main(int argc, char **argv)
 {
     static const struct option lo[] = { { "churn", required_argument, NULL, 'n' },
                                         { "waves", no_argument, NULL, 'v' },
+                                        { "tls", no_argument, NULL, 't' },
                                         { NULL, 0, NULL, 0 } };
     int ch;
     while ((ch = getopt_long(argc, argv, "H:p:c:s:P:d:W:S:", lo, NULL)) != -1) {
@@ -373,9 +469,10 @@ int main(int argc, char **argv)
         case 'S': opt.server_pid = atoi(optarg); break;
         case 'n': opt.churn = atoi(optarg); break;
         case 'v': opt.waves = 1; break;
+        case 't': opt.tls = 1; break;
         default:
             fprintf(stderr, "usage: loadgen -p PORT [-H HOST] [-c CONNS] [-s SIZE] "
-                            "[-P DEPTH] [-d SECS] [-W SECS] [-S PID] [--churn N [--waves]]\n");
+                            "[-P DEPTH] [-d SECS] [-W SECS] [-S PID] [--churn N [--waves]] [--tls]\n");
             return 2;
         }
     }
