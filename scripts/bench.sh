@@ -112,18 +112,22 @@ peer_ok tarantool tarantool && have_tarantool=1
 peer_ok nginx nginx libnginx-mod-http-lua && have_nginx=1
 [ $have_nginx = 0 ] || { peer_ok nginx-stream libnginx-mod-stream && have_stream=1; }
 
-nginx_conf() { # a one-worker nginx serving / statically and /lua from Lua
-  mkdir -p "$work/nginx/logs"
-  local mods=/usr/lib/nginx/modules
-  cat >"$work/nginx/nginx.conf" <<EOF
-load_module $mods/ndk_http_module.so;
-load_module $mods/ngx_http_lua_module.so;
+nginx_head() { # nginx_head NAME MODULE...: one worker in the foreground
+  local name=$1 m; shift
+  for m in "$@"; do echo "load_module /usr/lib/nginx/modules/$m.so;"; done
+  cat <<EOF
 worker_processes 1;
 worker_rlimit_nofile 20000;
 daemon off;
-pid $work/nginx/nginx.pid;
+pid $work/nginx/$name.pid;
 error_log $work/nginx/logs/error.log error;
 events { worker_connections 19000; }
+EOF
+}
+
+nginx_conf() { # a one-worker nginx serving / statically and /lua from Lua
+  mkdir -p "$work/nginx/logs"
+  { nginx_head nginx ndk_http_module ngx_http_lua_module; cat <<EOF
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -136,6 +140,7 @@ http {
   }
 }
 EOF
+  } >"$work/nginx/nginx.conf"
 }
 start_nginx() { # nginx's listen port is in its configuration
   sed "s/\\\$PORT/$((PORT + 1))/" "$work/nginx/nginx.conf" >"$work/nginx/run.conf"
@@ -256,14 +261,7 @@ bench_https() {
 # epoll echo (which runs on the server core too; nginx's CPU is its own).
 stream_conf() {
   mkdir -p "$work/nginx/logs"
-  cat >"$work/nginx/stream.conf" <<EOF
-load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $work/nginx/stream.pid;
-error_log $work/nginx/logs/error.log error;
-events { worker_connections 19000; }
+  { nginx_head stream ngx_stream_module; cat <<EOF
 stream {
   server {
     listen 127.0.0.1:\$PORT ssl reuseport;
@@ -273,6 +271,7 @@ stream {
   }
 }
 EOF
+  } >"$work/nginx/stream.conf"
 }
 bench_tls() {
   local servers=(moonring) r s out sp epid
