@@ -100,7 +100,21 @@ static void test_testssl(void **state)
     const char *whole[] = { "testssl", "--quiet", "--color", "0", "--warnings", "off",
                             "--nodns", "none", "--add-ca", ca, "--jsonfile", placeholder,
                             target, NULL };
-    run(full ? whole : quick);
+    /* testssl is a shell script of hundreds of processes; once in a
+     * few dozen scans it stopped halfway with status 1 and no message
+     * (a scan against the same server just after passed). Once more
+     * then, and a second such stop fails the test. */
+    for (int tries = 1;; tries++) {
+        int rc = h_exec(full ? whole : quick, NULL, &out, SCAN_MS, true);
+        if (rc == 0)
+            break;
+        if (tries == 2)
+            fail_msg("testssl exited with %d twice; the second time: %s", rc, out);
+        print_message("testssl exited with %d halfway; once more\n", rc);
+        free(out);
+        unlink(placeholder);
+    }
+    free(out);
     const char *sum[] = { "python3", "-c", py_summary, placeholder, NULL };
     assert_int_equal(h_exec(sum, NULL, &out, H_WAIT_MS, true), 0);
     print_message("testssl (%s scan): %s", full ? "whole" : "quick", out);
