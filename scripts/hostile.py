@@ -55,8 +55,8 @@ Options:
                        the system's, autotuned up to net.ipv4.tcp_wmem);
                        smaller keeps the kernel's TCP memory down
   --high-water LIST    comma-separated values; "default" runs without the
-                       option (1 MiB, moonring's default). Default:
-                       65536,default. A --high-water among the server
+                       option (64 KiB, moonring's default). Default:
+                       1048576,default. A --high-water among the server
                        options after -- wins, for a single run.
   --flooders LIST      comma-separated flooder counts (default 1,4)
   --only TEST          nonreading or flood (default: both)
@@ -89,7 +89,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_HIGH_WATER = 1 << 20
+DEFAULT_HIGH_WATER = 64 << 10
 LOADGEN = os.path.join(REPO, "build", "loadgen")
 PING_LEN = 16
 PING_INTERVAL = 0.010
@@ -905,7 +905,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--push-seconds", type=float, default=8.0)
     ap.add_argument("--sndbuf", type=int, default=0)
-    ap.add_argument("--high-water", default="65536,default")
+    ap.add_argument("--high-water", default="1048576,default")
     ap.add_argument("--flooders", default="1,4")
     ap.add_argument("--only", choices=["nonreading", "flood"])
     ap.add_argument("--flood-client", choices=["auto", "loadgen", "python"], default="auto")

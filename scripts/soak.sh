@@ -14,7 +14,7 @@
 # must still see no error. The echo server's RSS, sampled throughout,
 # must stay under the warm-up's plus 200 x (1.25 x high-water + 64 KiB)
 # (high-water: SOAK_HIGH_WATER, passed to the echo server, else its
-# default of 1 MiB). A slow-body client cut off with 408 (a body timeout)
+# default of 64 KiB). A slow-body client cut off with 408 (a body timeout)
 # is counted and replaced; one still connected at the end is fine;
 # anything else is an error, and so is a non-reading client closed by
 # the server. The clients are scripts/hostile.py soak-clients.
@@ -108,11 +108,11 @@ echo "       (all of it, the receive pool included; malloc keeps the high-water"
 echo "       mark of the output queues, so RSS climbs while load peaks, then levels off)"
 bound_ok=1
 if [ "$hostile" = 1 ]; then
-  bound=$(awk -v s="$rss_start" -v hw="${hw:-1048576}" -v n=$nonreading \
+  bound=$(awk -v s="$rss_start" -v hw="${hw:-65536}" -v n=$nonreading \
     'BEGIN { printf "%d", s + n * (1.25 * hw + 65536) / 1024 }')
   sed 's/^/hostile: /' $tmp/hostile
   echo "hostile: echo server RSS peak ${rss_peak} KiB, bound ${bound} KiB" \
-       "(${rss_start} + $nonreading x (1.25 x ${hw:-1048576} + 64 KiB));" \
+       "(${rss_start} + $nonreading x (1.25 x ${hw:-65536} + 64 KiB));" \
        "HTTP server RSS ${hrss} KiB at the end"
   [ "$rss_peak" -le "$bound" ] || { bound_ok=0; echo "hostile: RSS over the bound"; }
 fi

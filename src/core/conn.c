@@ -28,7 +28,13 @@ int conn_table_init(struct conn_table *t, uint32_t max)
     }
     t->max = max;
     t->next_id = 1;
-    t->high_water = 1 << 20;
+    /* 64 KiB, as HAProxy's buffers and a little above Node's 16 KiB.
+     * With 1 MiB, echoing 64 KiB messages four deep took 6 times the
+     * CPU per message (each queue grew into fresh pages; on a VM a page
+     * fault is dear), 1 and 4 MiB messages went 1.5 to 5 times slower,
+     * and a ping waited 36-64 ms (p99) beside 80 clients that do not
+     * read, against 6-10 ms. */
+    t->high_water = 64 << 10;
     t->low_water = t->high_water / 4;
     return 0;
 }

@@ -40,7 +40,7 @@ const char cli_usage[] =
     "      --buffer-size B      bytes per receive buffer (default 16384)\n"
     "      --shutdown-timeout S seconds to drain on SIGTERM (default 10)\n"
     "      --high-water B       queued output per connection that pauses\n"
-    "                           its reading (default 1048576)\n"
+    "                           its reading (default 65536)\n"
     "      --lua-memory MIB     Lua heap per worker (default 1024; 0: no limit)\n"
     "      --handler-timeout S  a worker that makes no progress this long (stuck\n"
     "                           in Lua or in the kernel, or stopped) is\n"

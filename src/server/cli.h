@@ -27,7 +27,7 @@ struct cli_opts {
     unsigned buffer_size;      /* bytes per receive buffer */
     double shutdown_timeout;   /* seconds */
     unsigned long high_water;  /* output bytes per connection that pause
-                                  reading; 0: the default (1 MiB) */
+                                  reading; 0: the default (64 KiB) */
     const char *user;          /* drop root to this user */
     double handler_timeout;    /* seconds a batch of handlers may run; 0: no limit */
     unsigned lua_memory;       /* MiB of Lua heap per worker; 0: no limit */
