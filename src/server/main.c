@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -27,6 +28,19 @@ static int fail(const char *msg)
 {
     fprintf(stderr, "moonring: %s\n", msg);
     return 1;
+}
+
+/* Output queues take and give back buffers up to 1.25 x --high-water
+ * all the time. glibc's defaults then map and unmap those of more than
+ * 128 KiB, or trim the heap under them, so each one is faulted in anew,
+ * and page faults are dear on a VM: at --high-water 1048576, 4
+ * connections echoing 1 MiB messages ran at 148 a second against 1,338
+ * with these, and 4 flooders echoed 308 against 1,291 MiB/s. Up to
+ * 32 MiB of freed heap stays resident per process as the price. */
+static void tune_malloc(void)
+{
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    mallopt(M_TRIM_THRESHOLD, 32 << 20);
 }
 
 /* Raise the soft fd limit to the hard one and size the connection table
@@ -214,6 +228,7 @@ int main(int argc, char **argv)
     }
     lua_host_free(lua);
     fit_fd_limit(&o);
+    tune_malloc();
     /* before the workers fork: each inherits the loaded certificate */
     struct tls_server_config tc = {
         .ncert = o.ntls_cert, .protocols = o.tls_protocols,
