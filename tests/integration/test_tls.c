@@ -230,6 +230,16 @@ static void py_echo(int port, int size, const char *sni, const char *want_line)
 /* The TLS listener's port, the second one in the start-up line. */
 static int tls_port(struct h_server *s) { return s->port; }
 
+/* py_echo on a serve_tls server, whose line says the defaults: TLS 1.3,
+ * its first cipher, and the name the client sent. */
+static void echo_default(struct h_server *s, int size, const char *sni)
+{
+    char want[128];
+    snprintf(want, sizeof want, "tls://127.0.0.1:%d TLSv1.3 TLS_AES_256_GCM_SHA384 %s",
+             tls_port(s), sni);
+    py_echo(tls_port(s), size, sni, want);
+}
+
 static int plain_port(struct h_server *s)
 {
     const char *p = strstr(s->log, "listening on ");
@@ -243,11 +253,8 @@ static void test_python(void **state)
     (void)state;
     struct h_server s;
     char *path = serve_tls(&s, NULL);
-    char want[128];
-    snprintf(want, sizeof want, "tls://127.0.0.1:%d TLSv1.3 TLS_AES_256_GCM_SHA384 a.example",
-             tls_port(&s));
-    py_echo(tls_port(&s), 1, "a.example", want);
-    py_echo(tls_port(&s), 4 << 20, "a.example", want); /* past the high-water mark */
+    echo_default(&s, 1, "a.example");
+    echo_default(&s, 4 << 20, "a.example"); /* past the high-water mark */
     h_finish(&s, path);
 }
 
@@ -324,10 +331,7 @@ static void test_bad_peers(void **state)
     if (took < 0.4 || took > 1.5)
         fail_msg("a trickled handshake closed after %s (the timeout is 0.5 s)", out);
     free(out);
-    char want[128];
-    snprintf(want, sizeof want, "tls://127.0.0.1:%d TLSv1.3 TLS_AES_256_GCM_SHA384 c.example",
-             tls_port(&s));
-    py_echo(tls_port(&s), 1000, "c.example", want);
+    echo_default(&s, 1000, "c.example");
     h_finish(&s, path);
 }
 
@@ -608,10 +612,7 @@ static void test_bad_input(void **state)
     assert_int_equal(h_exec(argv, NULL, &out, 2 * H_WAIT_MS, true), 0);
     assert_string_equal(out, "1001 bounded\n"); /* the 1,000 and the half handshake */
     free(out);
-    char want[128];
-    snprintf(want, sizeof want, "tls://127.0.0.1:%d TLSv1.3 TLS_AES_256_GCM_SHA384 f.example",
-             tls_port(&s));
-    py_echo(tls_port(&s), 1000, "f.example", want);
+    echo_default(&s, 1000, "f.example");
     h_finish(&s, path);
 }
 
@@ -634,9 +635,7 @@ static void test_renegotiation(void **state)
     assert_non_null(strstr(out, "RENEGOTIATING"));
     assert_non_null(strstr(out, "no renegotiation"));
     free(out);
-    char want[128];
-    snprintf(want, sizeof want, "tls://%s TLSv1.3 TLS_AES_256_GCM_SHA384 g.example", target);
-    py_echo(tls_port(&s), 1000, "g.example", want);
+    echo_default(&s, 1000, "g.example");
     h_finish(&s, path);
 }
 
@@ -647,11 +646,8 @@ static void test_workers(void **state)
     struct h_server s;
     const char *extra[] = { "-w", "2", NULL };
     char *path = serve_tls(&s, extra);
-    char want[128];
-    snprintf(want, sizeof want, "tls://127.0.0.1:%d TLSv1.3 TLS_AES_256_GCM_SHA384 d.example",
-             tls_port(&s));
     for (int i = 0; i < 6; i++)
-        py_echo(tls_port(&s), 100, "d.example", want);
+        echo_default(&s, 100, "d.example");
     h_finish(&s, path);
 }
 
