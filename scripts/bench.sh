@@ -89,6 +89,19 @@ cpu_per_req() {
   awk -v t0="$2" -v t1="$(ticks "$1")" -v hz="$(getconf CLK_TCK)" -v n="$3" \
     'BEGIN { printf "%.2f", (t1 - t0) * 1e6 / hz / n }'
 }
+# wrk_record KEY SERVER_PID ERRORS ARGS...: wrk -t1 -c50 for WRK_SECS with
+# ARGS; fails if its output matches the grep pattern ERRORS, else records
+# KEY.rps and KEY.cpu (the server's CPU µs per request)
+wrk_record() {
+  local key=$1 spid=$2 bad=$3 out t0; shift 3
+  t0=$(ticks "$spid")
+  out=$(client wrk -t1 -c50 -d"${WRK_SECS}s" "$@")
+  if grep -q "$bad" <<<"$out"; then
+    echo "bench: $key: errors: $out" >&2; exit 1
+  fi
+  record "$key.rps" "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+  record "$key.cpu" "$(cpu_per_req "$spid" "$t0" "$(awk '/requests in/ {print $1}' <<<"$out")")"
+}
 median() { # median KEY: the median of the values recorded under KEY, or -
   [ -s "$work/$1" ] || { echo -; return; }
   sort -g "$work/$1" | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
@@ -183,7 +196,7 @@ bench_echo() {
 
 # 2. HTTP hello, wrk -t1 -c50: examples/http.lua, nginx static, nginx+Lua.
 bench_http() {
-  local servers=(moonring moonring-bw) r s url out spid t0
+  local servers=(moonring moonring-bw) r s url spid
   [ $have_nginx = 1 ] && { nginx_conf; servers+=(nginx nginx-lua); }
   for r in $(seq "$ROUNDS"); do
     for s in $(rotate "$r" "${servers[@]}"); do
@@ -196,13 +209,7 @@ bench_http() {
       esac
       spid=$pid
       [[ "$s" = moonring* ]] || spid=$(nginx_worker)
-      t0=$(ticks "$spid")
-      out=$(client wrk -t1 -c50 -d"${WRK_SECS}s" "$url")
-      if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
-        echo "bench: $s answered with errors: $out" >&2; exit 1
-      fi
-      record "http.$s.rps" "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
-      record "http.$s.cpu" "$(cpu_per_req "$spid" "$t0" "$(awk '/requests in/ {print $1}' <<<"$out")")"
+      wrk_record "http.$s" "$spid" "Non-2xx\|Socket errors" "$url"
       stop
     done
     echo "bench: http round $r of $ROUNDS done" >&2
@@ -218,7 +225,7 @@ make_cert() { # one ECDSA P-256 certificate for every TLS server
 # nginx with ssl, one self-signed certificate for both; wrk keeps its 50
 # connections, so this is TLS records more than handshakes.
 bench_https() {
-  local servers=(moonring) r s out spid t0
+  local servers=(moonring) r s spid
   [ -f "$work/tls.pem" ] || make_cert
   if [ $have_nginx = 1 ]; then
     nginx_conf
@@ -237,17 +244,9 @@ bench_https() {
       esac
       spid=$pid
       [ "$s" = moonring ] || spid=$(nginx_worker)
-      for how in keep close; do # keep-alive; a handshake for every request
-        local hdr=()
-        [ $how = close ] && hdr=(-H "Connection: close")
-        t0=$(ticks "$spid")
-        out=$(client wrk -t1 -c50 "${hdr[@]}" -d"${WRK_SECS}s" 'https://127.0.0.1:$PORT/')
-        if grep -q "Non-2xx" <<<"$out"; then
-          echo "bench: $s answered with errors over TLS: $out" >&2; exit 1
-        fi
-        record "https.$how.$s.rps" "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
-        record "https.$how.$s.cpu" "$(cpu_per_req "$spid" "$t0" "$(awk '/requests in/ {print $1}' <<<"$out")")"
-      done
+      wrk_record "https.keep.$s" "$spid" "Non-2xx" 'https://127.0.0.1:$PORT/'
+      # a new TLS connection for every request
+      wrk_record "https.close.$s" "$spid" "Non-2xx" -H "Connection: close" 'https://127.0.0.1:$PORT/'
       stop
     done
     echo "bench: https round $r of $ROUNDS done" >&2
