@@ -283,15 +283,20 @@ static void test_s_client_and_plain(void **state)
     h_finish(&s, path);
 }
 
+/* Python that sets c (a client context that verifies nothing) and hello
+ * (the ClientHello it would send), made in memory, never sent. */
+#define PY_HELLO \
+    "c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n" \
+    "i, o = ssl.MemoryBIO(), ssl.MemoryBIO(); obj = c.wrap_bio(i, o, server_hostname='x')\n" \
+    "try: obj.do_handshake()\n" \
+    "except ssl.SSLWantReadError: pass\n" \
+    "hello = o.read()\n"
+
 /* A ClientHello sent a byte every 0.1 s: seconds from the first byte to
  * the server's close, or "open" after 5 s. */
 static const char py_trickle[] =
     "import socket, ssl, sys, time\n"
-    "c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n"
-    "i, o = ssl.MemoryBIO(), ssl.MemoryBIO(); obj = c.wrap_bio(i, o, server_hostname='x')\n"
-    "try: obj.do_handshake()\n"
-    "except ssl.SSLWantReadError: pass\n"
-    "hello = o.read()\n"
+    PY_HELLO
     "s = socket.create_connection(('127.0.0.1', int(sys.argv[1]))); s.settimeout(0.1)\n"
     "t0 = time.time(); took = None\n"
     "for b in hello:\n"
@@ -566,11 +571,7 @@ static const char py_bad[] =
     "    except (ConnectionResetError, socket.timeout): r = b''\n"
     "    return s\n"
     "raw(os.urandom(2000)).close()\n"
-    "c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n"
-    "i, o = ssl.MemoryBIO(), ssl.MemoryBIO(); obj = c.wrap_bio(i, o, server_hostname='x')\n"
-    "try: obj.do_handshake()\n"
-    "except ssl.SSLWantReadError: pass\n"
-    "hello = o.read()\n"
+    PY_HELLO
     "half = socket.create_connection(('127.0.0.1', port)); half.sendall(hello[:len(hello) // 2])\n"
     "s = c.wrap_socket(socket.create_connection(('127.0.0.1', port)), server_hostname='x')\n"
     "s.sendall(b'x'); s.recv(100); s.close()  # no close_notify: the socket just goes\n"
