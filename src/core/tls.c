@@ -632,19 +632,26 @@ const struct transport tls_client = {
     .shutdown = tls_shutdown, .release = tls_release,
 };
 
-const char *tls_error(const struct conn *c)
+/* c's TLS state, or NULL when c is not a TLS connection. */
+static const struct tls_conn *tls_of(const struct conn *c)
 {
     if (!c->tp || (c->tp->ops != &tls_server && c->tp->ops != &tls_client))
         return NULL;
-    return tc(c)->err[0] ? tc(c)->err : NULL;
+    return tc(c);
+}
+
+const char *tls_error(const struct conn *c)
+{
+    const struct tls_conn *t = tls_of(c);
+    return t && t->err[0] ? t->err : NULL;
 }
 
 bool tls_info(const struct conn *c, struct tls_info *out)
 {
-    if (!c->tp || (c->tp->ops != &tls_server && c->tp->ops != &tls_client) ||
-        !tc(c)->ready)
+    const struct tls_conn *t = tls_of(c);
+    if (!t || !t->ready)
         return false;
-    SSL *s = tc(c)->ssl;
+    SSL *s = t->ssl;
     out->version = SSL_get_version(s);
     out->cipher = SSL_get_cipher_name(s);
     out->sni = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);

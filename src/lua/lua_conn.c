@@ -157,7 +157,7 @@ static int l_listener(lua_State *L)
 }
 
 /* conn:tls(): nil for a plain connection, else { version=, cipher=,
- * sni= }. */
+ * sni=, alpn= } (sni and alpn when there are). */
 static int l_tls(lua_State *L)
 {
     struct conn *c = to_conn(L);
