@@ -59,6 +59,18 @@ int bufring_register(struct bufring *b, struct io_uring *ring, uint16_t bgid)
     return io_uring_register_buf_ring(ring, &reg, 0);
 }
 
+int bufring_register_whole(struct bufring *b, struct io_uring *ring,
+                           uint16_t bgid)
+{
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (unsigned long)b->br;
+    reg.ring_entries = b->count;
+    reg.bgid = bgid;
+    b->bgid = bgid;
+    return io_uring_register_buf_ring(ring, &reg, 0);
+}
+
 void bufring_destroy(struct bufring *b)
 {
     if (b->br)

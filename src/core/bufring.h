@@ -40,6 +40,11 @@ int bufring_init(struct bufring *b, unsigned count, unsigned size);
  * when the kernel can. */
 int bufring_register(struct bufring *b, struct io_uring *ring, uint16_t bgid);
 
+/* The same, always with whole buffers: for datagrams, each of which
+ * must start a buffer of its own (the recvmsg header comes first). */
+int bufring_register_whole(struct bufring *b, struct io_uring *ring,
+                           uint16_t bgid);
+
 void bufring_destroy(struct bufring *b);
 
 /* A completion delivered buffer bid: account for it and return its bytes. */

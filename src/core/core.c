@@ -78,6 +78,8 @@ int core_init(struct core *k, const struct core_config *cfg)
     k->linger_ms = cfg->linger_ms;
     k->linger_gap_ms = cfg->linger_gap_ms;
     k->linger_bytes = cfg->linger_bytes;
+    k->udp_buffers = cfg->udp_buffers ? cfg->udp_buffers : 64;
+    k->udp_buffer_size = cfg->udp_buffer_size ? cfg->udp_buffer_size : 65535;
     return 0;
 }
 
@@ -87,6 +89,7 @@ void core_destroy(struct core *k)
      * buffer of ours, even of connections a shutdown timeout cut off */
     loop_destroy(&k->loop);
     resolv_free(k); /* its receive buffers were the kernel's until now */
+    udp_free(k);    /* and so were the datagram sockets' */
     for (uint32_t i = 0; k->conns.c && i < k->conns.used_hi; i++) {
         struct conn *c = &k->conns.c[i];
         if (c->state != CONN_FREE && c->tp)
@@ -217,12 +220,14 @@ void core_run(struct core *k)
     if (k->accept_paused && k->conns.live < live)
         listener_on_retry(k); /* an fd is free again */
     conn_io_rearm(k);
+    udp_rearm(k);
 }
 
 void core_shutdown(struct core *k)
 {
     k->stopping = true;
     listener_stop_all(k);
+    udp_stop_listeners(k);
     for (uint32_t i = 0; i < k->conns.used_hi; i++) {
         struct conn *c = &k->conns.c[i];
         if (c->state == CONN_OPEN)

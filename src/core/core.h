@@ -33,6 +33,11 @@
 
 struct core;
 struct resolver;
+struct core_udp;
+struct udp_tx;
+
+/* Flags of a datagram event */
+#define CORE_DGRAM_TRUNC 1u   /* longer than the buffer: p holds its start */
 
 /* What the core reports, each with the ctx given to core_set_events. A
  * connection's events come in this order: opened or connected, then any
@@ -61,6 +66,13 @@ struct core_events {
      * (CF_EOF; it closes c when done), false to close it now, as when
      * this is NULL. */
     bool (*eof)(void *ctx, struct conn *c);
+    /* A datagram of n bytes came on u from peer (plen bytes; for a
+     * connected socket, its peer); valid only during the call. flags:
+     * CORE_DGRAM_TRUNC. With p NULL, the socket reported an error
+     * instead (u->err: an ICMP port unreachable on a connected socket,
+     * -ECONNREFUSED). May be NULL: datagrams are dropped. */
+    void (*datagram)(void *ctx, struct core_udp *u, const struct sockaddr *peer,
+                     socklen_t plen, const char *p, size_t n, unsigned flags);
 };
 
 /* An operation on the ring that is not a connection's (a signal read, a
@@ -97,12 +109,24 @@ struct core_config {
      * owner that must see the loop turn now and then even when nothing
      * happens (a heartbeat); it costs no SQE, only the wake-up. */
     unsigned max_wait_ms;
+    /* Datagram sockets (udp.c): their receive buffers, a group of their
+     * own made with the first such socket. udp_buffers (a power of two;
+     * 0: 64) is also how many datagrams one turn handles at most;
+     * udp_buffer_size the longest payload taken whole (0: 65535, any UDP
+     * datagram). */
+    unsigned udp_buffers, udp_buffer_size;
 };
 
 struct core_stats {
     uint64_t accepted;
     uint64_t bytes_in, bytes_out;
     uint64_t enobufs;
+    /* datagrams */
+    uint64_t dgrams_in, dgrams_out;
+    uint64_t dgrams_truncated;   /* longer than --udp-buffer-size */
+    uint64_t dgrams_dropped;     /* not sent: the send queue was full, or the
+                                    socket's buffer (EAGAIN) */
+    uint64_t dgram_turns_full;   /* turns that used every datagram buffer */
 };
 
 /* A listening socket; the connections it accepts carry its index. */
@@ -139,6 +163,36 @@ struct core {
     size_t linger_bytes;
     bool stopping;             /* core_shutdown ran: no new connections */
     struct resolver *resolv;   /* name lookups (resolv.h): made by the first */
+
+    /* datagram sockets (udp.c) */
+    struct core_udp **udp;     /* by index; NULL once freed */
+    unsigned nudp, udp_cap;
+    struct bufring ubufs;      /* their receive buffers, once the first is made */
+    unsigned udp_buffers, udp_buffer_size;
+    size_t udp_queued;         /* bytes of datagrams with the kernel */
+    bool udp_rearm;            /* some receive ended: re-arm after the turn */
+    unsigned udp_turn;         /* datagrams this turn */
+    struct udp_tx *udp_spare;  /* send buffers of small datagrams, for reuse */
+    unsigned udp_nspare;
+};
+
+/* A datagram socket: a listener of -l udp://, or one the layer above
+ * made (core_udp_connect), connected to one peer. Its datagrams come
+ * through one multishot recvmsg into the core's datagram buffers; its
+ * sends are sendmsg operations, several in flight, each from a copy. */
+struct core_udp {
+    struct core_op rx_op;      /* the multishot recvmsg */
+    struct core *k;
+    int fd;                    /* -1 once closed */
+    unsigned index;            /* in k->udp: listeners come first, in order */
+    bool listener;             /* from core_udp_listen */
+    bool armed;                /* the receive is with the kernel */
+    bool closing;              /* core_udp_close ran: freed when idle */
+    bool failed;               /* its receive failed for good: not re-armed */
+    unsigned inflight;         /* sends with the kernel */
+    int err;                   /* the error of the last error event */
+    uint64_t user;             /* the layer above's */
+    struct msghdr msg;         /* what the recvmsg keeps: name room */
 };
 
 /* Set up the ring, buffers and connection table. Returns 0, or -1 with
@@ -153,6 +207,29 @@ void core_set_events(struct core *k, const struct core_events *ev, void *ctx);
  * (NULL: plain). The core owns fd from now on. Returns the listener's
  * index, or a negative errno. */
 int core_listen(struct core *k, int fd, const struct transport *tp);
+
+/* Datagrams on fd, a bound UDP socket (the core owns it from now on).
+ * Returns the socket, or NULL and *err a negative errno. */
+struct core_udp *core_udp_listen(struct core *k, int fd, int *err);
+
+/* A UDP socket connected to addr (made here: connect on UDP only sets
+ * the peer, it does not wait), whose datagrams from other senders the
+ * kernel drops. Returns it, or NULL and *err: -ESHUTDOWN once
+ * core_shutdown ran, or the socket's errno. */
+struct core_udp *core_udp_connect(struct core *k, const struct sockaddr *addr,
+                                  socklen_t len, int *err);
+
+/* Send n bytes as one datagram on u, to addr (NULL on a connected
+ * socket), copied once: they may go at once. Returns 0; -ENOBUFS when
+ * the datagrams with the kernel hold 4 MiB already (dropped, counted in
+ * dgrams_dropped), -EMSGSIZE past 65535 bytes, -EPIPE once u is closing
+ * or stopped, -ENOMEM. */
+int core_sendto(struct core *k, struct core_udp *u, const struct sockaddr *addr,
+                socklen_t alen, const void *p, size_t n);
+
+/* No more datagrams for u: it is closed and freed once nothing of it is
+ * with the kernel. u must not be used after this. */
+void core_udp_close(struct core *k, struct core_udp *u);
 
 /* Submit what is queued and wait for completions, the earliest timer or
  * max_wait_ms, in one io_uring_enter; sets k->now. Returns 0 or a

@@ -30,6 +30,12 @@ void listener_on_accept(struct core *k, unsigned i, struct io_uring_cqe *cqe);
 void listener_on_retry(struct core *k);
 void listener_stop_all(struct core *k);
 
+/* udp.c: re-arm the receives that ended, after the turn; stop the
+ * listeners at shutdown; free everything once the ring is gone */
+void udp_rearm(struct core *k);
+void udp_stop_listeners(struct core *k);
+void udp_free(struct core *k);
+
 /* resolv.c: its timers' entries (TIMER_RESOLV), and its state, freed
  * once the ring is gone */
 void resolv_on_timer(struct core *k, uint64_t key);

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -55,6 +56,7 @@ fail:
 static int listen_ai(const struct addrinfo *ai, int reuseport)
 {
     int one = 1;
+    bool dgram = ai->ai_socktype == SOCK_DGRAM;
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
                     ai->ai_protocol);
     if (fd < 0)
@@ -63,10 +65,10 @@ static int listen_ai(const struct addrinfo *ai, int reuseport)
      * per-connection setsockopt is needed. Without it a reply split in
      * two sends waits for the peer's delayed ACK. */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) ||
+        (!dgram && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one)) ||
         (reuseport &&
          setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, BACKLOG)) {
+        bind(fd, ai->ai_addr, ai->ai_addrlen) || (!dgram && listen(fd, BACKLOG))) {
         int e = errno;
         close(fd);
         errno = e;
@@ -75,12 +77,9 @@ static int listen_ai(const struct addrinfo *ai, int reuseport)
     return fd;
 }
 
-int net_listen(const char *addr, int port, int reuseport, char *err,
-               size_t errlen)
+static int bind_inet(const char *addr, int port, int reuseport, int socktype,
+                     char *err, size_t errlen)
 {
-    if (strncmp(addr, "unix:", 5) == 0)
-        return listen_unix(addr + 5, err, errlen);
-
     /* accept "[::1]" as well as "::1" */
     char host[256];
     size_t n = strlen(addr);
@@ -95,7 +94,7 @@ int net_listen(const char *addr, int port, int reuseport, char *err,
     struct addrinfo hints, *res;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_socktype = socktype;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     int gai = getaddrinfo(host, service, &hints, &res);
     if (gai) {
@@ -104,10 +103,24 @@ int net_listen(const char *addr, int port, int reuseport, char *err,
     }
     int fd = listen_ai(res, reuseport);
     if (fd < 0)
-        snprintf(err, errlen, "cannot listen on %s port %d: %s", addr, port,
-                 strerror(errno));
+        snprintf(err, errlen, "cannot listen on %s %sport %d: %s", addr,
+                 socktype == SOCK_DGRAM ? "UDP " : "", port, strerror(errno));
     freeaddrinfo(res);
     return fd;
+}
+
+int net_listen(const char *addr, int port, int reuseport, char *err,
+               size_t errlen)
+{
+    if (strncmp(addr, "unix:", 5) == 0)
+        return listen_unix(addr + 5, err, errlen);
+    return bind_inet(addr, port, reuseport, SOCK_STREAM, err, errlen);
+}
+
+int net_bind_udp(const char *addr, int port, int reuseport, char *err,
+                 size_t errlen)
+{
+    return bind_inet(addr, port, reuseport, SOCK_DGRAM, err, errlen);
 }
 
 int net_addr_text(const struct sockaddr_storage *ss, socklen_t sl,

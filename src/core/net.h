@@ -11,6 +11,10 @@
 int net_listen(const char *addr, int port, int reuseport, char *err,
                size_t errlen);
 
+/* A UDP socket bound to addr:port, the same way. */
+int net_bind_udp(const char *addr, int port, int reuseport, char *err,
+                 size_t errlen);
+
 /* The port a socket is bound to (0 for a Unix socket). */
 int net_port(int fd);
 

@@ -140,6 +140,7 @@ static void ev_timer(void *ctx, uint64_t key, uint64_t due)
     switch (KEY_KIND(key)) {
     case KEY_KIND(KEY_SLEEP): lua_co_wake(h, KEY_LOW(key)); break;
     case KEY_KIND(KEY_SOCK):  lua_sock_timer(h, KEY_LOW(key)); break;
+    case KEY_KIND(KEY_UDP):   lua_udp_timer(h, KEY_LOW(key)); break;
     default:                  lua_timer(h, key, due);
     }
 }
@@ -166,6 +167,7 @@ static const struct core_events events = {
     .closed = ev_closed,
     .timer = ev_timer,
     .eof = ev_eof,
+    .datagram = lua_udp_event,
 };
 
 void lua_host_attach(struct lua_host *h, struct core *k)
@@ -173,6 +175,7 @@ void lua_host_attach(struct lua_host *h, struct core *k)
     h->k = k;
     core_set_events(k, &events, h);
     lua_conn_name_listeners(h);
+    lua_udp_name_listeners(h);
     struct timer_entry e;
     while (timer_pop_due(&h->early, UINT64_MAX, &e))
         core_timer_add(k, e.due, e.key);

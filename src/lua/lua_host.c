@@ -123,11 +123,14 @@ struct lua_host *lua_host_new(const struct lua_host_config *cfg, char *err,
     h->name = strdup(cfg->script ? cfg->script : "echo (built-in)");
     h->next_timer_id = 1;
     h->worker = cfg->worker;
+    h->streams = cfg->streams;
+    h->datagrams = cfg->datagrams;
     luaL_openlibs(L);
     lua_pushcfunction(L, lua_script_traceback); /* LS_TRACEBACK */
     lua_newtable(L);                   /* LS_CONNS */
     lua_settop(L, LS_TIMERS - 1);      /* handlers: nil until loaded */
     lua_newtable(L);                   /* LS_TIMERS */
+    lua_settop(L, LS_TOP);             /* on_datagram, the dgram metatables */
 
     set_path(h, L, h->script);
     set_arg(L, cfg);
@@ -160,6 +163,9 @@ void lua_host_free(struct lua_host *h)
     for (unsigned i = 0; i < h->nlsn_names; i++)
         free(h->lsn_names[i]);
     free(h->lsn_names);
+    for (unsigned i = 0; i < h->nudp_names; i++)
+        free(h->udp_names[i]);
+    free(h->udp_names);
     free(h->script);
     free(h->name);
     free(h->dirs[0]);

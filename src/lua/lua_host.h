@@ -17,6 +17,9 @@ struct lua_host_config {
     char **argv;
     unsigned memory_mib;       /* Lua heap limit while handlers run; 0: none */
     int worker;                /* this worker's number, from 1 */
+    /* the listeners it serves: a stream one needs on_data (or a
+     * function), a udp:// one on_datagram */
+    bool streams, datagrams;
 };
 
 struct lua_host_stats {

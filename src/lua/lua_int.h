@@ -20,13 +20,17 @@ enum {
     LS_ON_CLOSE,
     LS_ON_DRAIN,
     LS_TIMERS,         /* timers[id] = the timer object of after()/every() */
-    LS_TOP = LS_TIMERS
+    LS_ON_DATAGRAM,    /* the handler table's on_datagram (nil when absent) */
+    LS_DGRAM_MT,       /* the metatables of a datagram's object (lua_udp.c) */
+    LS_DGRAM_TRUNC_MT, /* ... and of a truncated one's */
+    LS_TOP = LS_DGRAM_TRUNC_MT
 };
 
 /* Keys of the core's timers: Lua timers by id, and the binding's own. */
 #define KEY_KIND(k)   ((k) >> 60)
 #define KEY_SLEEP     (1ull << 60)  /* | wait id: mr.sleep */
 #define KEY_SOCK      (2ull << 60)  /* | slot << 24 | gen: a socket's deadline */
+#define KEY_UDP       (3ull << 60)  /* | wait id: an mr.udp receive's deadline */
 #define KEY_LOW(k)    ((k) & ((1ull << 60) - 1))
 
 struct lua_sock;
@@ -70,6 +74,9 @@ struct lua_host {
     int dead_ref;      /* registry: the state of a socket given to the pool */
     char **lsn_names;  /* what conn:listener() says of each of k's listeners */
     unsigned nlsn_names;
+    char **udp_names;  /* what dgram:listener() says, by datagram socket */
+    unsigned nudp_names;
+    bool streams, datagrams; /* the listeners it serves (lua_host_config) */
 };
 
 /* Metatables, registered by name */
@@ -143,6 +150,13 @@ void lua_sock_timer(struct lua_host *h, uint64_t low);
 /* A connection's function returned or raised: close it. */
 /* err: the error and its traceback, or NULL when it returned */
 void lua_sock_done(struct lua_host *h, lua_State *L, int obj, const char *err);
+
+/* lua_udp.c: datagrams, for on_datagram and mr.udp */
+void lua_udp_register(lua_State *L, struct lua_host *h);
+void lua_udp_name_listeners(struct lua_host *h);
+void lua_udp_event(void *ctx, struct core_udp *u, const struct sockaddr *peer,
+                   socklen_t plen, const char *p, size_t n, unsigned flags);
+void lua_udp_timer(struct lua_host *h, uint64_t id);
 
 /* lua_gc.c: collect small heaps rarely, large ones as LuaJIT would */
 void lua_gc_pace(lua_State *L, struct lua_host *h);

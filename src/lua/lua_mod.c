@@ -80,6 +80,10 @@ static int l_stats(lua_State *L)
     set_num(L, "enters", (double)k->loop.enters);
     set_num(L, "cqes", (double)k->loop.cqes);
     set_num(L, "lua_mem", (double)h->mem);
+    set_num(L, "dgrams_in", (double)k->stats.dgrams_in);
+    set_num(L, "dgrams_out", (double)k->stats.dgrams_out);
+    set_num(L, "dgrams_truncated", (double)k->stats.dgrams_truncated);
+    set_num(L, "dgrams_dropped", (double)k->stats.dgrams_dropped);
     return 1;
 }
 
@@ -265,6 +269,7 @@ void lua_mod_register(lua_State *L, struct lua_host *h)
     lua_setfield(L, -2, "keep");
     lua_co_register(L, h);
     lua_tcp_register(L, h);
+    lua_udp_register(L, h);
     lua_pushliteral(L, MR_VERSION);
     lua_setfield(L, -2, "version");
     lua_setfield(L, -2, "moonring");

@@ -41,11 +41,18 @@ static void first_line(lua_State *L, char *err, size_t len)
 }
 
 /* Check the value at idx is a usable handler table, or a function. */
-static int check_handlers(lua_State *L, int idx, const char *name, char *err,
-                          size_t len)
+static int check_handlers(struct lua_host *h, lua_State *L, int idx,
+                          const char *name, char *err, size_t len)
 {
     static const char *const fields[] = { "on_open", "on_close", "on_drain",
-                                          "on_reload" };
+                                          "on_reload", "on_datagram" };
+    if (idx < 0)
+        idx = lua_gettop(L) + idx + 1;
+    if (lua_isfunction(L, idx) && h->datagrams) {
+        snprintf(err, len, "%s: a udp:// listener needs a handler table with "
+                 "on_datagram (the script returned a function)", name);
+        return -1;
+    }
     if (lua_isfunction(L, idx))
         return 0;
     if (!lua_istable(L, idx)) {
@@ -53,13 +60,22 @@ static int check_handlers(lua_State *L, int idx, const char *name, char *err,
                  "or a function (it returned %s)", name, luaL_typename(L, idx));
         return -1;
     }
+    /* a server of datagrams alone needs no on_data, nor one of streams
+     * alone an on_datagram */
     lua_getfield(L, idx, "on_data");
-    int ok = lua_isfunction(L, -1);
-    lua_pop(L, 1);
-    if (!ok) {
+    lua_getfield(L, idx, "on_datagram");
+    bool data = lua_isfunction(L, -2), dgram = lua_isfunction(L, -1);
+    lua_pop(L, 2);
+    if (!data && (h->streams || !h->datagrams)) {
         snprintf(err, len, "%s: the handler table has no on_data function", name);
         return -1;
     }
+    if (!dgram && h->datagrams) {
+        snprintf(err, len, "%s: the handler table has no on_datagram function, "
+                 "which a udp:// listener needs", name);
+        return -1;
+    }
+    int ok;
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         lua_getfield(L, idx, fields[i]);
         ok = lua_isnil(L, -1) || lua_isfunction(L, -1);
@@ -90,6 +106,8 @@ void lua_script_install(lua_State *L, int idx)
     lua_replace(L, LS_ON_CLOSE);
     lua_getfield(L, LS_HANDLERS, "on_drain");
     lua_replace(L, LS_ON_DRAIN);
+    lua_getfield(L, LS_HANDLERS, "on_datagram");
+    lua_replace(L, LS_ON_DATAGRAM);
 }
 
 /* Load and run the script; leaves its result on the stack. */
@@ -126,7 +144,7 @@ int lua_script_load(struct lua_host *h, char *err, size_t len)
         lua_pop(L, 1);
         return -1;
     }
-    if (check_handlers(L, -1, h->name, err, len)) {
+    if (check_handlers(h, L, -1, h->name, err, len)) {
         lua_pop(L, 1);
         return -1;
     }

@@ -14,8 +14,9 @@
 const char cli_usage[] =
     "usage: moonring [options] [SCRIPT [ARGS...]]\n"
     "  SCRIPT defaults to the built-in echo handler; ARGS reach it as `arg`\n"
-    "  -l, --listen URL         listen on tcp://ADDR:PORT, tls://ADDR:PORT or\n"
-    "                           unix:/path; may be given several times\n"
+    "  -l, --listen URL         listen on tcp://ADDR:PORT, tls://ADDR:PORT,\n"
+    "                           unix:/path or udp://ADDR:PORT (datagrams, for\n"
+    "                           on_datagram); may be given several times\n"
     "                           (default tcp://127.0.0.1:7000)\n"
     "      --tls-cert FILE      PEM certificate chain for tls:// listeners, and\n"
     "      --tls-key FILE       its private key; several pairs: the certificate\n"
@@ -56,6 +57,11 @@ const char cli_usage[] =
     "      --batch-wait USEC    wait up to USEC microseconds for more events\n"
     "                           before handling a batch: fewer wake-ups, more\n"
     "                           latency (default 0: off; Linux 6.12 or later)\n"
+    "      --udp-buffers N      datagram buffers per worker, a power of two:\n"
+    "                           also the most datagrams one turn handles\n"
+    "                           (default 64)\n"
+    "      --udp-buffer-size B  the longest datagram taken whole; longer ones\n"
+    "                           arrive cut, marked truncated (default 65535)\n"
     "      --user NAME          drop root after binding\n"
     "  -h, --help               show this help\n"
     "  -V, --version            show the version\n";
@@ -64,7 +70,8 @@ enum { O_NO_RELOAD = 256, O_LOG_LEVEL, O_MAX_CONNS, O_BUFFERS, O_BUFFER_SIZE,
        O_SHUTDOWN_TIMEOUT, O_USER, O_HIGH_WATER, O_LUA_MEMORY, O_HANDLER_TIMEOUT,
        O_BATCH_WAIT, O_SEND_TIMEOUT, O_LINGERING_TIME, O_LINGERING_TIMEOUT,
        O_LINGERING_BYTES, O_TLS_CERT, O_TLS_KEY, O_TLS_HANDSHAKE,
-       O_TLS_PROTOCOLS, O_TLS_CIPHERS, O_TLS_ALPN };
+       O_TLS_PROTOCOLS, O_TLS_CIPHERS, O_TLS_ALPN,
+       O_UDP_BUFFERS = 400, O_UDP_BUFFER_SIZE };
 
 static const struct option longopts[] = {
     { "listen", required_argument, NULL, 'l' },
@@ -95,6 +102,8 @@ static const struct option longopts[] = {
     { "tls-protocols", required_argument, NULL, O_TLS_PROTOCOLS },
     { "tls-ciphers", required_argument, NULL, O_TLS_CIPHERS },
     { "tls-alpn", required_argument, NULL, O_TLS_ALPN },
+    { "udp-buffers", required_argument, NULL, O_UDP_BUFFERS },
+    { "udp-buffer-size", required_argument, NULL, O_UDP_BUFFER_SIZE },
     { NULL, 0, NULL, 0 },
 };
 
@@ -136,12 +145,9 @@ static int parse_listen(const char *url, struct cli_listen *l, char *err, size_t
         snprintf(l->addr, sizeof l->addr, "%s", url);
         return 0;
     }
-    if (strncmp(url, "udp://", 6) == 0) {
-        snprintf(err, n, "--listen %s: udp listeners are not built yet", url);
-        return -1;
-    }
     l->tls = strncmp(url, "tls://", 6) == 0;
-    if (strncmp(url, "tcp://", 6) != 0 && !l->tls)
+    l->udp = strncmp(url, "udp://", 6) == 0;
+    if (strncmp(url, "tcp://", 6) != 0 && !l->tls && !l->udp)
         goto bad;
     const char *host = url + 6, *colon = strrchr(host, ':');
     long port;
@@ -163,7 +169,8 @@ static int parse_listen(const char *url, struct cli_listen *l, char *err, size_t
     l->port = (int)port;
     return 0;
 bad:
-    snprintf(err, n, "--listen %s: expected tcp://ADDR:PORT, tls://ADDR:PORT or unix:/path", url);
+    snprintf(err, n, "--listen %s: expected tcp://ADDR:PORT, tls://ADDR:PORT, "
+             "udp://ADDR:PORT or unix:/path", url);
     return -1;
 }
 
@@ -269,6 +276,16 @@ static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
             goto bad;
         o->batch_wait_us = (unsigned)v;
         return 0;
+    case O_UDP_BUFFERS:
+        if (parse_long(a, 1, 32768, &v) || (v & (v - 1)))
+            goto bad;
+        o->udp_buffers = (unsigned)v;
+        return 0;
+    case O_UDP_BUFFER_SIZE:
+        if (parse_long(a, 64, 65535, &v))
+            goto bad;
+        o->udp_buffer_size = (unsigned)v;
+        return 0;
     case O_USER:
         if (!*a)
             goto bad;
@@ -312,6 +329,8 @@ static void defaults(struct cli_opts *o)
     o->lingering_bytes = 16 << 20;
     o->tls_handshake_timeout = 10;
     o->lua_memory = 1024;
+    o->udp_buffers = 64;
+    o->udp_buffer_size = 65535;
 }
 
 enum cli_result cli_parse(int argc, char **argv, struct cli_opts *o,

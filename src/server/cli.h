@@ -10,6 +10,7 @@ struct cli_listen {
     char addr[256];            /* "127.0.0.1", "::1", or "unix:/path" */
     int port;                  /* TCP; 0 lets the kernel choose */
     int tls;                   /* tls://: TLS over TCP */
+    int udp;                   /* udp://: datagrams, for on_datagram */
 };
 
 #define CLI_MAX_LISTEN 16
@@ -47,6 +48,9 @@ struct cli_opts {
     const char *tls_protocols; /* "TLSv1.2 TLSv1.3" */
     const char *tls_ciphers;   /* for TLS 1.2; NULL: OpenSSL's default */
     const char *tls_alpn;      /* "h2,http/1.1", or NULL */
+    unsigned udp_buffers;      /* datagram buffers per worker (a power of
+                                  two): also the most datagrams a turn takes */
+    unsigned udp_buffer_size;  /* the longest datagram taken whole */
     const char *script;        /* NULL: built-in echo */
     int script_argc;           /* arguments after the script */
     char **script_argv;

@@ -144,7 +144,9 @@ static int open_listener(const struct cli_listen *l, int *fds, int n, char *err,
                          size_t len)
 {
     bool unix_sock = strncmp(l->addr, "unix:", 5) == 0;
-    fds[0] = net_listen(l->addr, l->port, 0, err, len);
+    int (*bind_fn)(const char *, int, int, char *, size_t) =
+        l->udp ? net_bind_udp : net_listen;
+    fds[0] = bind_fn(l->addr, l->port, 0, err, len);
     if (fds[0] < 0)
         return -1;
     if (n == 1 || unix_sock) {
@@ -155,7 +157,7 @@ static int open_listener(const struct cli_listen *l, int *fds, int n, char *err,
     int port = net_port(fds[0]);
     close(fds[0]);
     for (int i = 0; i < n; i++) {
-        fds[i] = net_listen(l->addr, port, 1, err, len);
+        fds[i] = bind_fn(l->addr, port, 1, err, len);
         if (fds[i] < 0) {
             while (i-- > 0)
                 close(fds[i]);

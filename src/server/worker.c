@@ -153,14 +153,21 @@ static int worker_init(struct worker *w, const struct cli_opts *o, const int *fd
         .linger_ms = ms_of(o->lingering_time),
         .linger_gap_ms = ms_of(o->lingering_timeout),
         .linger_bytes = o->lingering_bytes,
+        .udp_buffers = o->udp_buffers, .udp_buffer_size = o->udp_buffer_size,
     };
     if (core_init(&w->core, &cfg)) {
         close_fds(fds, nl);
         return -1;
     }
     for (int l = 0; l < nl; l++) { /* the core owns each fd it took */
-        int ret = core_listen(&w->core, fds[l], o->listen[l].tls ? &tls_server : NULL);
+        int ret = 0;
+        if (o->listen[l].udp)
+            core_udp_listen(&w->core, fds[l], &ret);
+        else
+            ret = core_listen(&w->core, fds[l], o->listen[l].tls ? &tls_server : NULL);
         if (ret < 0) {
+            if (o->listen[l].udp) /* core_udp_listen closed it */
+                l++;
             close_fds(fds + l, nl - l);
             log_error("listener: %s", strerror(-ret));
             return -1;
@@ -238,6 +245,8 @@ struct lua_host *worker_load(const struct cli_opts *o, int index, char *err,
         .script = o->script, .argc = o->script_argc, .argv = o->script_argv,
         .memory_mib = o->lua_memory, .worker = index,
     };
+    for (int l = 0; l < o->nlisten; l++) /* what the handlers must serve */
+        *(o->listen[l].udp ? &lc.datagrams : &lc.streams) = true;
     return lua_host_new(&lc, err, len);
 }
 
@@ -261,6 +270,8 @@ int worker_main(const struct cli_opts *o, const int *fds, int nl, int index,
             used += (size_t)snprintf(where + used, sizeof where - used, ", ");
         net_sockname(fds[l], where + used, sizeof where - used);
         used += strlen(where + used);
+        if (o->listen[l].udp && used + 5 < sizeof where)
+            used += (size_t)snprintf(where + used, sizeof where - used, "/udp");
     }
     struct worker w;
     int status = 1;

@@ -162,12 +162,21 @@ static void test_listen(void **state)
     static const char *const bad[] = {
         "tcp://127.0.0.1", "tcp://127.0.0.1:", "tcp://:80", "tcp://::1:80",
         "tcp://[::1:80", "tcp://h:65536", "tcp://h:8x", "http://h:80",
-        "unix:", "", "tls://127.0.0.1", "udp://127.0.0.1:53",
+        "unix:", "", "tls://127.0.0.1", "udp://127.0.0.1", "udp://::1:53",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(PARSE(&o, "-l", (char *)bad[i]), CLI_ERROR);
         assert_non_null(strstr(err, bad[i]));
     }
+    assert_int_equal(PARSE(&o, "-l", "udp://127.0.0.1:53", "-l", "udp://[::1]:0",
+                           "--udp-buffers", "128", "--udp-buffer-size", "1500"), CLI_RUN);
+    assert_true(o.listen[0].udp && o.listen[1].udp && !o.listen[0].tls);
+    assert_string_equal(o.listen[1].addr, "::1");
+    assert_int_equal(o.listen[0].port, 53);
+    assert_int_equal(o.udp_buffers, 128);
+    assert_int_equal(o.udp_buffer_size, 1500);
+    assert_int_equal(PARSE(&o, "--udp-buffers", "100"), CLI_ERROR);
+    assert_int_equal(PARSE(&o, "--udp-buffer-size", "65536"), CLI_ERROR);
     assert_int_equal(PARSE(&o, "-l", "tls://127.0.0.1:443"), CLI_ERROR);
     assert_non_null(strstr(err, "--tls-cert and --tls-key"));
     assert_int_equal(PARSE(&o, "-l", "tls://[::]:443", "-l", "tcp://[::]:80",
