@@ -189,6 +189,8 @@ static void deliver(struct core *k, struct core_udp *u, unsigned char *p, int re
     const char *data = io_uring_recvmsg_payload(o, &u->msg);
     size_t n = io_uring_recvmsg_payload_length(o, res, &u->msg);
     unsigned flags = 0;
+    if (n > k->udp_buffer_size) /* the buffer's rounding left room */
+        n = k->udp_buffer_size, o->flags |= MSG_TRUNC;
     if (o->flags & MSG_TRUNC) {
         flags |= CORE_DGRAM_TRUNC;
         k->stats.dgrams_truncated++;
