@@ -61,6 +61,13 @@ static int listen_ai(const struct addrinfo *ai, int reuseport)
                     ai->ai_protocol);
     if (fd < 0)
         return -1;
+    /* A burst of datagrams waits in the socket while a turn handles the
+     * last one's (at most --udp-buffers a turn): give it room, as much as
+     * net.core.rmem_max allows (best effort: the default holds only some
+     * 300 small datagrams). */
+    int rcvbuf = 4 << 20;
+    if (dgram)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     /* Accepted sockets inherit TCP_NODELAY from the listener, so no
      * per-connection setsockopt is needed. Without it a reply split in
      * two sends waits for the peer's delayed ACK. */

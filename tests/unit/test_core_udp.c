@@ -1,4 +1,4 @@
-/* test_udp.c - the core's datagram sockets through the real ring and
+/* test_core_udp.c - the core's datagram sockets through the real ring and
  * real loopback sockets, with a fake handler in C: echo of every size,
  * truncation, the per-turn bound, connected sockets, the send queue's
  * bound, and closing. */
