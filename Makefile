@@ -141,10 +141,11 @@ test: deps-test
 	@$(MAKE) --no-print-directory check
 
 # the load generator behind scripts/syscalls.sh and make bench, and the
-# epoll echo server moonring is measured against
+# epoll echo server moonring is measured against (and for datagrams,
+# udpgen and the recvmmsg/sendmmsg echo)
 # loadgen's --tls
 build/loadgen: BENCH_LIBS := -lssl -lcrypto
-build/loadgen build/epoll_echo: build/%: tests/bench/%.c
+build/loadgen build/epoll_echo build/udp_echo build/udpgen: build/%: tests/bench/%.c
 	@mkdir -p build
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ $< $(BENCH_LIBS)
 
