@@ -211,7 +211,10 @@ static void run_timers(struct core *k)
 
 void core_run(struct core *k)
 {
+    struct udp_tx *sent = k->udp_sending; /* submitted by the last wait */
+    k->udp_sending = NULL;
     loop_drain(&k->loop, dispatch, k);
+    udp_sent(k, sent);
     run_timers(k);
     conn_io_resume(k);
     conn_io_notify_closes(k);

@@ -172,6 +172,8 @@ struct core {
     size_t udp_queued;         /* bytes of datagrams with the kernel */
     bool udp_rearm;            /* some receive ended: re-arm after the turn */
     unsigned udp_turn;         /* datagrams this turn */
+    struct udp_tx *udp_sending; /* sends queued since the last wait */
+    struct core_op udp_send_op; /* where a failed send's completion goes */
     struct udp_tx *udp_spare;  /* send buffers of small datagrams, for reuse */
     unsigned udp_nspare;
 };

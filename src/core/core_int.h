@@ -35,6 +35,8 @@ void listener_stop_all(struct core *k);
 void udp_rearm(struct core *k);
 void udp_stop_listeners(struct core *k);
 void udp_free(struct core *k);
+/* After the drain: the sends the last wait submitted are over. */
+void udp_sent(struct core *k, struct udp_tx *list);
 
 /* resolv.c: its timers' entries (TIMER_RESOLV), and its state, freed
  * once the ring is gone */

@@ -18,7 +18,9 @@
  * copy of its bytes; several may be in flight on one socket (datagrams
  * have no order to keep). MSG_DONTWAIT: a send completes while it is
  * submitted, and a socket whose buffer is full drops the datagram, as
- * the network may. The bytes with the kernel are bounded (UDP_QUEUE_MAX):
+ * the network may. A send that succeeds posts no completion
+ * (IOSQE_CQE_SKIP_SUCCESS): its buffer is given back once the wait that
+ * submitted it is over and its failure, if any, has been drained. The bytes with the kernel are bounded (UDP_QUEUE_MAX):
  * past that core_sendto refuses, and the drop is counted. */
 #include "core_int.h"
 #include "log.h"
@@ -37,9 +39,8 @@
 #define UDP_SPARE_SIZE 512          /* sends this small reuse their buffer */
 #define UDP_SPARE_MAX  256
 
-struct udp_tx {                     /* one datagram, until its send's CQE */
-    struct core_op op;
-    struct udp_tx *next;            /* among the spares */
+struct udp_tx {                     /* one datagram, until its send is over */
+    struct udp_tx *next;            /* sending, or among the spares */
     struct core_udp *u;
     struct msghdr msg;
     struct iovec iov;
@@ -240,27 +241,38 @@ static void on_recv(struct core *k, struct core_op *op, const struct io_uring_cq
     maybe_free(k, u);
 }
 
-static void on_sent(struct core *k, struct core_op *op, const struct io_uring_cqe *cqe)
+/* A send failed (a success posts no completion): count it. The tx is
+ * not touched here: it is released with the others of its turn. */
+static void on_send_error(struct core *k, struct core_op *op,
+                          const struct io_uring_cqe *cqe)
 {
-    struct udp_tx *t = core_op_owner(op, struct udp_tx, op);
-    struct core_udp *u = t->u;
-    if (cqe->res < 0) {
-        k->stats.dgrams_dropped++;
-        log_debug("udp send: %s", strerror(-cqe->res));
-    } else {
-        k->stats.dgrams_out++;
-        k->stats.bytes_out += (uint64_t)cqe->res;
+    (void)op;
+    k->stats.dgrams_dropped++;
+    k->stats.dgrams_out--;
+    log_debug("udp send: %s", strerror(-cqe->res));
+}
+
+/* The sends submitted by the last wait are over: with MSG_DONTWAIT a
+ * UDP sendmsg completes while it is submitted, its bytes copied into the
+ * socket, and an error is posted then (and handled by the drain that
+ * came just before this). Give their buffers back. */
+void udp_sent(struct core *k, struct udp_tx *list)
+{
+    while (list) {
+        struct udp_tx *t = list;
+        list = t->next;
+        struct core_udp *u = t->u;
+        k->udp_queued -= t->len;
+        u->inflight--;
+        if (t->cap == UDP_SPARE_SIZE && k->udp_nspare < UDP_SPARE_MAX) {
+            t->next = k->udp_spare;
+            k->udp_spare = t;
+            k->udp_nspare++;
+        } else {
+            free(t);
+        }
+        maybe_free(k, u);
     }
-    k->udp_queued -= t->len;
-    u->inflight--;
-    if (t->cap == UDP_SPARE_SIZE && k->udp_nspare < UDP_SPARE_MAX) {
-        t->next = k->udp_spare;
-        k->udp_spare = t;
-        k->udp_nspare++;
-    } else {
-        free(t);
-    }
-    maybe_free(k, u);
 }
 
 static struct udp_tx *tx_get(struct core *k, size_t n)
@@ -292,7 +304,6 @@ int core_sendto(struct core *k, struct core_udp *u, const struct sockaddr *addr,
     struct udp_tx *t = tx_get(k, n);
     if (!t)
         return -ENOMEM;
-    t->op.done = on_sent;
     t->u = u;
     t->len = n;
     memcpy(t->data, p, n);
@@ -303,11 +314,18 @@ int core_sendto(struct core *k, struct core_udp *u, const struct sockaddr *addr,
         t->msg.msg_name = &t->to;
         t->msg.msg_namelen = alen;
     }
-    struct io_uring_sqe *sqe = core_op_sqe(k, &t->op);
+    /* no completion on success: half the CQEs of an echo; the buffer
+     * goes back after the next wait (udp_sent) */
+    k->udp_send_op.done = on_send_error;
+    struct io_uring_sqe *sqe = core_op_sqe(k, &k->udp_send_op);
     io_uring_prep_sendmsg(sqe, u->fd, &t->msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-    loop_quiet(&k->loop); /* it completes while it is submitted */
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    t->next = k->udp_sending;
+    k->udp_sending = t;
     u->inflight++;
     k->udp_queued += n;
+    k->stats.dgrams_out++;
+    k->stats.bytes_out += n;
     return 0;
 }
 
@@ -343,6 +361,8 @@ void udp_free(struct core *k)
     free(k->udp);
     k->udp = NULL;
     k->nudp = k->udp_cap = 0;
+    udp_sent(k, k->udp_sending); /* the ring is gone: nothing is in flight */
+    k->udp_sending = NULL;
     while (k->udp_spare) {
         struct udp_tx *t = k->udp_spare;
         k->udp_spare = t->next;
