@@ -9,7 +9,7 @@
 # the versions and the exact commands; the rest of that file is prose.
 #
 # usage: scripts/bench.sh    settings from the environment, with their defaults:
-#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 ONLY="echo http https tls hits redis churn idle"
+#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 ONLY="echo http https tls hits redis churn idle udp"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,14 +17,14 @@ ROUNDS=${ROUNDS:-5}          # alternating rounds; medians are reported
 SECS=${SECS:-3}              # seconds per echo measurement, after 1 s of warm-up
 WRK_SECS=${WRK_SECS:-10}     # seconds per wrk measurement
 IDLE_CONNS=${IDLE_CONNS:-10000}
-ALL="echo http https tls hits redis churn idle"
+ALL="echo http https tls hits redis churn idle udp"
 ONLY=${ONLY:-$ALL}           # which workloads
 OUT=${OUT:-BENCHMARKS.md}
 SCPU=0 CCPU=1                # server core, client core
 PORT=17300
 
 scripts/deps.sh bench
-make --no-print-directory -s moonring build/loadgen build/epoll_echo
+make --no-print-directory -s moonring build/loadgen build/epoll_echo build/udpgen build/udp_echo
 ulimit -n "$(ulimit -Hn)"    # 10,000 idle connections need the hard limit
 
 work=$(mktemp -d)
@@ -124,6 +124,8 @@ have_tarantool=0 have_nginx=0 have_stream=0
 peer_ok tarantool tarantool && have_tarantool=1
 peer_ok nginx nginx libnginx-mod-http-lua && have_nginx=1
 [ $have_nginx = 0 ] || { peer_ok nginx-stream libnginx-mod-stream && have_stream=1; }
+have_dnsperf=0
+[[ " $ONLY " != *" udp "* ]] || { peer_ok dnsperf dnsperf && have_dnsperf=1; }
 
 nginx_head() { # nginx_head NAME MODULE...: one worker in the foreground
   local name=$1 m; shift
@@ -426,6 +428,67 @@ bench_idle() {
   echo "bench: idle memory done" >&2
 }
 
+# 6. Datagrams: 64-byte UDP echo, udpgen's 8 sockets each keeping 16 in
+# flight, every answer checked: the default Lua echo (on_datagram
+# replying) against a C recvmmsg/sendmmsg echo; then DNS queries to
+# examples/dns.lua, from udpgen --dns and from dnsperf when Debian has it.
+start_udp() { # start_udp CMD...: like start, waiting until it answers a datagram
+  PORT=$((PORT + 1))
+  local argv=("${@//\$PORT/$PORT}") out
+  note_cmd taskset -c $SCPU "$@"
+  taskset -c $SCPU "${argv[@]}" >>"$log" 2>&1 & pid=$!
+  for _ in $(seq 100); do
+    out=$(build/udpgen -p "$PORT" -c 1 -w 1 -d 0.05 -W 0 $udp_probe 2>/dev/null || true)
+    [[ "$out" == "dgrams 0 "* || -z "$out" ]] || return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "bench: '$*' did not answer datagrams; its output:" >&2
+  tail -20 "$log" >&2
+  exit 1
+}
+udp_probe=
+udp_record() { # udp_record KEY ARGS...: udpgen's rate and the server's CPU
+  local out
+  out=$(client build/udpgen -p '$PORT' -d "$SECS" -W 1 -S '$PID' "$@")
+  set -- $out
+  [ "${12}" = 0 ] && [ "${10}" = 0 ] || { echo "bench: $key: $out" >&2; exit 1; }
+  record "$key.rate" "$4"
+  record "$key.cpu" "${14}"
+  record "$key.p99" "$8"
+}
+bench_udp() {
+  local r s key out qf="$work/dns.queries"
+  printf '%s\n' "www.example.test A" "example.test AAAA" "txt.example.test TXT" \
+    "nope.example.test A" >"$qf"
+  for r in $(seq "$ROUNDS"); do
+    udp_probe=
+    for s in $(rotate "$r" moonring c); do
+      case $s in
+        moonring) start_udp ./moonring -l 'udp://127.0.0.1:$PORT' --log-level warn ;;
+        c)        start_udp build/udp_echo '$PORT' ;;
+      esac
+      key=udp.64.$s; udp_record -c 8 -w 16 -s 64
+      stop
+    done
+    udp_probe=--dns
+    start_udp ./moonring -l 'udp://127.0.0.1:$PORT' --log-level warn examples/dns.lua
+    key=udp.dns.udpgen; udp_record --dns -c 8 -w 16
+    if [ $have_dnsperf = 1 ]; then
+      local t0; t0=$(ticks "$pid")
+      out=$(client dnsperf -s 127.0.0.1 -p '$PORT' -d "$qf" -l "$SECS" -c 8 -q 128 2>&1)
+      local q; q=$(awk '/Queries per second:/ {print $4}' <<<"$out")
+      local n; n=$(awk '/Queries completed:/ {print $3}' <<<"$out")
+      [ -n "$q" ] || { echo "bench: dnsperf: $out" >&2; exit 1; }
+      record udp.dns.dnsperf.rate "${q%.*}"
+      record udp.dns.dnsperf.cpu "$(cpu_per_req "$pid" "$t0" "$n")"
+      record udp.dns.dnsperf.lost "$(awk '/Queries lost:/ {print $3}' <<<"$out")"
+    fi
+    stop
+    echo "bench: udp round $r of $ROUNDS done" >&2
+  done
+}
+
 # ---- report --------------------------------------------------------------
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
@@ -577,6 +640,26 @@ table_idle() {
     [ "$v" = - ] && continue
     echo "| $s | $v | $([ $s = moonring ] && meets "$v" '<=' 512) |"
   done
+}
+
+table_udp() {
+  local m c r
+  echo "**UDP echo, 64-byte datagrams**, \`build/udpgen -c 8 -w 16\` (8 sockets, 16 in flight each, every answer checked): the built-in echo's \`on_datagram\` replying, against a C echo on \`recvmmsg\`/\`sendmmsg\` (\`tests/bench/udp_echo.c\`) (datagrams/s; server CPU µs per datagram; the load generator's p99 round trip, µs)"
+  echo
+  echo "| | moonring | C recvmmsg | moonring ÷ C | target | met |"
+  echo "|---|---|---|---|---|---|"
+  m=$(median udp.64.moonring.rate); c=$(median udp.64.c.rate); r=$(ratio "$m" "$c")
+  echo "| datagrams/s | $(k "$m") | $(k "$c") | $r | ≥ 0.9 | $(meets "$r" '>=' 0.9) |"
+  m=$(median udp.64.moonring.cpu); c=$(median udp.64.c.cpu)
+  echo "| CPU µs per datagram | $m | $c | $(ratio "$m" "$c") | | |"
+  echo "| p99 µs | $(median udp.64.moonring.p99) | $(median udp.64.c.p99) | | | |"
+  echo
+  echo "**DNS, \`examples/dns.lua\`**: A, AAAA, TXT and NXDOMAIN questions in turn (queries/s; server CPU µs per query)"
+  echo
+  echo "| client | queries/s | CPU µs per query |"
+  echo "|---|---|---|"
+  echo "| udpgen --dns -c 8 -w 16 | $(k "$(median udp.dns.udpgen.rate)") | $(median udp.dns.udpgen.cpu) |"
+  echo "| dnsperf -c 8 -q 128 | $(k "$(median udp.dns.dnsperf.rate)") | $(median udp.dns.dnsperf.cpu) |"
 }
 
 about() { # the machine, the versions, the commands
