@@ -70,14 +70,15 @@ void lua_udp_name_listeners(struct lua_host *h)
     }
 }
 
+/* The dgram at index 1: its metatable is one of the two, upvalues 2 and
+ * 3 of every dgram method (no registry lookup on the hot path). */
 static struct lua_dgram *to_dgram(lua_State *L)
 {
     struct lua_dgram *d = lua_touserdata(L, 1);
     if (d && lua_getmetatable(L, 1)) {
-        luaL_getmetatable(L, DGRAM_MT);
-        luaL_getmetatable(L, DGRAM_TRUNC_MT);
-        bool ok = lua_rawequal(L, -1, -3) || lua_rawequal(L, -2, -3);
-        lua_pop(L, 3);
+        bool ok = lua_rawequal(L, -1, lua_upvalueindex(2)) ||
+                  lua_rawequal(L, -1, lua_upvalueindex(3));
+        lua_pop(L, 1);
         if (ok)
             return d;
     }
@@ -472,21 +473,30 @@ static const luaL_Reg udp_methods[] = {
     { NULL, NULL },
 };
 
-/* A metatable for dgrams whose __index holds the methods, and
- * truncated = true when trunc. */
-static void dgram_mt(lua_State *L, struct lua_host *h, const char *name, bool trunc)
+/* The two metatables of dgrams, into their slots: their __index tables
+ * hold the methods (with the host and both metatables as upvalues), and
+ * the truncated one's truncated = true. */
+static void dgram_mts(lua_State *L, struct lua_host *h)
 {
-    luaL_newmetatable(L, name);
-    lua_newtable(L);
-    lua_pushlightuserdata(L, h);
-    luaL_openlib(L, NULL, dgram_methods, 1);
-    if (trunc) {
-        lua_pushboolean(L, 1);
-        lua_setfield(L, -2, "truncated");
+    luaL_newmetatable(L, DGRAM_MT);
+    lua_replace(L, LS_DGRAM_MT);
+    luaL_newmetatable(L, DGRAM_TRUNC_MT);
+    lua_replace(L, LS_DGRAM_TRUNC_MT);
+    for (int trunc = 0; trunc < 2; trunc++) {
+        int mt = trunc ? LS_DGRAM_TRUNC_MT : LS_DGRAM_MT;
+        lua_newtable(L);
+        lua_pushlightuserdata(L, h);
+        lua_pushvalue(L, LS_DGRAM_MT);
+        lua_pushvalue(L, LS_DGRAM_TRUNC_MT);
+        luaL_openlib(L, NULL, dgram_methods, 3);
+        if (trunc) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "truncated");
+        }
+        lua_setfield(L, mt, "__index");
+        lua_pushliteral(L, "dgram");
+        lua_setfield(L, mt, "__metatable");
     }
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, "dgram");
-    lua_setfield(L, -2, "__metatable");
 }
 
 /* Adds mr.udp to the module table on top; the dgram metatables go to
@@ -503,10 +513,7 @@ void lua_udp_register(lua_State *L, struct lua_host *h)
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
 
-    dgram_mt(L, h, DGRAM_MT, false);
-    lua_replace(L, LS_DGRAM_MT);
-    dgram_mt(L, h, DGRAM_TRUNC_MT, true);
-    lua_replace(L, LS_DGRAM_TRUNC_MT);
+    dgram_mts(L, h);
 
     lua_pushlightuserdata(L, h);
     lua_pushcclosure(L, l_udp, 1);

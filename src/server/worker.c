@@ -47,12 +47,18 @@ static void log_stats(struct worker *w)
     double per = k->loop.enters ? (double)k->loop.cqes / k->loop.enters : 0;
     log_info("stats: conns=%u accepted=%llu bytes_in=%llu bytes_out=%llu "
              "enters=%llu cqes=%llu cqes_per_enter=%.2f enobufs=%llu "
-             "reloads=%llu lua_errors=%llu lua_mem=%zu",
+             "reloads=%llu lua_errors=%llu lua_mem=%zu dgrams_in=%llu "
+             "dgrams_out=%llu dgrams_truncated=%llu dgrams_dropped=%llu "
+             "dgram_turns_full=%llu",
              core_live(k), (unsigned long long)s->accepted,
              (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
              (unsigned long long)k->loop.enters, (unsigned long long)k->loop.cqes,
              per, (unsigned long long)s->enobufs, (unsigned long long)ls.reloads,
-             (unsigned long long)ls.errors, ls.mem);
+             (unsigned long long)ls.errors, ls.mem,
+             (unsigned long long)s->dgrams_in, (unsigned long long)s->dgrams_out,
+             (unsigned long long)s->dgrams_truncated,
+             (unsigned long long)s->dgrams_dropped,
+             (unsigned long long)s->dgram_turns_full);
 }
 
 static void on_shutdown_timer(struct core *k, struct core_op *op,
