@@ -48,8 +48,10 @@ int core_init(struct core *k, const struct core_config *cfg)
     k->max_wait_ns = (uint64_t)cfg->max_wait_ms * 1000000ull;
 
     /* room for a receive and a send CQE per connection plus one per
-     * buffer, so that a full batch cannot overflow the CQ */
-    unsigned cq = pow2_at_least(2 * cfg->max_conns + cfg->buffers + 64);
+     * buffer (datagram buffers too), so that a full batch cannot
+     * overflow the CQ */
+    unsigned cq = pow2_at_least(2 * cfg->max_conns + cfg->buffers +
+                                (cfg->udp_buffers ? cfg->udp_buffers : 64) + 64);
     if (cq > 65536)
         cq = 65536;
     if (cq < 4096)
@@ -245,12 +247,16 @@ static bool accepting(const struct core *k)
     for (unsigned i = 0; i < k->nlsn; i++)
         if (k->lsn[i].armed)
             return true;
+    for (unsigned i = 0; i < k->nudp; i++) /* a receive holds its socket too */
+        if (k->udp[i] && k->udp[i]->listener && k->udp[i]->armed)
+            return true;
     return false;
 }
 
-/* Until its last completion a multishot accept holds the listening
- * socket open, even after we exit (the ring is torn down
- * asynchronously), and a restart would find the port in use. */
+/* Until its last completion a multishot accept (or a datagram
+ * listener's receive) holds the listening socket open, even after we
+ * exit (the ring is torn down asynchronously), and a restart would find
+ * the port in use. */
 void core_finish(struct core *k)
 {
     struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 50 * 1000 * 1000 };

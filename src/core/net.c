@@ -71,7 +71,9 @@ static int listen_ai(const struct addrinfo *ai, int reuseport)
     /* Accepted sockets inherit TCP_NODELAY from the listener, so no
      * per-connection setsockopt is needed. Without it a reply split in
      * two sends waits for the peer's delayed ACK. */
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+    /* Not on UDP: there SO_REUSEADDR lets a second server bind the same
+     * port without a word, and take its datagrams */
+    if ((!dgram && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one)) ||
         (!dgram && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one)) ||
         (reuseport &&
          setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) ||

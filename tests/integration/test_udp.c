@@ -324,6 +324,33 @@ static void test_start_errors(void **state)
     free(path);
 }
 
+/* A UDP port in use stops a second server with a clear line, and the
+ * port is free again as soon as a server has exited. */
+static void test_port_in_use(void **state)
+{
+    (void)state;
+    const char *const argv[] = { "-l", "udp://127.0.0.1:0", NULL };
+    struct h_server s;
+    start(&s, argv);
+    char url[64];
+    snprintf(url, sizeof url, "udp://127.0.0.1:%d", s.port);
+    const char *const again[] = { "-l", url, NULL };
+    char *err = NULL;
+    assert_int_equal(h_run(again, &err), 1);
+    assert_non_null(strstr(err, "UDP port"));
+    assert_non_null(strstr(err, "Address already in use"));
+    free(err);
+    int port = s.port;
+    h_finish(&s, NULL);
+    start(&s, again); /* at once on the same port */
+    assert_int_equal(s.port, port);
+    int fd = udp_to(port, false);
+    char got[8];
+    assert_int_equal(ask(fd, "again", 5, got, sizeof got, H_WAIT_MS), 5);
+    close(fd);
+    h_finish(&s, NULL);
+}
+
 /* An error in on_datagram is logged; the next datagram is served. */
 static void test_handler_error(void **state)
 {
@@ -685,6 +712,7 @@ int main(void)
         cmocka_unit_test(test_flood_tcp_latency),
         cmocka_unit_test(test_two_workers),
         cmocka_unit_test(test_start_errors),
+        cmocka_unit_test(test_port_in_use),
         cmocka_unit_test(test_handler_error),
         cmocka_unit_test(test_mr_udp),
         cmocka_unit_test(test_mr_udp_outside),
