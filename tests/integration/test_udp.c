@@ -80,7 +80,7 @@ static void start(struct h_server *s, const char *const *argv)
 
 static void echo_sizes(bool v6)
 {
-    static const size_t sizes[] = { 1, 2, 63, 64, 512, 1472, 1473, 9000,
+    static const size_t sizes[] = { 0, 1, 2, 63, 64, 512, 1472, 1473, 9000,
                                     32768, 65507 };
     const char *const argv[] = { "-l", v6 ? "udp://[::1]:0" : "udp://127.0.0.1:0",
                                  NULL };
