@@ -78,6 +78,7 @@ struct shdict {
     struct shd_head *head;
     size_t size;
     unsigned shard_shift;        /* 64 - log2(nshards): shard from the top bits */
+    uint64_t seed;               /* the header's, at hand */
     void (*hook)(void);
 };
 
@@ -93,16 +94,27 @@ static uint64_t expiry(double ttl)
     return ttl > 0 ? now_ns() + (uint64_t)(ttl * 1e9) : 0;
 }
 
+/* A 64-bit hash of the key, seeded. Whole words, and the tail in one
+ * or two loads that may overlap: no loop over bytes. */
 static uint64_t hash(uint64_t seed, const char *p, size_t n)
 {
-    uint64_t h = seed ^ (n * 0x9e3779b97f4a7c15ull), w;
+    uint64_t h = seed ^ (n * 0x9e3779b97f4a7c15ull), w = 0;
     for (; n >= 8; p += 8, n -= 8) {
         memcpy(&w, p, 8);
         h = (h ^ w) * 0xff51afd7ed558ccdull;
         h ^= h >> 32;
     }
-    w = 0;
-    memcpy(&w, p, n);
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        w = (uint64_t)a << 32 | b;
+    } else if (n) {
+        const unsigned char *u = (const unsigned char *)p;
+        w = (uint64_t)u[0] << 16 | (uint64_t)u[n >> 1] << 8 | u[n - 1];
+    } else {
+        w = 0;
+    }
     h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
     h ^= h >> 29;
     h *= 0xff51afd7ed558ccdull;
@@ -320,9 +332,26 @@ struct where {                   /* a key's place */
 
 static void locate(struct shdict *d, const char *key, size_t klen, struct where *w)
 {
-    uint64_t h = hash(d->head->seed, key, klen);
+    uint64_t h = hash(d->seed, key, klen);
     w->shard = d->shard_shift < 64 ? (unsigned)(h >> d->shard_shift) : 0;
     w->h = (uint32_t)h;
+}
+
+/* a == b for n bytes; short keys without a call */
+static bool same(const char *a, const char *b, size_t n)
+{
+    if (n > 16 || n < 4)
+        return memcmp(a, b, n) == 0;
+    uint64_t x, y, u, v;
+    if (n >= 8) {
+        memcpy(&x, a, 8), memcpy(&y, b, 8);
+        memcpy(&u, a + n - 8, 8), memcpy(&v, b + n - 8, 8);
+        return ((x ^ y) | (u ^ v)) == 0;
+    }
+    uint32_t p, q, r, t;
+    memcpy(&p, a, 4), memcpy(&q, b, 4);
+    memcpy(&r, a + n - 4, 4), memcpy(&t, b + n - 4, 4);
+    return ((p ^ q) | (r ^ t)) == 0;
 }
 
 /* The entry of key in the locked shard, or 0; *link gets the reference
@@ -334,7 +363,7 @@ static uint32_t find(struct where *w, const char *key, size_t klen, uint32_t **l
     uint32_t *l = &BUCKETS(s)[w->bucket];
     for (uint32_t off = *l; off; l = &ENT(s, off)->chain, off = *l) {
         struct shd_entry *e = ENT(s, off);
-        if (e->hash == w->h && e->klen == klen && memcmp(e->data, key, klen) == 0) {
+        if (e->hash == w->h && e->klen == klen && same(e->data, key, klen)) {
             if (link)
                 *link = l;
             return off;
@@ -747,6 +776,7 @@ struct shdict *shdict_new(const char *name, size_t size, char *err, size_t len)
     if (getrandom(&d->head->seed, sizeof d->head->seed, 0) != sizeof d->head->seed)
         d->head->seed = now_ns() * 0x9e3779b97f4a7c15ull;
     d->head->nshards = n;
+    d->seed = d->head->seed;
     size_t per = ((size - HEAD_SIZE) / n) & ~(size_t)4095;
     if (per > (1ull << 31))
         per = 1ull << 31;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 struct lua_host;
+struct shdict;
 
 struct lua_host_config {
     const char *script;        /* path; NULL for the built-in echo */
@@ -17,6 +18,8 @@ struct lua_host_config {
     char **argv;
     unsigned memory_mib;       /* Lua heap limit while handlers run; 0: none */
     int worker;                /* this worker's number, from 1 */
+    struct shdict *const *shared; /* --shared dictionaries: mr.shared.NAME */
+    int nshared;
 };
 
 struct lua_host_stats {

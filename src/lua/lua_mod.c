@@ -67,7 +67,7 @@ static int l_stats(lua_State *L)
 {
     struct lua_host *h = HOST(L);
     struct core *k = h->k;
-    lua_createtable(L, 0, 10);
+    lua_createtable(L, 0, 11);
     if (!k)
         return 1; /* called while the script loads: nothing to count yet */
     set_num(L, "conns", core_live(k));
@@ -80,6 +80,7 @@ static int l_stats(lua_State *L)
     set_num(L, "enters", (double)k->loop.enters);
     set_num(L, "cqes", (double)k->loop.cqes);
     set_num(L, "lua_mem", (double)h->mem);
+    lua_shared_stats(L, h);
     return 1;
 }
 
@@ -265,6 +266,7 @@ void lua_mod_register(lua_State *L, struct lua_host *h)
     lua_setfield(L, -2, "keep");
     lua_co_register(L, h);
     lua_tcp_register(L, h);
+    lua_shared_register(L, h);
     lua_pushliteral(L, MR_VERSION);
     lua_setfield(L, -2, "version");
     lua_setfield(L, -2, "moonring");

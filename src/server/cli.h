@@ -14,6 +14,16 @@ struct cli_listen {
 
 #define CLI_MAX_LISTEN 16
 #define CLI_MAX_CERTS 8
+#define CLI_MAX_SHARED 32
+
+struct shdict;
+
+/* A dictionary of --shared NAME:SIZE. */
+struct cli_shared {
+    char name[64];             /* a Lua name: mr.shared.NAME */
+    unsigned long long size;   /* bytes */
+    struct shdict *dict;       /* made by main before the workers fork */
+};
 
 struct cli_opts {
     const char *bind;          /* address, default "127.0.0.1" */
@@ -47,6 +57,8 @@ struct cli_opts {
     const char *tls_protocols; /* "TLSv1.2 TLSv1.3" */
     const char *tls_ciphers;   /* for TLS 1.2; NULL: OpenSSL's default */
     const char *tls_alpn;      /* "h2,http/1.1", or NULL */
+    struct cli_shared shared[CLI_MAX_SHARED]; /* --shared */
+    int nshared;
     const char *script;        /* NULL: built-in echo */
     int script_argc;           /* arguments after the script */
     char **script_argv;
