@@ -2,15 +2,14 @@
  * Lua with the methods of OpenResty's ngx.shared.DICT. Each call locks
  * one shard for a moment and never waits on the ring, so it works
  * anywhere: at load time, in handlers, timers and coroutines alike.
- * The hot calls make no table and copy a value once, through a buffer on
- * the C stack. */
+ * The hot calls (get, set, add, replace, incr) go through the FFI, make
+ * no table, and copy a value once, into a buffer made once per state. */
 #include "lua_int.h"
 #include "shdict.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define SHD_MT "moonring.shdict"
 #define LSHD_MAGIC 0x73686463u
 
 struct lshd {
@@ -49,39 +48,6 @@ static int fail(lua_State *L, int err)
     return 2;
 }
 
-/* d:get(key): value [, flags when not 0], or nil. */
-static int l_get(lua_State *L)
-{
-    struct shdict *d = self(L);
-    size_t kl;
-    const char *k = key(L, &kl);
-    if (!k)
-        return 2;
-    char buf[4096];
-    struct shdict_val v;
-    int r = shdict_get(d, k, kl, buf, sizeof buf, &v);
-    while (r == SHD_SMALL_BUF) { /* a big one: a buffer the GC takes back */
-        size_t need = v.len;
-        char *big = lua_newuserdata(L, need);
-        r = shdict_get(d, k, kl, big, need, &v);
-    }
-    if (r == SHD_NOT_FOUND) {
-        lua_pushnil(L);
-        return 1;
-    }
-    if (r)
-        return fail(L, r);
-    switch (v.type) {
-    case SHD_STRING:  lua_pushlstring(L, v.str, v.len); break;
-    case SHD_NUMBER:  lua_pushnumber(L, v.num); break;
-    default:          lua_pushboolean(L, v.num != 0); break;
-    }
-    if (!v.flags)
-        return 1;
-    lua_pushnumber(L, v.flags);
-    return 2;
-}
-
 /* A time to live at idx: absent or nil is 0 (for ever). */
 static double opt_ttl(lua_State *L, int idx)
 {
@@ -91,79 +57,22 @@ static double opt_ttl(lua_State *L, int idx)
     return t;
 }
 
-/* d:set / add / replace (key, value [, ttl [, flags]]): true (and nil,
- * true when live entries were evicted for room), or nil, err. */
-static int store(lua_State *L, enum shdict_mode mode)
+/* The calls the Lua side makes through the FFI (ffi_lua below), with
+ * plain arguments. */
+static int ffi_store(struct shdict *d, int mode, const char *k, size_t kl, int type,
+                     const char *s, size_t len, double num, double ttl, uint32_t flags)
 {
-    struct shdict *d = self(L);
-    size_t kl;
-    const char *k = key(L, &kl);
-    if (!k)
-        return 2;
-    struct shdict_val v = { .type = SHD_NIL };
-    switch (lua_type(L, 3)) {
-    case LUA_TSTRING:
-        v.type = SHD_STRING;
-        v.str = lua_tolstring(L, 3, &v.len);
-        break;
-    case LUA_TNUMBER:
-        v.type = SHD_NUMBER;
-        v.num = lua_tonumber(L, 3);
-        break;
-    case LUA_TBOOLEAN:
-        v.type = SHD_BOOLEAN;
-        v.num = lua_toboolean(L, 3);
-        break;
-    case LUA_TNIL:
-    case LUA_TNONE:
-        if (mode == SHD_SET) { /* as ngx.shared: set(k, nil) deletes */
-            shdict_delete(d, k, kl);
-            lua_pushboolean(L, 1);
-            return 1;
-        }
-        /* fall through */
-    default:
-        return luaL_argerror(L, 3, "string, number or boolean expected");
-    }
-    double ttl = opt_ttl(L, 4);
-    lua_Number f = luaL_optnumber(L, 5, 0);
-    if (!(f >= 0 && f <= 4294967295.0) || f != (lua_Number)(uint32_t)f)
-        return luaL_argerror(L, 5, "flags expected: an integer 0 to 2^32-1");
-    v.flags = (uint32_t)f;
+    struct shdict_val v = { .type = (enum shdict_type)type, .flags = flags,
+                            .num = num, .str = s, .len = len };
     bool evicted;
-    int r = shdict_store(d, mode, k, kl, &v, ttl, &evicted);
-    if (r)
-        return fail(L, r);
-    lua_pushboolean(L, 1);
-    if (!evicted)
-        return 1;
-    lua_pushnil(L);
-    lua_pushboolean(L, 1);
-    return 3;
+    int r = shdict_store(d, (enum shdict_mode)mode, k, kl, &v, ttl, &evicted);
+    return r ? r : evicted;
 }
 
-static int l_set(lua_State *L) { return store(L, SHD_SET); }
-static int l_add(lua_State *L) { return store(L, SHD_ADD); }
-static int l_replace(lua_State *L) { return store(L, SHD_REPLACE); }
-
-/* d:incr(key, n [, init [, init_ttl]]): the new value, or nil, err
- * ("not found" without init, "not a number"). */
-static int l_incr(lua_State *L)
+static int ffi_incr(struct shdict *d, const char *k, size_t kl, double by, int has_init,
+                    double init, double ttl, double *out)
 {
-    struct shdict *d = self(L);
-    size_t kl;
-    const char *k = key(L, &kl);
-    if (!k)
-        return 2;
-    double by = luaL_checknumber(L, 3), init = 0, out;
-    bool has_init = !lua_isnoneornil(L, 4);
-    if (has_init)
-        init = luaL_checknumber(L, 4);
-    int r = shdict_incr(d, k, kl, by, has_init ? &init : NULL, opt_ttl(L, 5), &out);
-    if (r)
-        return fail(L, r);
-    lua_pushnumber(L, out);
-    return 1;
+    return shdict_incr(d, k, kl, by, has_init ? &init : NULL, ttl, out);
 }
 
 /* d:delete(key): true, or false when there was no such key. */
@@ -264,11 +173,6 @@ static int l_tostring(lua_State *L)
 }
 
 static const luaL_Reg methods[] = {
-    { "get", l_get },
-    { "set", l_set },
-    { "add", l_add },
-    { "replace", l_replace },
-    { "incr", l_incr },
     { "delete", l_delete },
     { "ttl", l_ttl },
     { "expire", l_expire },
@@ -279,26 +183,152 @@ static const luaL_Reg methods[] = {
     { NULL, NULL },
 };
 
+/* get, set, add, replace and incr, the calls of hot loops, are Lua
+ * functions that call C through the FFI: compiled by the JIT, such a call
+ * costs a few ns, where one through the Lua C API costs some 30 (as in
+ * OpenResty, whose lua-resty-core does the same). The chunk runs once
+ * per Lua state with the C functions, and returns what adds those
+ * methods to a dictionary's own method table, closing over it. */
+static const char ffi_lua[] =
+    "local ffi = require 'ffi'\n"
+    "local c_get, c_store, c_incr = ...\n"
+    "ffi.cdef[[typedef struct { int type; uint32_t flags; double num;\n"
+    "  const char *str; size_t len; } moonring_shdict_val;]]\n"
+    "c_get = ffi.cast('int (*)(void *, const char *, size_t, char *, size_t,'\n"
+    "  .. ' moonring_shdict_val *)', c_get)\n"
+    "c_store = ffi.cast('int (*)(void *, int, const char *, size_t, int,'\n"
+    "  .. ' const char *, size_t, double, double, uint32_t)', c_store)\n"
+    "c_incr = ffi.cast('int (*)(void *, const char *, size_t, double, int,'\n"
+    "  .. ' double, double, double *)', c_incr)\n"
+    "local BUF = 4096\n"
+    "local buf, val, out = ffi.new('char[?]', BUF), ffi.new('moonring_shdict_val'),\n"
+    "  ffi.new('double[1]')\n"
+    "local fstring, type, tostring, tonumber, error = ffi.string, type, tostring,\n"
+    "  tonumber, error\n"
+    "local ERR = { [-1] = 'not found', [-2] = 'exists', [-3] = 'no memory',\n"
+    "  [-4] = 'not a number' }\n"
+    "local function bad(n, name, what)\n"
+    "  error(\"bad argument #\" .. n .. \" to '\" .. name .. \"' (\" .. what .. ')', 3)\n"
+    "end\n"
+    "local function ttl_of(t, n, name)\n"
+    "  if t == nil then return 0 end\n"
+    "  if type(t) ~= 'number' or not (t >= 0 and t <= 1e9) then\n"
+    "    bad(n, name, 'seconds expected (0: no expiry)') end\n"
+    "  return t\n"
+    "end\n"
+    "return function(M, self, ptr)\n"
+    "  local d = ffi.cast('void *', ptr)\n"
+    "  local EXPECTED = \"shared dictionary expected (call methods with ':')\"\n"
+    "  -- the key, or nil and the reason\n"
+    "  local function key(s, k, name)\n"
+    "    if s ~= self then bad(1, name, EXPECTED) end\n"
+    "    local t = type(k)\n"
+    "    if t ~= 'string' then\n"
+    "      if t ~= 'number' then bad(2, name, 'string key expected') end\n"
+    "      k = tostring(k)\n"
+    "    end\n"
+    "    local n = #k\n"
+    "    if n == 0 then return nil, 'empty key' end\n"
+    "    if n > 65535 then return nil, 'key too long' end\n"
+    "    return k, n\n"
+    "  end\n"
+    "  function M.get(s, k)\n"
+    "    local k, n = key(s, k, 'get')\n"
+    "    if not k then return nil, n end\n"
+    "    local b, r = buf, c_get(d, k, n, buf, BUF, val)\n"
+    "    while r == -6 do   -- a big one\n"
+    "      local len = tonumber(val.len)\n"
+    "      b = ffi.new('char[?]', len)\n"
+    "      r = c_get(d, k, n, b, len, val)\n"
+    "    end\n"
+    "    if r ~= 0 then\n"
+    "      if r == -1 then return nil end\n"
+    "      return nil, ERR[r]\n"
+    "    end\n"
+    "    local t, v = val.type\n"
+    "    if t == 1 then v = fstring(b, val.len)\n"
+    "    elseif t == 2 then v = val.num\n"
+    "    else v = val.num ~= 0 end\n"
+    "    local f = val.flags\n"
+    "    if f ~= 0 then return v, f end\n"
+    "    return v\n"
+    "  end\n"
+    "  local function store(mode, name)\n"
+    "    return function(s, k, v, ttl, flags)\n"
+    "      local k, n = key(s, k, name)\n"
+    "      if not k then return nil, n end\n"
+    "      local tv, vt, str, len, num = type(v), 1, nil, 0, 0\n"
+    "      if tv == 'string' then str, len = v, #v\n"
+    "      elseif tv == 'number' then vt, num = 2, v\n"
+    "      elseif tv == 'boolean' then vt, num = 3, v and 1 or 0\n"
+    "      elseif v == nil and mode == 0 then   -- as ngx.shared: set(k, nil) deletes\n"
+    "        M.delete(s, k)\n"
+    "        return true\n"
+    "      else bad(3, name, 'string, number or boolean expected') end\n"
+    "      ttl = ttl_of(ttl, 4, name)\n"
+    "      if flags == nil then flags = 0\n"
+    "      elseif type(flags) ~= 'number' or flags < 0 or flags > 4294967295\n"
+    "        or flags % 1 ~= 0 then bad(5, name, 'flags expected: an integer 0 to 2^32-1') end\n"
+    "      local r = c_store(d, mode, k, n, vt, str, len, num, ttl, flags)\n"
+    "      if r == 0 then return true end\n"
+    "      if r == 1 then return true, nil, true end\n"
+    "      return nil, ERR[r]\n"
+    "    end\n"
+    "  end\n"
+    "  M.set, M.add, M.replace = store(0, 'set'), store(1, 'add'), store(2, 'replace')\n"
+    "  function M.incr(s, k, by, init, ttl)\n"
+    "    local k, n = key(s, k, 'incr')\n"
+    "    if not k then return nil, n end\n"
+    "    if type(by) ~= 'number' then bad(3, 'incr', 'number expected') end\n"
+    "    local has = 1\n"
+    "    if init == nil then has, init = 0, 0\n"
+    "    elseif type(init) ~= 'number' then bad(4, 'incr', 'number expected') end\n"
+    "    local r = c_incr(d, k, n, by, has, init, ttl_of(ttl, 5, 'incr'), out)\n"
+    "    if r ~= 0 then return nil, ERR[r] end\n"
+    "    return out[0]\n"
+    "  end\n"
+    "end\n";
+
+/* The builder of ffi_lua, run with the C functions; pushed. */
+static void push_builder(lua_State *L)
+{
+    if (luaL_loadbuffer(L, ffi_lua, sizeof ffi_lua - 1, "=moonring.shared"))
+        lua_error(L);
+    lua_pushlightuserdata(L, (void *)shdict_get);
+    lua_pushlightuserdata(L, (void *)ffi_store);
+    lua_pushlightuserdata(L, (void *)ffi_incr);
+    lua_call(L, 3, 1);
+}
+
+/* mr.shared: each dictionary a userdata with a metatable and methods of
+ * its own, into the module table on top. */
 void lua_shared_register(lua_State *L, struct lua_host *h)
 {
-    luaL_newmetatable(L, SHD_MT);
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, "moonring.shdict");
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
     lua_createtable(L, 0, h->nshared);
+    if (h->nshared)
+        push_builder(L);
     for (int i = 0; i < h->nshared; i++) {
         struct lshd *u = lua_newuserdata(L, sizeof *u);
         u->magic = LSHD_MAGIC;
         u->d = h->shared[i];
-        luaL_getmetatable(L, SHD_MT);
+        lua_createtable(L, 0, 3);          /* its metatable */
+        lua_newtable(L);                   /* its methods */
+        luaL_register(L, NULL, methods);
+        lua_pushvalue(L, -4);              /* the builder */
+        lua_pushvalue(L, -2);
+        lua_pushvalue(L, -5);
+        lua_pushlightuserdata(L, u->d);
+        lua_call(L, 3, 0);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_tostring);
+        lua_setfield(L, -2, "__tostring");
+        lua_pushliteral(L, "moonring.shdict");
+        lua_setfield(L, -2, "__metatable");
         lua_setmetatable(L, -2);
-        lua_setfield(L, -2, shdict_name(h->shared[i]));
+        lua_setfield(L, -3, shdict_name(h->shared[i]));
     }
+    if (h->nshared)
+        lua_pop(L, 1);                     /* the builder */
     lua_setfield(L, -2, "shared");
 }
 
