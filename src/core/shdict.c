@@ -209,10 +209,13 @@ static unsigned order_for(size_t bytes)
     return o;
 }
 
-/* Empty the shard: free lists over the whole arena, no entries. */
-static void shard_reset(struct shd_shard *s)
+/* Empty the shard: free lists over the whole arena, no entries. The
+ * buckets of a new mapping are zero already: clearing them would make
+ * every page of them resident for nothing. */
+static void shard_reset(struct shd_shard *s, bool clear)
 {
-    memset(BUCKETS(s), 0, (size_t)s->nbuckets * sizeof(uint32_t));
+    if (clear)
+        memset(BUCKETS(s), 0, (size_t)s->nbuckets * sizeof(uint32_t));
     memset(s->free, 0, sizeof s->free);
     s->lru_head = s->lru_tail = 0;
     s->entries = s->used = 0;
@@ -246,7 +249,7 @@ static int shard_init(struct shd_shard *s, uint32_t size)
     s->top_order = MIN_ORDER;
     while (s->top_order < MAX_ORDER && (2u << s->top_order) <= s->arena_size)
         s->top_order++;
-    shard_reset(s);
+    shard_reset(s, false);
     return 0;
 }
 
@@ -263,7 +266,7 @@ static struct shd_shard *lock(struct shdict *d, unsigned i)
             log_warn("shared dictionary %s: a process died while changing "
                      "shard %u: its %llu entries are dropped", d->name, i,
                      (unsigned long long)s->entries);
-            shard_reset(s);
+            shard_reset(s, true);
             s->wipes++;
             s->writing = 0;
         }
@@ -697,7 +700,7 @@ void shdict_flush_all(struct shdict *d)
     for (unsigned i = 0; i < d->head->nshards; i++) {
         struct shd_shard *s = lock(d, i);
         writing(s);
-        shard_reset(s);
+        shard_reset(s, true);
         unlock(s);
     }
 }
