@@ -460,7 +460,7 @@ shared_moonring() { # shared_moonring WORKERS: record the four rates
   stop
 }
 shared_nginx() { # shared_nginx WORKERS
-  local w=$1 op try a b l1 l2
+  local w=$1 op try a b l1 l2 c1 c2
   mkdir -p "$work/nginx/logs"
   sed "s|@MODS@|/usr/lib/nginx/modules|; s|@WORK@|$work/nginx|; s|@PORT@|$((PORT + 1))|; s|@WORKERS@|$w|" \
     tests/bench/nginx_shared.conf >"$work/nginx/shared.conf"
@@ -468,9 +468,10 @@ shared_nginx() { # shared_nginx WORKERS
   for op in get set; do
     note_cmd curl -s "http://127.0.0.1:\$PORT/$op?n=$SHARED_N"
     for try in $(seq 10); do   # two at once must be on two workers
-      curl -s "http://127.0.0.1:$PORT/$op?n=$SHARED_N" >"$work/s1" &
-      [ "$w" = 1 ] || curl -s "http://127.0.0.1:$PORT/$op?n=$SHARED_N" >"$work/s2" &
-      wait
+      curl -s "http://127.0.0.1:$PORT/$op?n=$SHARED_N" >"$work/s1" & c1=$!
+      c2=
+      [ "$w" = 1 ] || { curl -s "http://127.0.0.1:$PORT/$op?n=$SHARED_N" >"$work/s2" & c2=$!; }
+      wait $c1 $c2             # not the server, also a child of ours
       read -r a l1 <"$work/s1"; b=x l2=0
       [ "$w" = 1 ] || read -r b l2 <"$work/s2"
       [ "$a" != "$b" ] && break
