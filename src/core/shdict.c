@@ -10,10 +10,21 @@
  * allocator without page reclaim would. An entry is one block: its
  * header, its key, its value.
  *
- * Death of a lock holder: the shard's `writing` word is 1 for as long as
- * a change is under way. A robust mutex hands the next locker
- * EOWNERDEAD; if the dead one was writing, the shard may hold a
- * half-linked entry, and it is wiped (logged). */
+ * Reads take no lock: each shard has a sequence number, odd while a
+ * change is under way (a seqlock). A reader notes it, looks the key up
+ * checking every offset it follows against the arena's bounds, copies
+ * the value, and keeps what it read only if the number did not move;
+ * else it tries again, and then takes the lock. So a get costs no atomic
+ * operation, and readers never write to an entry: they mark it used in a
+ * side array of one byte per 64-byte block, which eviction reads (CLOCK:
+ * the tail entry of the LRU list goes unless it was read since it was
+ * put there; then it goes back to the head once). A stale mark there
+ * costs one second chance, nothing more.
+ *
+ * Death of a lock holder: a robust mutex hands the next locker
+ * EOWNERDEAD; if the dead one was in the middle of a change (the
+ * sequence number is odd), the shard may hold a half-linked entry, and
+ * it is wiped (logged). */
 #include "shdict.h"
 #include "log.h"
 
@@ -45,14 +56,16 @@ struct shd_head {
 
 struct shd_shard {
     pthread_mutex_t lock;
-    uint32_t writing;            /* a change is half made */
+    uint32_t seq;                /* odd while a change is half made */
     uint32_t nbuckets;           /* a power of two */
     uint32_t buckets;            /* offset of uint32_t[nbuckets] */
+    uint32_t refs;               /* offset of uint8_t[arena_size / 64]:
+                                    read since it was last moved */
     uint32_t arena, arena_size;  /* offset and bytes of the arena */
     uint32_t top_order;          /* the largest block */
     uint32_t lru_head, lru_tail; /* most recently used at the head */
     uint32_t free[MAX_ORDER + 1];
-    uint64_t hits, misses, evictions, entries, used, free_bytes, wipes;
+    uint64_t evictions, entries, used, free_bytes, wipes;
 };
 
 struct shd_free {                /* a free block */
@@ -79,6 +92,7 @@ struct shdict {
     size_t size;
     unsigned shard_shift;        /* 64 - log2(nshards): shard from the top bits */
     uint64_t seed;               /* the header's, at hand */
+    uint64_t hits, misses;       /* this process's gets: no shared line */
     void (*hook)(void);
 };
 
@@ -127,6 +141,10 @@ static uint64_t hash(uint64_t seed, const char *p, size_t n)
 #define ENT(s, off) ((struct shd_entry *)AT(s, off))
 #define FREE(s, off) ((struct shd_free *)AT(s, off))
 #define BUCKETS(s) ((uint32_t *)AT(s, (s)->buckets))
+#define REF(s, off) (((uint8_t *)AT(s, (s)->refs))[((off) - (s)->arena) >> MIN_ORDER])
+/* One read of a field that a writer may be changing: the compiler must
+ * not read it twice (once to check it, once to use it). */
+#define RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 static struct shd_shard *shard_at(const struct shdict *d, unsigned i)
 {
@@ -244,7 +262,10 @@ static int shard_init(struct shd_shard *s, uint32_t size)
         nb <<= 1;
     s->nbuckets = nb;
     s->buckets = (uint32_t)((sizeof *s + 63) & ~63ul);
-    s->arena = (s->buckets + nb * 4 + 63) & ~63u;
+    s->refs = s->buckets + nb * 4;
+    /* the arena and its marks: 65 bytes for each 64 */
+    uint32_t rest = size - s->refs;
+    s->arena = (s->refs + rest / 65 + 63) & ~63u;
     s->arena_size = (size - s->arena) & ~63u;
     s->top_order = MIN_ORDER;
     while (s->top_order < MAX_ORDER && (2u << s->top_order) <= s->arena_size)
@@ -262,13 +283,13 @@ static struct shd_shard *lock(struct shdict *d, unsigned i)
     struct shd_shard *s = shard_at(d, i);
     int r = pthread_mutex_lock(&s->lock);
     if (r == EOWNERDEAD) {
-        if (s->writing) {
+        if (s->seq & 1) {
             log_warn("shared dictionary %s: a process died while changing "
                      "shard %u: its %llu entries are dropped", d->name, i,
                      (unsigned long long)s->entries);
             shard_reset(s, true);
             s->wipes++;
-            s->writing = 0;
+            __atomic_store_n(&s->seq, s->seq + 1, __ATOMIC_RELEASE);
         }
         pthread_mutex_consistent(&s->lock);
     } else if (r) { /* ENOTRECOVERABLE cannot be: every owner is made consistent */
@@ -278,19 +299,24 @@ static struct shd_shard *lock(struct shdict *d, unsigned i)
     return s;
 }
 
-/* Mark the shard as being changed, until done(). The signal fences keep
- * the compiler from moving the stores of the change outside: a SIGKILL
- * can land between any two instructions. */
+/* Mark the locked shard as being changed, until unlock(): its sequence
+ * number goes odd, before any store of the change (the release fence,
+ * which also keeps the compiler from moving them: a SIGKILL can land
+ * between any two instructions). */
 static void writing(struct shd_shard *s)
 {
-    __atomic_store_n(&s->writing, 1, __ATOMIC_RELAXED);
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    uint32_t q = s->seq;
+    if (q & 1)
+        return;
+    __atomic_store_n(&s->seq, q + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
 }
 
 static void unlock(struct shd_shard *s)
 {
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    __atomic_store_n(&s->writing, 0, __ATOMIC_RELAXED);
+    uint32_t q = s->seq;
+    if (q & 1) /* even again, after every store of the change */
+        __atomic_store_n(&s->seq, q + 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -416,15 +442,24 @@ static uint32_t find_live(struct where *w, const char *key, size_t klen, uint64_
     return off;
 }
 
-/* A block for an entry of `bytes`, evicting from the LRU tail for room. */
+/* A block for an entry of `bytes`, evicting from the LRU tail for room:
+ * a tail entry read since it was put at the head goes back there once
+ * (at most as many times as there are entries: readers may mark them
+ * again meanwhile). */
 static uint32_t entry_alloc(struct shd_shard *s, unsigned order, bool *evicted)
 {
-    uint64_t now = 0;
+    uint64_t now = 0, chances = s->entries;
     for (;;) {
         uint32_t off = block_alloc(s, order);
         if (off || !s->lru_tail)
             return off;
         uint32_t victim = s->lru_tail;
+        if (chances && RD(REF(s, victim)) && !expired(ENT(s, victim), &now)) {
+            chances--;
+            __atomic_store_n(&REF(s, victim), 0, __ATOMIC_RELAXED);
+            lru_touch(s, ENT(s, victim), victim);
+            continue;
+        }
         if (!expired(ENT(s, victim), &now)) {
             s->evictions++;
             if (evicted)
@@ -464,6 +499,86 @@ static int check_key(size_t klen)
 
 /* ---- the API ---------------------------------------------------------- */
 
+enum { RETRY = -100 };          /* what a reader saw was being changed */
+
+/* Copy the value of entry e into v and buf; SHD_SMALL_BUF when it does
+ * not fit. klen, type and vlen are what the caller read (and checked):
+ * a reader without the lock must not read them again. */
+static int copy_out(const struct shd_entry *e, size_t klen, unsigned type,
+                    uint32_t vlen, char *buf, size_t cap, struct shdict_val *v)
+{
+    const char *p = e->data + klen;
+    v->type = (enum shdict_type)type;
+    v->flags = RD(e->flags);
+    if (type == SHD_STRING) {
+        v->len = vlen;
+        v->str = buf;
+        if (vlen > cap)
+            return SHD_SMALL_BUF;
+        memcpy(buf, p, vlen);
+    } else if (type == SHD_NUMBER) {
+        memcpy(&v->num, p, sizeof v->num);
+    } else {
+        v->num = RD(*p);
+    }
+    return SHD_OK;
+}
+
+/* shdict_get without the lock: SHD_OK (*at: the entry), SHD_NOT_FOUND,
+ * SHD_SMALL_BUF, or RETRY when an offset or a length it read cannot be
+ * right (a writer is at work). Whatever it returns stands only if the
+ * shard's sequence number has not moved meanwhile. */
+static int get_unlocked(struct shd_shard *s, const struct where *w, const char *key,
+                        size_t klen, char *buf, size_t cap, struct shdict_val *v,
+                        uint32_t *at)
+{
+    uint64_t end = (uint64_t)s->arena + s->arena_size, now = 0;
+    uint32_t off = RD(BUCKETS(s)[w->h & (s->nbuckets - 1)]);
+    for (int steps = 0; off; steps++) {
+        if (steps > 64 || off < s->arena || off + sizeof(struct shd_entry) > end ||
+            ((off - s->arena) & 63))
+            return RETRY;
+        struct shd_entry *e = ENT(s, off);
+        if (RD(e->hash) == w->h && RD(e->klen) == klen) {
+            if (off + sizeof *e + klen > end)
+                return RETRY;
+            if (same(e->data, key, klen)) {
+                unsigned type = RD(e->type);
+                uint32_t vlen = RD(e->vlen);
+                uint64_t x = RD(e->expires);
+                if (type < SHD_STRING || type > SHD_BOOLEAN ||
+                    off + sizeof *e + klen + vlen > end ||
+                    (type == SHD_NUMBER && vlen != sizeof(double)))
+                    return RETRY;
+                if (x && x <= (now ? now : (now = now_ns())))
+                    return SHD_NOT_FOUND;
+                *at = off;
+                return copy_out(e, klen, type, vlen, buf, cap, v);
+            }
+        }
+        off = RD(e->chain);
+    }
+    return SHD_NOT_FOUND;
+}
+
+/* The same under the lock, when readers keep meeting writers. */
+static int get_locked(struct shdict *d, struct where *w, const char *key,
+                      size_t klen, char *buf, size_t cap, struct shdict_val *v)
+{
+    w->s = lock(d, w->shard);
+    uint64_t now = 0;
+    int ret = SHD_NOT_FOUND;
+    uint32_t off = find_live(w, key, klen, &now);
+    if (off) {
+        struct shd_entry *e = ENT(w->s, off);
+        ret = copy_out(e, klen, e->type, e->vlen, buf, cap, v);
+        if (ret == SHD_OK)
+            __atomic_store_n(&REF(w->s, off), 1, __ATOMIC_RELAXED);
+    }
+    unlock(w->s);
+    return ret;
+}
+
 int shdict_get(struct shdict *d, const char *key, size_t klen, char *buf,
                size_t cap, struct shdict_val *v)
 {
@@ -471,37 +586,25 @@ int shdict_get(struct shdict *d, const char *key, size_t klen, char *buf,
         return SHD_BAD_KEY;
     struct where w;
     locate(d, key, klen, &w);
-    w.s = lock(d, w.shard);
-    uint64_t now = 0;
-    int ret = SHD_OK;
-    uint32_t off = find_live(&w, key, klen, &now);
-    if (!off) {
-        w.s->misses++;
-        unlock(w.s);
-        return SHD_NOT_FOUND;
+    struct shd_shard *s = w.s = shard_at(d, w.shard);
+    int ret = RETRY;
+    for (int tries = 0; tries < 4 && ret == RETRY; tries++) {
+        uint32_t q = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE), at = 0;
+        if (q & 1)
+            break;
+        ret = get_unlocked(s, &w, key, klen, buf, cap, v, &at);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) != q)
+            ret = RETRY;
+        else if (ret == SHD_OK && !RD(REF(s, at))) /* used: spare it once */
+            __atomic_store_n(&REF(s, at), 1, __ATOMIC_RELAXED);
     }
-    struct shd_entry *e = ENT(w.s, off);
-    const char *p = e->data + e->klen;
-    v->type = (enum shdict_type)e->type;
-    v->flags = e->flags;
-    if (e->type == SHD_STRING) {
-        v->len = e->vlen;
-        v->str = buf;
-        if (e->vlen > cap)
-            ret = SHD_SMALL_BUF;
-        else
-            memcpy(buf, p, e->vlen);
-    } else if (e->type == SHD_NUMBER) {
-        memcpy(&v->num, p, sizeof v->num);
-    } else {
-        v->num = *p;
-    }
-    if (ret == SHD_OK) {
-        w.s->hits++;
-        writing(w.s);
-        lru_touch(w.s, e, off);
-    }
-    unlock(w.s);
+    if (ret == RETRY)
+        ret = get_locked(d, &w, key, klen, buf, cap, v);
+    if (ret == SHD_OK)
+        d->hits++;
+    else if (ret == SHD_NOT_FOUND)
+        d->misses++;
     return ret;
 }
 
@@ -531,6 +634,7 @@ static int store_locked(struct shdict *d, struct where *w, enum shdict_mode mode
         if (!off) /* cannot be: the shard emptied holds a top block */
             return SHD_NO_MEMORY;
         e = ENT(s, off);
+        __atomic_store_n(&REF(s, off), 0, __ATOMIC_RELAXED);
         e->hash = w->h;
         e->klen = (uint16_t)klen;
         memcpy(e->data, key, klen);
@@ -644,8 +748,10 @@ int shdict_expire(struct shdict *d, const char *key, size_t klen, double ttl)
     w.s = lock(d, w.shard);
     uint64_t now = 0;
     uint32_t off = find_live(&w, key, klen, &now);
-    if (off)
+    if (off) {
+        writing(w.s);
         ENT(w.s, off)->expires = expiry(ttl);
+    }
     unlock(w.s);
     return off ? SHD_OK : SHD_NOT_FOUND;
 }
@@ -708,10 +814,10 @@ void shdict_flush_all(struct shdict *d)
 void shdict_stats(struct shdict *d, struct shdict_stats *o)
 {
     memset(o, 0, sizeof *o);
+    o->hits = d->hits;
+    o->misses = d->misses;
     for (unsigned i = 0; i < d->head->nshards; i++) {
         struct shd_shard *s = lock(d, i);
-        o->hits += s->hits;
-        o->misses += s->misses;
         o->evictions += s->evictions;
         o->entries += s->entries;
         o->used += s->used;

@@ -7,7 +7,8 @@
  * robust process-shared mutex, hash table, LRU list and buddy allocator.
  * A shard whose lock holder died in the middle of a change is wiped by
  * the next locker, with a warning, so that nothing half-written is ever
- * read. Every call locks one shard briefly and never waits otherwise. */
+ * read. A write locks one shard briefly; a get takes no lock (a seqlock,
+ * see shdict.c); nothing waits otherwise. */
 #ifndef MR_SHDICT_H
 #define MR_SHDICT_H
 
@@ -48,7 +49,7 @@ struct shdict_val {
 enum shdict_mode { SHD_SET, SHD_ADD, SHD_REPLACE };
 
 struct shdict_stats {
-    uint64_t hits, misses;   /* get() that found a live value, or not */
+    uint64_t hits, misses;   /* this process's get()s that found a live value, or not */
     uint64_t evictions;      /* live entries dropped to make room */
     uint64_t entries;        /* in the dictionary now, expired or not */
     uint64_t used;           /* bytes of blocks holding entries */

@@ -1,6 +1,6 @@
 /* lua_shared.c - mr.shared.NAME: the dictionaries of --shared, seen from
- * Lua with the methods of OpenResty's ngx.shared.DICT. Each call locks
- * one shard for a moment and never waits on the ring, so it works
+ * Lua with the methods of OpenResty's ngx.shared.DICT. A call locks at
+ * most one shard for a moment and never waits on the ring, so it works
  * anywhere: at load time, in handlers, timers and coroutines alike.
  * The hot calls (get, set, add, replace, incr) go through the FFI, make
  * no table, and copy a value once, into a buffer made once per state. */

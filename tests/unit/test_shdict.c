@@ -5,6 +5,7 @@
 #include "shdict.h"
 
 #include <setjmp.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -255,6 +256,82 @@ static void test_processes(void **state)
     assert_true(v.num == PROCS * N);
 }
 
+/* A value of n bytes that says whether it was read whole: its length in
+ * the first 4 bytes, then bytes that follow from it. */
+static size_t make_value(char *v, unsigned n)
+{
+    n = 8 + n % 3000;
+    memcpy(v, &n, 4);
+    for (unsigned i = 4; i < n; i++)
+        v[i] = (char)(n + i);
+    return n;
+}
+
+static bool whole(const char *v, size_t len)
+{
+    unsigned n;
+    if (len < 8)
+        return false;
+    memcpy(&n, v, 4);
+    if (n != len)
+        return false;
+    for (unsigned i = 4; i < n; i++)
+        if (v[i] != (char)(n + i))
+            return false;
+    return true;
+}
+
+/* Readers take no lock: while two processes rewrite 64 keys with values
+ * of every size (blocks freed, merged, split, chains relinked, entries
+ * evicted from a small dictionary), two others read them, and every
+ * value they get is one that was written whole. */
+static void test_readers_see_whole_values(void **state)
+{
+    (void)state;
+    struct shdict *d = shdict_new("race", 256u << 10, err, sizeof err);
+    assert_non_null(d);
+    enum { PROCS = 4 };
+    pid_t pids[PROCS];
+    for (int p = 0; p < PROCS; p++) {
+        pids[p] = fork();
+        assert_true(pids[p] >= 0);
+        if (pids[p])
+            continue;
+        char k[16], v[4096];
+        long bad = 0, seen = 0;
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        srand((unsigned)p + 1);
+        for (unsigned i = 0;; i++) {
+            if ((i & 255) == 0) {
+                clock_gettime(CLOCK_MONOTONIC, &t);
+                if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > 300)
+                    break;
+            }
+            snprintf(k, sizeof k, "key%d", rand() % 64);
+            if (p < 2) {
+                struct shdict_val val = { .type = SHD_STRING, .str = v,
+                                          .len = make_value(v, (unsigned)rand()) };
+                shdict_store(d, SHD_SET, K(k), &val, 0, NULL);
+            } else {
+                struct shdict_val val;
+                if (shdict_get(d, K(k), v, sizeof v, &val) == SHD_OK) {
+                    seen++;
+                    bad += !whole(v, val.len);
+                }
+            }
+        }
+        _exit(bad ? 1 : p >= 2 && seen == 0 ? 2 : 0);
+    }
+    for (int p = 0; p < PROCS; p++) {
+        int st;
+        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+    }
+    shdict_free(d);
+}
+
 static void die(void) { raise(SIGKILL); }
 
 /* A process killed inside a store, after taking a block and before
@@ -318,6 +395,7 @@ int main(void)
         T(test_keys_and_flush),
         cmocka_unit_test(test_lru_eviction),
         T(test_processes),
+        cmocka_unit_test(test_readers_see_whole_values),
         T(test_killed_holder),
         cmocka_unit_test(test_bad_new),
     };
