@@ -449,7 +449,7 @@ shared_moonring() { # shared_moonring WORKERS: record the four rates
   done
   [ "$w" = 1 ] || [ -n "$fd4" ] || { echo "bench: shared: no connection to each worker" >&2; exit 1; }
   for op in get set; do
-    note_cmd "echo '$op $SHARED_N' | socat - TCP:127.0.0.1:\$PORT"
+    note_cmd socat - 'TCP:127.0.0.1:$PORT' "# sent: $op $SHARED_N"
     echo "$op $SHARED_N" >&3; [ "$w" = 1 ] || echo "$op $SHARED_N" >&4
     read -r -t 60 a l1 <&3; l2=0
     [ "$w" = 1 ] || read -r -t 60 b l2 <&4
