@@ -63,7 +63,7 @@ struct shd_shard {
                                     read since it was last moved */
     uint32_t arena, arena_size;  /* offset and bytes of the arena */
     uint32_t top_order;          /* the largest block */
-    uint32_t lru_head, lru_tail; /* most recently used at the head */
+    uint32_t lru_head, lru_tail; /* most recently stored (or spared) at the head */
     uint32_t free[MAX_ORDER + 1];
     uint64_t evictions, entries, used, free_bytes, wipes;
 };

@@ -92,7 +92,7 @@ int shdict_ttl(struct shdict *d, const char *key, size_t klen, double *left);
 /* Set the time to live of a live value (0: for ever), or SHD_NOT_FOUND. */
 int shdict_expire(struct shdict *d, const char *key, size_t klen, double ttl);
 
-/* Up to max live keys (0: all), most recently used first within each
+/* Up to max live keys (0: all), most recently stored first within each
  * shard, into a buffer the caller frees: each is its length (2 bytes,
  * native order) and its bytes. Returns how many, or -1 out of memory. */
 long shdict_keys(struct shdict *d, size_t max, char **buf, size_t *len);
