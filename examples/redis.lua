@@ -5,8 +5,13 @@
 -- EXPIRE TTL KEYS DBSIZE FLUSHALL, plus what redis-cli and
 -- redis-benchmark send when they start (COMMAND, CONFIG GET, CLIENT,
 -- SELECT, INFO), QUIT, and inline commands ("PING\r\n" from telnet).
--- The data lives in moonring.keep, so it survives hot reloads. Errors are
--- RESP errors; a protocol error also closes the connection, as in Redis.
+-- The data lives in moonring.keep, so it survives hot reloads; or, given
+-- a shared dictionary named redis (moonring -w 2 --shared redis:64m
+-- examples/redis.lua), in that, so that every worker sees every key,
+-- INCR is exact whichever worker runs it, and the data outlives a worker
+-- that dies. There the dictionary's least recently used keys make room
+-- when it is full, as Redis's allkeys-lru would. Errors are RESP errors;
+-- a protocol error also closes the connection, as in Redis.
 --
 -- The protocol is read strictly: the lengths in "*N" and "$N" are plain
 -- decimal numbers ("0", or digits without a leading zero; no sign, space,
@@ -36,6 +41,7 @@ local find, sub, byte, upper, format, concat =
 local floor, huge = math.floor, math.huge
 
 local state = mr.keep("redis", { db = {}, exp = {}, size = 0 })
+local shared = mr.shared.redis
 
 -- Keys with a time to live: remove them when touched after their time,
 -- and sample a few every 100 ms so that unread ones go too.
@@ -49,34 +55,137 @@ local function expired(key, now)
   return false
 end
 
-if state.sweeper then state.sweeper:cancel() end   -- the old version's, on reload
-state.sweeper = mr.every(0.1, function()
-  local now, n = mr.now(), 0
-  for key in pairs(state.exp) do
-    expired(key, now)
-    n = n + 1
-    if n >= 100 then break end
-  end
-end)
+if state.sweeper then state.sweeper:cancel(); state.sweeper = nil end   -- the old version's, on reload
+if not shared then
+  state.sweeper = mr.every(0.1, function()
+    local now, n = mr.now(), 0
+    for key in pairs(state.exp) do
+      expired(key, now)
+      n = n + 1
+      if n >= 100 then break end
+    end
+  end)
+end
 
-local function get(key)
+-- The store: get, set (ttl: seconds, nil for none; nx/xx: only if the
+-- key is absent/present, returning false when not done), del (1 if
+-- there was a key), incr (the new number, or nil), expire, ttl (seconds
+-- left, false for none, nil for no key), keys, size, flush.
+local store = {}
+
+function store.get(key)
   if state.exp[key] then expired(key) end
   return state.db[key]
 end
 
-local function set(key, value)
-  if state.db[key] == nil then state.size = state.size + 1 end
+function store.set(key, value, ttl, nx, xx)
+  local exists = store.get(key) ~= nil
+  if (nx and exists) or (xx and not exists) then return false end
+  if not exists then state.size = state.size + 1 end
   state.db[key] = value
-  state.exp[key] = nil
+  state.exp[key] = ttl and mr.now() + ttl or nil
+  return true
 end
 
-local function del(key)
-  if get(key) == nil then return 0 end
+function store.del(key)
+  if store.get(key) == nil then return 0 end
   state.db[key] = nil
   state.exp[key] = nil
   state.size = state.size - 1
   return 1
 end
+
+local function to_int(s)
+  if type(s) ~= "string" or not find(s, "^%-?%d+$") or #s > 17 then return nil end
+  return tonumber(s)
+end
+
+function store.incr(key, by)
+  local v = store.get(key)
+  local n = v == nil and 0 or to_int(v)
+  if not n then return nil end
+  n = n + by
+  if n >= 2 ^ 53 or n <= -2 ^ 53 then return nil end
+  state.db[key] = format("%d", n)
+  if v == nil then state.size = state.size + 1 end
+  return n
+end
+
+function store.expire(key, s)
+  if store.get(key) == nil then return false end
+  if s <= 0 then store.del(key) else state.exp[key] = mr.now() + s end
+  return true
+end
+
+function store.ttl(key)
+  if store.get(key) == nil then return nil end
+  local t = state.exp[key]
+  return t and t - mr.now() or false
+end
+
+function store.keys(now)
+  local out = {}
+  for key in pairs(state.db) do
+    if not expired(key, now) then out[#out + 1] = key end
+  end
+  return out
+end
+
+function store.size() return state.size end
+
+function store.flush() state.db, state.exp, state.size = {}, {}, 0 end
+
+-- The same on the shared dictionary. An integer in canonical form ("42",
+-- not "042" or "+4") is kept as a number, so that INCR is one atomic
+-- incr of the dictionary; GET turns it back into the same string.
+if shared then
+  local d = shared
+  local function stored(v)
+    local n = to_int(v)
+    if n and format("%d", n) == v then return n end
+    return v
+  end
+  function store.get(key)
+    local v = d:get(key)
+    if type(v) == "number" then return format("%d", v) end
+    return v
+  end
+  function store.set(key, value, ttl, nx, xx)
+    local f = nx and d.add or xx and d.replace or d.set
+    local ok, e = f(d, key, stored(value), ttl or 0)
+    if ok then return true end
+    if e == "exists" or e == "not found" then return false end
+    return nil, e
+  end
+  function store.del(key) return d:delete(key) and 1 or 0 end
+  function store.incr(key, by)
+    local n, e = d:incr(key, by, 0)
+    if not n then
+      if e ~= "not a number" then return nil end
+      -- a string such as "007": INCR as Redis would, not atomically
+      local v = to_int(d:get(key))
+      if not v then return nil end
+      n = v + by
+      d:set(key, n, d:ttl(key) or 0)
+    end
+    if n >= 2 ^ 53 or n <= -2 ^ 53 then d:incr(key, -by); return nil end
+    return n
+  end
+  function store.expire(key, s)
+    if s <= 0 then return d:delete(key) end
+    return d:expire(key, s) ~= nil
+  end
+  function store.ttl(key)
+    local t = d:ttl(key)
+    if t == nil then return nil end
+    return t > 0 and t or false
+  end
+  function store.keys() return d:keys(0) end
+  function store.size() return #d:keys(0) end
+  function store.flush() d:flush_all() end
+end
+
+local get, del = store.get, store.del
 
 -- RESP replies
 local OK, NIL, PONG = "+OK\r\n", "$-1\r\n", "+PONG\r\n"
@@ -92,21 +201,10 @@ local function arity(name) return err("ERR wrong number of arguments for '" .. n
 local NOT_INT = err("ERR value is not an integer or out of range")
 local SYNTAX = err("ERR syntax error")
 
-local function to_int(s)
-  if type(s) ~= "string" or not find(s, "^%-?%d+$") or #s > 17 then return nil end
-  return tonumber(s)
-end
-
 local function incr(key, by)
-  local v = get(key)
-  local n = v == nil and 0 or to_int(v)
-  if not n or not by then return NOT_INT end
-  n = n + by
-  if n >= 2 ^ 53 or n <= -2 ^ 53 then return NOT_INT end
-  local ttl = state.exp[key]
-  set(key, format("%d", n))
-  state.exp[key] = ttl
-  return int(n)
+  if not by then return NOT_INT end
+  local n = store.incr(key, by)
+  return n and int(n) or NOT_INT
 end
 
 -- KEYS pattern: glob matching (* ? [abc] [^a-z] \x) in O(pattern x key)
@@ -182,10 +280,9 @@ commands.SET = function(a)
     elseif opt == "XX" and not nx then xx = true; i = i + 1
     else return SYNTAX end
   end
-  local exists = get(key) ~= nil
-  if (nx and exists) or (xx and not exists) then return NIL end
-  set(key, value)
-  if ttl then state.exp[key] = mr.now() + ttl end
+  local ok, e = store.set(key, value, ttl, nx, xx)
+  if ok == false then return NIL end
+  if not ok then return err("OOM " .. e) end
   return OK
 end
 
@@ -229,7 +326,10 @@ end
 
 commands.MSET = function(a)
   if #a < 3 or #a % 2 == 0 then return arity("mset") end
-  for i = 2, #a, 2 do set(a[i], a[i + 1]) end
+  for i = 2, #a, 2 do
+    local ok, e = store.set(a[i], a[i + 1])
+    if not ok then return err("OOM " .. e) end
+  end
   return OK
 end
 
@@ -237,32 +337,30 @@ commands.EXPIRE = function(a)
   if #a ~= 3 then return arity("expire") end
   local s = to_int(a[3])
   if not s then return NOT_INT end
-  if get(a[2]) == nil then return int(0) end
-  if s <= 0 then del(a[2]) else state.exp[a[2]] = mr.now() + s end
-  return int(1)
+  return int(store.expire(a[2], s) and 1 or 0)
 end
 
 commands.TTL = function(a)
   if #a ~= 2 then return arity("ttl") end
-  if get(a[2]) == nil then return int(-2) end
-  local t = state.exp[a[2]]
+  local t = store.ttl(a[2])
+  if t == nil then return int(-2) end
   if not t then return int(-1) end
-  return int(floor(t - mr.now() + 0.5))
+  return int(floor(t + 0.5))
 end
 
 commands.KEYS = function(a)
   if #a ~= 2 then return arity("keys") end
-  local pat, out, now = a[2], {}, mr.now()
-  for key in pairs(state.db) do
-    if not expired(key, now) and glob_match(pat, key) then out[#out + 1] = key end
+  local pat, out = a[2], {}
+  for _, key in ipairs(store.keys(mr.now())) do
+    if glob_match(pat, key) then out[#out + 1] = key end
   end
   return array(out)
 end
 
-commands.DBSIZE = function(a) return #a == 1 and int(state.size) or arity("dbsize") end
+commands.DBSIZE = function(a) return #a == 1 and int(store.size()) or arity("dbsize") end
 
 commands.FLUSHALL = function()
-  state.db, state.exp, state.size = {}, {}, 0
+  store.flush()
   return OK
 end
 commands.FLUSHDB = commands.FLUSHALL
@@ -281,7 +379,8 @@ commands.SELECT = function(a)
   return a[2] == "0" and OK or err("ERR DB index is out of range")
 end
 commands.INFO = function()
-  return bulk("# Server\r\nredis_version:7.0.0\r\nmoonring:1\r\n# Keyspace\r\ndb0:keys=" .. state.size .. "\r\n")
+  return bulk("# Server\r\nredis_version:7.0.0\r\nmoonring:1\r\n# Keyspace\r\ndb0:keys=" .. store.size()
+    .. "\r\n# Moonring\r\nmoonring_worker:" .. mr.worker() .. "\r\n")
 end
 
 -- A strict RESP length: buf[i, j] is "0", or decimal digits without a

@@ -9,7 +9,8 @@
 # the versions and the exact commands; the rest of that file is prose.
 #
 # usage: scripts/bench.sh    settings from the environment, with their defaults:
-#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 ONLY="echo http https tls hits redis churn idle udp"
+#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 SHARED_N=2000000
+#   ONLY="echo http https tls hits redis churn idle udp shared"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,8 @@ ROUNDS=${ROUNDS:-5}          # alternating rounds; medians are reported
 SECS=${SECS:-3}              # seconds per echo measurement, after 1 s of warm-up
 WRK_SECS=${WRK_SECS:-10}     # seconds per wrk measurement
 IDLE_CONNS=${IDLE_CONNS:-10000}
-ALL="echo http https tls hits redis churn idle udp"
+SHARED_N=${SHARED_N:-2000000} # gets or sets per loop of the shared workload
+ALL="echo http https tls hits redis churn idle udp shared"
 ONLY=${ONLY:-$ALL}           # which workloads
 OUT=${OUT:-BENCHMARKS.md}
 SCPU=0 CCPU=1                # server core, client core
@@ -486,6 +488,68 @@ bench_udp() {
     fi
     stop
     echo "bench: udp round $r of $ROUNDS done" >&2
+# 6. Shared dictionaries: a Lua loop of SHARED_N gets, then sets, of
+# 100-byte values over 1,000 keys, timed inside the handler: moonring's
+# mr.shared (tests/bench/shared_bench.lua) against nginx's ngx.shared.DICT
+# (tests/bench/nginx_shared.conf), with one worker, then with two running
+# the loop at once on the same dictionary (each on a core of its own: the
+# client only sends one line). Operations per second; for two, the sum of
+# the two loops' rates, and the two must be different workers.
+shared_moonring() { # shared_moonring WORKERS: record the four rates
+  local w=$1 op a b l1 l2 fd3= fd4=
+  SCPU=0,1 start ./moonring -w "$w" -p '$PORT' --log-level warn --shared bench:64m \
+    tests/bench/shared_bench.lua
+  # a connection to each worker (new connections land where the kernel says)
+  for _ in $(seq 50); do
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"; echo who >&5; read -r -t 5 l1 <&5
+    if [ -z "$fd3" ]; then exec 3<&5; fd3=$l1
+    elif [ "$w" = 2 ] && [ -z "$fd4" ] && [ "$l1" != "$fd3" ]; then exec 4<&5; fd4=$l1; fi
+    exec 5<&-
+    [ "$w" = 1 ] || [ -n "$fd4" ] && break
+  done
+  [ "$w" = 1 ] || [ -n "$fd4" ] || { echo "bench: shared: no connection to each worker" >&2; exit 1; }
+  for op in get set; do
+    note_cmd socat - 'TCP:127.0.0.1:$PORT' "# sent: $op $SHARED_N"
+    echo "$op $SHARED_N" >&3; [ "$w" = 1 ] || echo "$op $SHARED_N" >&4
+    read -r -t 60 a l1 <&3; l2=0
+    [ "$w" = 1 ] || read -r -t 60 b l2 <&4
+    record "shared.moonring.$op.$w" "$(awk -v n="$SHARED_N" -v x="$l1" -v y="$l2" \
+      'BEGIN { printf "%.0f", n / x + (y > 0 ? n / y : 0) }')"
+  done
+  exec 3<&-; [ "$w" = 1 ] || exec 4<&-
+  stop
+}
+shared_nginx() { # shared_nginx WORKERS
+  local w=$1 op try a b l1 l2 c1 c2
+  mkdir -p "$work/nginx/logs"
+  sed "s|@MODS@|/usr/lib/nginx/modules|; s|@WORK@|$work/nginx|; s|@PORT@|$((PORT + 1))|; s|@WORKERS@|$w|" \
+    tests/bench/nginx_shared.conf >"$work/nginx/shared.conf"
+  SCPU=0,1 start nginx -p "$work/nginx" -c "$work/nginx/shared.conf"
+  for op in get set; do
+    note_cmd curl -s "http://127.0.0.1:\$PORT/$op?n=$SHARED_N"
+    for try in $(seq 10); do   # two at once must be on two workers
+      curl -s "http://127.0.0.1:$PORT/$op?n=$SHARED_N" >"$work/s1" & c1=$!
+      c2=
+      [ "$w" = 1 ] || { curl -s "http://127.0.0.1:$PORT/$op?n=$SHARED_N" >"$work/s2" & c2=$!; }
+      wait $c1 $c2             # not the server, also a child of ours
+      read -r a l1 <"$work/s1"; b=x l2=0
+      [ "$w" = 1 ] || read -r b l2 <"$work/s2"
+      [ "$a" != "$b" ] && break
+    done
+    [ "$a" != "$b" ] || { echo "bench: shared: nginx ran both loops on one worker" >&2; exit 1; }
+    record "shared.nginx.$op.$w" "$(awk -v n="$SHARED_N" -v x="$l1" -v y="$l2" \
+      'BEGIN { printf "%.0f", n / x + (y > 0 ? n / y : 0) }')"
+  done
+  stop
+}
+bench_shared() {
+  local servers=(moonring) r s w
+  [ $have_nginx = 1 ] && servers+=(nginx)
+  for r in $(seq "$ROUNDS"); do
+    for s in $(rotate "$r" "${servers[@]}"); do
+      for w in 1 2; do "shared_$s" "$w"; done
+    done
+    echo "bench: shared round $r of $ROUNDS done" >&2
   done
 }
 
@@ -545,6 +609,23 @@ table_hits() {
   echo "|---|---|---|---|---|---|"
   echo "| requests/s | $(k "$m") | $(k "$n") | $rr | ≥ 1.2 | $(meets "$rr" '>=' 1.2) |"
   echo "| CPU µs per request | $(median hits.moonring.cpu) | $(median hits.nginx.cpu) | $rc | ≤ 0.8 | $(meets "$rc" '<=' 0.8) |"
+}
+
+table_shared() {
+  local op w m n r label
+  echo "**Shared dictionary**, a Lua loop of $SHARED_N gets or sets of 100-byte values over 1,000 keys, timed inside the handler: \`mr.shared\` (\`tests/bench/shared_bench.lua\`) against nginx's \`ngx.shared.DICT\` (\`tests/bench/nginx_shared.conf\`) (operations/s; for two workers at once, the sum of their rates)"
+  echo
+  echo "| | moonring | nginx-lua | moonring ÷ nginx | target ≥ 1.0 | moonring ns per op | nginx ns per op |"
+  echo "|---|---|---|---|---|---|---|"
+  for w in 1 2; do
+    for op in get set; do
+      m=$(median "shared.moonring.$op.$w"); n=$(median "shared.nginx.$op.$w"); r=$(ratio "$m" "$n")
+      label="$op, $([ $w = 1 ] && echo 'one worker' || echo 'two workers at once')"
+      echo "| $label | $(k "$m") | $(k "$n") | $r | $(meets "$r" '>=' 1.0) |" \
+        "$(awk -v v="$m" -v w=$w 'BEGIN { if (v == "-") print "-"; else printf "%.0f", 1e9 * w / v }') |" \
+        "$(awk -v v="$n" -v w=$w 'BEGIN { if (v == "-") print "-"; else printf "%.0f", 1e9 * w / v }') |"
+    done
+  done
 }
 
 table_http() {

@@ -125,6 +125,9 @@ struct lua_host *lua_host_new(const struct lua_host_config *cfg, char *err,
     h->worker = cfg->worker;
     h->streams = cfg->streams;
     h->datagrams = cfg->datagrams;
+    if (cfg->nshared && (h->shared = calloc((size_t)cfg->nshared, sizeof *h->shared)))
+        for (int i = 0; i < cfg->nshared; i++)
+            h->shared[h->nshared++] = cfg->shared[i];
     luaL_openlibs(L);
     lua_pushcfunction(L, lua_script_traceback); /* LS_TRACEBACK */
     lua_newtable(L);                   /* LS_CONNS */
@@ -166,6 +169,7 @@ void lua_host_free(struct lua_host *h)
     for (unsigned i = 0; i < h->nudp_names; i++)
         free(h->udp_names[i]);
     free(h->udp_names);
+    free(h->shared);
     free(h->script);
     free(h->name);
     free(h->dirs[0]);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 struct lua_host;
+struct shdict;
 
 struct lua_host_config {
     const char *script;        /* path; NULL for the built-in echo */
@@ -20,6 +21,8 @@ struct lua_host_config {
     /* the listeners it serves: a stream one needs on_data (or a
      * function), a udp:// one on_datagram */
     bool streams, datagrams;
+    struct shdict *const *shared; /* --shared dictionaries: mr.shared.NAME */
+    int nshared;
 };
 
 struct lua_host_stats {

@@ -77,6 +77,8 @@ struct lua_host {
     char **udp_names;  /* what dgram:listener() says, by datagram socket */
     unsigned nudp_names;
     bool streams, datagrams; /* the listeners it serves (lua_host_config) */
+    struct shdict **shared; /* --shared dictionaries, the server's */
+    int nshared;
 };
 
 /* Metatables, registered by name */
@@ -175,6 +177,11 @@ int lua_script_traceback(lua_State *L);
 /* lua_reload.c (which also gives lua_host.h's reload functions) */
 void lua_reload_register(lua_State *L, struct lua_host *h);
 void lua_reload_free(struct lua_host *h);
+
+/* lua_shared.c: mr.shared, into the module table on top */
+void lua_shared_register(lua_State *L, struct lua_host *h);
+/* Their counters as field "shared" of the table on top. */
+void lua_shared_stats(lua_State *L, struct lua_host *h);
 
 /* lua_mod.c: the `moonring` module */
 void lua_mod_register(lua_State *L, struct lua_host *h);

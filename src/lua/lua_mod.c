@@ -67,7 +67,7 @@ static int l_stats(lua_State *L)
 {
     struct lua_host *h = HOST(L);
     struct core *k = h->k;
-    lua_createtable(L, 0, 10);
+    lua_createtable(L, 0, 11);
     if (!k)
         return 1; /* called while the script loads: nothing to count yet */
     set_num(L, "conns", core_live(k));
@@ -84,6 +84,7 @@ static int l_stats(lua_State *L)
     set_num(L, "dgrams_out", (double)k->stats.dgrams_out);
     set_num(L, "dgrams_truncated", (double)k->stats.dgrams_truncated);
     set_num(L, "dgrams_dropped", (double)k->stats.dgrams_dropped);
+    lua_shared_stats(L, h);
     return 1;
 }
 
@@ -270,6 +271,7 @@ void lua_mod_register(lua_State *L, struct lua_host *h)
     lua_co_register(L, h);
     lua_tcp_register(L, h);
     lua_udp_register(L, h);
+    lua_shared_register(L, h);
     lua_pushliteral(L, MR_VERSION);
     lua_setfield(L, -2, "version");
     lua_setfield(L, -2, "moonring");

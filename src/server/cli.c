@@ -62,6 +62,9 @@ const char cli_usage[] =
     "                           (default 64)\n"
     "      --udp-buffer-size B  the longest datagram taken whole; longer ones\n"
     "                           arrive cut, marked truncated (default 65535)\n"
+    "      --shared NAME:SIZE   a dictionary in memory shared by the workers,\n"
+    "                           mr.shared.NAME; SIZE in bytes, or with k, m\n"
+    "                           or g (64k to 32g); may be given several times\n"
     "      --user NAME          drop root after binding\n"
     "  -h, --help               show this help\n"
     "  -V, --version            show the version\n";
@@ -70,7 +73,7 @@ enum { O_NO_RELOAD = 256, O_LOG_LEVEL, O_MAX_CONNS, O_BUFFERS, O_BUFFER_SIZE,
        O_SHUTDOWN_TIMEOUT, O_USER, O_HIGH_WATER, O_LUA_MEMORY, O_HANDLER_TIMEOUT,
        O_BATCH_WAIT, O_SEND_TIMEOUT, O_LINGERING_TIME, O_LINGERING_TIMEOUT,
        O_LINGERING_BYTES, O_TLS_CERT, O_TLS_KEY, O_TLS_HANDSHAKE,
-       O_TLS_PROTOCOLS, O_TLS_CIPHERS, O_TLS_ALPN,
+       O_TLS_PROTOCOLS, O_TLS_CIPHERS, O_TLS_ALPN, O_SHARED,
        O_UDP_BUFFERS = 400, O_UDP_BUFFER_SIZE };
 
 static const struct option longopts[] = {
@@ -104,6 +107,7 @@ static const struct option longopts[] = {
     { "tls-alpn", required_argument, NULL, O_TLS_ALPN },
     { "udp-buffers", required_argument, NULL, O_UDP_BUFFERS },
     { "udp-buffer-size", required_argument, NULL, O_UDP_BUFFER_SIZE },
+    { "shared", required_argument, NULL, O_SHARED },
     { NULL, 0, NULL, 0 },
 };
 
@@ -172,6 +176,53 @@ bad:
     snprintf(err, n, "--listen %s: expected tcp://ADDR:PORT, tls://ADDR:PORT, "
              "udp://ADDR:PORT or unix:/path", url);
     return -1;
+}
+
+/* --shared NAME:SIZE into the next of o->shared. NAME is a Lua name
+ * (mr.shared.NAME), SIZE bytes with an optional k, m or g. */
+static int parse_shared(const char *a, struct cli_opts *o, char *err, size_t n)
+{
+    const char *colon = strchr(a, ':');
+    size_t len = colon ? (size_t)(colon - a) : 0;
+    bool name_ok = len > 0 && len < sizeof o->shared[0].name &&
+                   !(a[0] >= '0' && a[0] <= '9');
+    for (size_t i = 0; name_ok && i < len; i++)
+        name_ok = a[i] == '_' || (a[i] >= 'a' && a[i] <= 'z') ||
+                  (a[i] >= 'A' && a[i] <= 'Z') || (a[i] >= '0' && a[i] <= '9');
+    if (!name_ok) {
+        snprintf(err, n, "--shared %s: expected NAME:SIZE, NAME made of letters, "
+                 "digits and _ (not first a digit), at most 63", a);
+        return -1;
+    }
+    const char *s = colon + 1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    }
+    if (errno || end == s || *end || s[0] < '0' || s[0] > '9' || v > (32ull << 30) >> shift ||
+        (v << shift) < (64u << 10) || (v << shift) > (32ull << 30)) {
+        snprintf(err, n, "--shared %s: SIZE must be 64k to 32g (bytes, or with k, m, g)", a);
+        return -1;
+    }
+    for (int i = 0; i < o->nshared; i++)
+        if (strlen(o->shared[i].name) == len && strncmp(o->shared[i].name, a, len) == 0) {
+            snprintf(err, n, "--shared %.*s: given twice", (int)len, a);
+            return -1;
+        }
+    if (o->nshared == CLI_MAX_SHARED) {
+        snprintf(err, n, "at most %d shared dictionaries", CLI_MAX_SHARED);
+        return -1;
+    }
+    struct cli_shared *d = &o->shared[o->nshared++];
+    memcpy(d->name, a, len);
+    d->name[len] = 0;
+    d->size = v << shift;
+    return 0;
 }
 
 /* Seconds, within [lo, 86400]. */
@@ -286,6 +337,8 @@ static int apply(int c, const char *a, struct cli_opts *o, char *err, size_t n)
             goto bad;
         o->udp_buffer_size = (unsigned)v;
         return 0;
+    case O_SHARED:
+        return parse_shared(a, o, err, n);
     case O_USER:
         if (!*a)
             goto bad;

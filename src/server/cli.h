@@ -15,6 +15,16 @@ struct cli_listen {
 
 #define CLI_MAX_LISTEN 16
 #define CLI_MAX_CERTS 8
+#define CLI_MAX_SHARED 32
+
+struct shdict;
+
+/* A dictionary of --shared NAME:SIZE. */
+struct cli_shared {
+    char name[64];             /* a Lua name: mr.shared.NAME */
+    unsigned long long size;   /* bytes */
+    struct shdict *dict;       /* made by main before the workers fork */
+};
 
 struct cli_opts {
     const char *bind;          /* address, default "127.0.0.1" */
@@ -51,6 +61,8 @@ struct cli_opts {
     unsigned udp_buffers;      /* datagram buffers per worker (a power of
                                   two): also the most datagrams a turn takes */
     unsigned udp_buffer_size;  /* the longest datagram taken whole */
+    struct cli_shared shared[CLI_MAX_SHARED]; /* --shared */
+    int nshared;
     const char *script;        /* NULL: built-in echo */
     int script_argc;           /* arguments after the script */
     char **script_argv;

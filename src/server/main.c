@@ -5,6 +5,7 @@
 #include "lua_host.h"
 #include "master.h"
 #include "net.h"
+#include "shdict.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -190,6 +191,23 @@ static int open_listeners(const struct cli_opts *o, int *fds, int n, char *err,
     return 0;
 }
 
+/* The --shared dictionaries, mapped before anything forks: the workers
+ * inherit them, and a worker that dies or reloads leaves them whole. */
+static int make_shared(struct cli_opts *o, char *err, size_t len)
+{
+    for (int i = 0; i < o->nshared; i++)
+        if (!(o->shared[i].dict = shdict_new(o->shared[i].name,
+                                             (size_t)o->shared[i].size, err, len)))
+            return -1;
+    return 0;
+}
+
+static void free_shared(struct cli_opts *o)
+{
+    for (int i = 0; i < o->nshared; i++)
+        shdict_free(o->shared[i].dict);
+}
+
 int main(int argc, char **argv)
 {
     struct cli_opts o;
@@ -216,6 +234,8 @@ int main(int argc, char **argv)
         n = cpus > 0 ? (int)cpus : 1;
     }
 
+    if (make_shared(&o, err, sizeof err))
+        return fail(err);
     /* load the script once here, so that a broken one stops us now with
      * one clear line; each worker loads its own copy afterwards */
     guard_load(&o, true);
@@ -259,5 +279,6 @@ int main(int argc, char **argv)
         if (strncmp(o.listen[l].addr, "unix:", 5) == 0)
             unlink(o.listen[l].addr + 5);
     free(fds);
+    free_shared(&o);
     return status;
 }

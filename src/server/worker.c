@@ -5,6 +5,7 @@
 #include "tls.h"
 #include "log.h"
 #include "net.h"
+#include "shdict.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -59,6 +60,16 @@ static void log_stats(struct worker *w)
              (unsigned long long)s->dgrams_truncated,
              (unsigned long long)s->dgrams_dropped,
              (unsigned long long)s->dgram_turns_full);
+    for (int i = 0; i < w->opts->nshared; i++) { /* the same for every worker */
+        struct shdict_stats st;
+        shdict_stats(w->opts->shared[i].dict, &st);
+        log_info("stats: shared %s: hits=%llu misses=%llu evictions=%llu "
+                 "entries=%llu used=%llu capacity=%llu wipes=%llu",
+                 w->opts->shared[i].name, (unsigned long long)st.hits,
+                 (unsigned long long)st.misses, (unsigned long long)st.evictions,
+                 (unsigned long long)st.entries, (unsigned long long)st.used,
+                 (unsigned long long)st.capacity, (unsigned long long)st.wipes);
+    }
 }
 
 static void on_shutdown_timer(struct core *k, struct core_op *op,
@@ -247,9 +258,13 @@ static int worker_run(struct worker *w)
 struct lua_host *worker_load(const struct cli_opts *o, int index, char *err,
                              size_t len)
 {
+    struct shdict *shared[CLI_MAX_SHARED];
+    for (int i = 0; i < o->nshared; i++)
+        shared[i] = o->shared[i].dict;
     struct lua_host_config lc = {
         .script = o->script, .argc = o->script_argc, .argv = o->script_argv,
         .memory_mib = o->lua_memory, .worker = index,
+        .shared = shared, .nshared = o->nshared,
     };
     for (int l = 0; l < o->nlisten; l++) /* what the handlers must serve */
         *(o->listen[l].udp ? &lc.datagrams : &lc.streams) = true;

@@ -201,6 +201,38 @@ static void test_listen(void **state)
     assert_non_null(strstr(err, "at most 16"));
 }
 
+static void test_shared(void **state)
+{
+    (void)state;
+    struct cli_opts o;
+    assert_int_equal(PARSE(&o, "--shared", "sessions:64m", "--shared", "a_1:65536",
+                           "--shared", "Big:2G", "--shared", "k:64k"), CLI_RUN);
+    assert_int_equal(o.nshared, 4);
+    assert_string_equal(o.shared[0].name, "sessions");
+    assert_true(o.shared[0].size == 64ull << 20);
+    assert_string_equal(o.shared[1].name, "a_1");
+    assert_true(o.shared[1].size == 65536);
+    assert_true(o.shared[2].size == 2ull << 30);
+    assert_true(o.shared[3].size == 64 << 10);
+    assert_null(o.shared[0].dict);
+    static const char *const bad_names[] = { "sessions", ":64m", "1x:64m", "a-b:64m",
+        "a.b:1m", "0123456789012345678901234567890123456789012345678901234567890123:1m" };
+    for (size_t i = 0; i < sizeof bad_names / sizeof *bad_names; i++) {
+        assert_int_equal(PARSE(&o, "--shared", (char *)bad_names[i]), CLI_ERROR);
+        assert_non_null(strstr(err, "NAME:SIZE"));
+    }
+    static const char *const bad_sizes[] = { "a:", "a:0", "a:63k", "a:64x", "a:-1m",
+        "a: 1m", "a:1mb", "a:33g", "a:99999999999999999999", "a:17179869184k" };
+    for (size_t i = 0; i < sizeof bad_sizes / sizeof *bad_sizes; i++) {
+        assert_int_equal(PARSE(&o, "--shared", (char *)bad_sizes[i]), CLI_ERROR);
+        assert_non_null(strstr(err, "SIZE must be 64k to 32g"));
+    }
+    assert_int_equal(PARSE(&o, "--shared", "a:1m", "--shared", "b:1m", "--shared", "a:2m"),
+                     CLI_ERROR);
+    assert_string_equal(err, "--shared a: given twice");
+    assert_int_equal(PARSE(&o, "--shared"), CLI_ERROR);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -211,6 +243,7 @@ int main(void)
         cmocka_unit_test(test_script_and_args),
         cmocka_unit_test(test_twice),
         cmocka_unit_test(test_listen),
+        cmocka_unit_test(test_shared),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }
