@@ -28,7 +28,7 @@
 
 enum kind {
     FK_OPEN, FK_READ, FK_WRITE, FK_FSYNC, FK_FSTAT, FK_STAT, FK_RENAME,
-    FK_UNLINK, FK_MKDIR, FK_READ_FILE, FK_WRITE_FILE, FK_LIST,
+    FK_UNLINK, FK_MKDIR, FK_READ_FILE, FK_WRITE_FILE, FK_LIST, FK_SPLICE,
 };
 
 static void on_cqe(struct core *k, struct core_op *op,
@@ -619,6 +619,59 @@ static void list_step(struct core *k, struct fs_req *r, int res)
     finish(k, r, list_read(r));
 }
 
+/* --- splice: file -> pipe -> socket ------------------------------------ */
+
+int fs_splice(struct core *k, struct fs_req *r, struct fs_file *f, int64_t off,
+              size_t n, int pipe_w, int pipe_r, int sock_fd)
+{
+    if (f->closing)
+        return -EBADF;
+    r->n = n;
+    r->off = off;
+    r->src = NULL;
+    r->cap = (size_t)sock_fd;
+    started(k, r, FK_SPLICE, f);
+    struct io_uring_sqe *sqe = sqe_of(k, r);
+    io_uring_prep_splice(sqe, f->fd, off, pipe_w, -1, (unsigned)n, SPLICE_F_MOVE);
+    sqe->flags |= IOSQE_IO_LINK;
+    /* the pipe's ends are the caller's: kept in fields finish leaves alone */
+    r->how.flags = (uint64_t)pipe_r;
+    r->dirfd = -1;
+    r->fd = -1;
+    io_uring_prep_splice(sqe_of(k, r), pipe_r, -1, sock_fd, -1, (unsigned)n,
+                         SPLICE_F_MOVE);
+    r->step = 0;
+    return 0;
+}
+
+/* Steps: 0 the file's splice into the pipe (r->got: its bytes), 1 the
+ * linked one out of it (cancelled when the first was short), 2 a splice
+ * of what is left in the pipe. r->len counts what reached the socket. */
+static void splice_step(struct core *k, struct fs_req *r, int res)
+{
+    int pipe_r = (int)r->how.flags;
+    if (r->step == 0) {
+        r->step = 1;
+        r->err = res < 0 ? res : 0;
+        r->got = res > 0 ? (size_t)res : 0;
+        return; /* the linked splice's completion comes next */
+    }
+    if (res > 0)
+        r->len += (size_t)res;
+    else if (res < 0 && res != -ECANCELED && !r->err)
+        r->err = res;
+    if (r->err || r->len >= r->got) {
+        int out = r->err ? r->err : (int)r->len;
+        finish(k, r, out);
+        return;
+    }
+    /* short: send what the pipe still holds */
+    r->dirfd = -1;
+    io_uring_prep_splice(sqe_of(k, r), pipe_r, -1, (int)r->cap, -1,
+                         (unsigned)(r->got - r->len), SPLICE_F_MOVE);
+    r->step = 2;
+}
+
 /* --- completions ------------------------------------------------------ */
 
 static void on_cqe(struct core *k, struct core_op *op,
@@ -631,6 +684,7 @@ static void on_cqe(struct core *k, struct core_op *op,
     case FK_READ_FILE:  read_file_step(k, r, res); return;
     case FK_WRITE_FILE: write_file_step(k, r, res); return;
     case FK_LIST:       list_step(k, r, res); return;
+    case FK_SPLICE:     splice_step(k, r, res); return;
     case FK_WRITE:
         if (!write_more(k, r, r->file->fd, &res))
             return;
@@ -649,6 +703,11 @@ static void on_cqe(struct core *k, struct core_op *op,
         break;
     }
     finish(k, r, res);
+}
+
+void fs_unhold(struct core *k, struct fs_file *f)
+{
+    file_unuse(k, f);
 }
 
 void fs_close(struct core *k, struct fs_file *f)
