@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <cmocka.h>
@@ -427,6 +429,194 @@ static void test_fd_limit(void **state)
     run_case_opts("limit", "7,Too many open files,nil,Too many open files,true,true", opts);
 }
 
+
+/* --- sock:send_file ---------------------------------------------------- */
+
+/* Each request line "MODE PATH OFFSET LENGTH" (LENGTH -1: to the end;
+ * MODE path, file or splice) is answered by the bytes, then
+ * "\nsent=N\n", or "\nerr=E\n". */
+static const char send_lua[] =
+    "local mr = require 'moonring'\n"
+    "return function(sock)\n"
+    "  while true do\n"
+    "    local line = sock:receive('*l')\n"
+    "    if not line then return end\n"
+    "    local mode, path, off, len = line:match('^(%S+) (%S+) (%d+) (%-?%d+)$')\n"
+    "    off, len = tonumber(off), tonumber(len)\n"
+    "    if len < 0 then len = nil end\n"
+    "    local src, opts = path, mode == 'splice' and { splice = true } or nil\n"
+    "    if mode == 'file' or mode == 'closed' then src = assert(mr.fs.open(path)) end\n"
+    "    if mode == 'closed' then src:close() end\n"
+    "    local n, err = sock:send_file(src, off, len, opts)\n"
+    "    if mode == 'file' then src:close() end\n"
+    "    sock:send(n and ('\\nsent=' .. n .. '\\n') or ('\\nerr=' .. err .. '\\n'))\n"
+    "  end\n"
+    "end\n";
+
+static void sha256_hex(const void *p, size_t n, char out[65])
+{
+    unsigned char md[32];
+    unsigned len = 0;
+    EVP_Digest(p, n, md, &len, EVP_sha256(), NULL);
+    for (int i = 0; i < 32; i++)
+        sprintf(out + 2 * i, "%02x", md[i]);
+}
+
+static char *random_file(const char *name, size_t n, char **data)
+{
+    char *p = path_in(name);
+    *data = malloc(n);
+    h_fill_random(*data, n, 7);
+    FILE *f = fopen(p, "w");
+    assert_int_equal(fwrite(*data, 1, n, f), n);
+    fclose(f);
+    return p;
+}
+
+/* Ask for one range and check its bytes (by their SHA-256) and count. */
+static void fetch_range(int fd, const char *mode, const char *path,
+                        const char *data, size_t size, size_t off, long len)
+{
+    char req[512];
+    snprintf(req, sizeof req, "%s %s %zu %ld\n", mode, path, off, len);
+    h_send_all(fd, req, strlen(req));
+    size_t want = off >= size ? 0 : len < 0 || off + (size_t)len > size ? size - off
+                                                                       : (size_t)len;
+    char *got = malloc(want + 1);
+    assert_int_equal(h_recv_exact(fd, got, want, H_WAIT_MS), want);
+    char a[65], b[65];
+    sha256_hex(got, want, a);
+    sha256_hex(data + (off < size ? off : size), want, b);
+    if (strcmp(a, b))
+        fail_msg("%s %zu %ld: sha256 %s, wanted %s", mode, off, len, a, b);
+    free(got);
+    assert_string_equal(h_line(fd, H_WAIT_MS), "");
+    char trailer[64];
+    snprintf(trailer, sizeof trailer, "sent=%zu", want);
+    assert_string_equal(h_line(fd, H_WAIT_MS), trailer);
+}
+
+/* A 3 MB file by path, by file object and by splice, whole and in
+ * ranges (one past the end, one beyond it), on one connection. */
+static void test_send_file(void **state)
+{
+    (void)state;
+    size_t size = 3000000;
+    char *data;
+    char *p = random_file("data", size, &data);
+    struct h_server s;
+    char *path = h_serve(&s, send_lua, NULL, NULL);
+    int fd = h_connect(s.port, false);
+    const char *modes[] = { "path", "file", "splice" };
+    for (int m = 0; m < 3; m++) {
+        fetch_range(fd, modes[m], p, data, size, 0, -1);
+        fetch_range(fd, modes[m], p, data, size, 12345, 100000);
+        fetch_range(fd, modes[m], p, data, size, size - 10, 1000);
+        fetch_range(fd, modes[m], p, data, size, size + 5, -1);
+        fetch_range(fd, modes[m], p, data, size, 1, 1);
+    }
+    const char *errs[][2] = {
+        { "path /nonexistent 0 -1\n", "err=No such file or directory" },
+        { "closed /etc/hostname 0 -1\n", "err=closed" },
+        { "path /tmp 0 -1\n", "err=Is a directory" },
+    };
+    for (int i = 0; i < 3; i++) {
+        h_send_all(fd, errs[i][0], strlen(errs[i][0]));
+        assert_string_equal(h_line(fd, H_WAIT_MS), "");
+        assert_string_equal(h_line(fd, H_WAIT_MS), errs[i][1]);
+    }
+    close(fd);
+    h_finish(&s, path);
+    free(p);
+    free(data);
+}
+
+/* A client that does not read: the server holds about two chunks of the
+ * file, not the file (64 MiB); then it reads all of it, intact. */
+static void test_send_file_backpressure(void **state)
+{
+    (void)state;
+    char *p = path_in("zeros");
+    int f = open(p, O_CREAT | O_WRONLY, 0644);
+    assert_int_equal(ftruncate(f, 64 << 20), 0);
+    close(f);
+    struct h_server s;
+    char *path = h_serve(&s, send_lua, NULL, NULL);
+    int fd = h_connect(s.port, false);
+    long before = h_rss_kib(s.pid);
+    char req[512];
+    snprintf(req, sizeof req, "path %s 0 -1\n", p);
+    h_send_all(fd, req, strlen(req));
+    h_sleep_ms(500);
+    long during = h_rss_kib(s.pid);
+    static char buf[1 << 20];
+    size_t total = 0;
+    while (total < (64u << 20)) {
+        size_t n = h_recv_exact(fd, buf, sizeof buf, H_WAIT_MS);
+        for (size_t i = 0; i < n; i++)
+            if (buf[i])
+                fail_msg("byte %zu is not 0", total + i);
+        total += n;
+        if (n < sizeof buf)
+            break;
+    }
+    assert_int_equal(total, 64u << 20);
+    assert_string_equal(h_line(fd, H_WAIT_MS), "");
+    assert_string_equal(h_line(fd, H_WAIT_MS), "sent=67108864");
+    close(fd);
+    h_finish(&s, path);
+    free(p);
+    if (during - before > 8 * 1024)
+        fail_msg("the server grew by %ld KiB while the client did not read",
+                 during - before);
+}
+
+/* send_file on a tls:// listener: the bytes go through TLS; a python
+ * client checks their SHA-256. */
+static const char py_tls_get[] =
+    "import hashlib, socket, ssl, sys\n"
+    "port, path, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])\n"
+    "c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n"
+    "s = c.wrap_socket(socket.create_connection(('127.0.0.1', port), timeout=10))\n"
+    "s.sendall(('path %s 0 -1\\n' % path).encode())\n"
+    "buf = b''\n"
+    "while len(buf) < n + 1 or not buf.endswith(b'\\n'):\n"
+    "    d = s.recv(1 << 16)\n"
+    "    if not d: break\n"
+    "    buf += d\n"
+    "print(hashlib.sha256(buf[:n]).hexdigest(), buf[n:].decode().strip())\n";
+
+static void test_send_file_tls(void **state)
+{
+    (void)state;
+    char *cert = path_in("cert.pem"), *key = path_in("key.pem");
+    const char *mk[] = { "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
+                         "-out", cert, "-days", "2", "-subj", "/CN=localhost", NULL };
+    char *out;
+    assert_int_equal(h_exec(mk, NULL, &out, H_WAIT_MS, true), 0);
+    free(out);
+    size_t size = 2500000;
+    char *data;
+    char *p = random_file("data", size, &data);
+    const char *opts[] = { "-l", "tls://127.0.0.1:0", "--tls-cert", cert,
+                           "--tls-key", key, NULL };
+    struct h_server s;
+    char *path = h_serve(&s, send_lua, opts, NULL);
+    char port[16], n[16];
+    snprintf(port, sizeof port, "%d", s.port);
+    snprintf(n, sizeof n, "%zu", size);
+    const char *argv[] = { "python3", "-c", py_tls_get, port, p, n, NULL };
+    assert_int_equal(h_exec(argv, NULL, &out, 2 * H_WAIT_MS, true), 0);
+    char want[128], hex[65];
+    sha256_hex(data, size, hex);
+    snprintf(want, sizeof want, "%s sent=%zu\n", hex, size);
+    assert_string_equal(out, want);
+    free(out);
+    h_finish(&s, path);
+    free(p), free(data), free(cert), free(key);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -440,6 +630,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_file_atomic, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_linear, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_fd_limit, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_send_file, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_send_file_backpressure, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_send_file_tls, mk_dir, rm_dir),
     };
     return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
 }
