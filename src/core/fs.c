@@ -222,13 +222,56 @@ static void open_step(struct core *k, struct fs_req *r, int res)
 
 /* --- one-step requests on files and paths --------------------------- */
 
+/* Reads first ask the page cache alone (RWF_NOWAIT: no I/O is started
+ * and nothing waits, so the read completes within the submission), and
+ * go to the kernel's io-wq threads (IOSQE_ASYNC) for what is not there.
+ * A plain read of a cold file starts its readahead from the loop's own
+ * thread, inside io_uring_enter, where reading 256 MiB in 1 MiB reads
+ * stalled the loop 20-30 ms at a time (a ping's p99 of 20-46 ms); a
+ * thread of io-wq waits for the disk instead. */
 static void prep_read(struct core *k, struct fs_req *r, int fd)
 {
     size_t n = r->n - r->got;
     if (n > READ_CHUNK && r->kind == FK_READ_FILE)
         n = READ_CHUNK;
-    io_uring_prep_read(sqe_of(k, r), fd, r->buf + r->got, (unsigned)n,
+    struct io_uring_sqe *sqe = sqe_of(k, r);
+    io_uring_prep_read(sqe, fd, r->buf + r->got, (unsigned)n,
                        (uint64_t)(r->off + (int64_t)r->got));
+    if (r->cold)
+        sqe->flags |= IOSQE_ASYNC;
+    else
+        sqe->rw_flags = RWF_NOWAIT;
+}
+
+/* The page cache could not serve the read (or the file cannot be asked
+ * without waiting): again, by a thread that may wait. */
+static bool retry_cold(struct core *k, struct fs_req *r, int fd, int res)
+{
+    if (r->cold || (res != -EAGAIN && res != -EOPNOTSUPP))
+        return false;
+    r->cold = true;
+    prep_read(k, r, fd);
+    return true;
+}
+
+/* A read of fs_read's completed: true when the request is done, with
+ * res its bytes or its error. What the cache held of the range comes
+ * first and the rest follows; a thread's read is the kernel's answer
+ * (short: at the end of the file, or all a pipe had). */
+static bool read_more(struct core *k, struct fs_req *r, int fd, int *res)
+{
+    if (retry_cold(k, r, fd, *res))
+        return false;
+    if (*res > 0) {
+        r->got += (size_t)*res;
+        if (!r->cold && r->got < r->n) {
+            prep_read(k, r, fd);
+            return false;
+        }
+    }
+    if (*res >= 0 || r->got)
+        *res = (int)r->got;
+    return true;
 }
 
 static int read_common(struct core *k, struct fs_req *r, struct fs_file *f,
@@ -237,7 +280,7 @@ static int read_common(struct core *k, struct fs_req *r, struct fs_file *f,
     r->n = n;
     r->off = off;
     started(k, r, FK_READ, f);
-    io_uring_prep_read(sqe_of(k, r), f->fd, r->buf, (unsigned)n, (uint64_t)off);
+    prep_read(k, r, f->fd);
     return 0;
 }
 
@@ -400,6 +443,8 @@ static int read_file_grow(struct fs_req *r)
 
 static void read_file_step(struct core *k, struct fs_req *r, int res)
 {
+    if (r->step == 2 && retry_cold(k, r, r->fd, res))
+        return;
     if (res < 0) {
         if (r->step == 0)
             release(k, 1);
@@ -427,6 +472,7 @@ static void read_file_step(struct core *k, struct fs_req *r, int res)
         return;
     case 2:
         r->got += (size_t)res;
+        r->cold = false; /* the next chunk may be in the cache */
         if (res > 0 && r->got == r->n && !r->cap)
             res = read_file_grow(r);
         if (res < 0)
@@ -690,6 +736,8 @@ static void on_cqe(struct core *k, struct core_op *op,
             return;
         break;
     case FK_READ:
+        if (!read_more(k, r, r->file->fd, &res))
+            return;
         if (r->borrowed) /* the caller's buffer: not ours to free */
             r->buf = NULL;
         if (res > 0)

@@ -66,6 +66,7 @@ struct fs_req {
     int64_t off;
     size_t cap;
     bool borrowed;             /* buf is the caller's (fs_read_into) */
+    bool cold;                 /* the page cache could not serve the read */
 };
 
 /* A request whose end goes to done; NULL when out of memory. */

@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -617,6 +619,139 @@ static void test_send_file_tls(void **state)
     free(p), free(data), free(cert), free(key);
 }
 
+/* --- the loop goes on while the disk works ------------------------------- */
+
+/* "ping" is answered "pong"; "fs PATH" or "io PATH" reads the whole file
+ * by mr.fs or by Lua's io (which stalls the worker) and answers
+ * "done BYTES". */
+static const char stall_lua[] =
+    "local mr = require 'moonring'\n"
+    "return function(sock)\n"
+    "  while true do\n"
+    "    local line = sock:receive('*l')\n"
+    "    if not line then return end\n"
+    "    if line == 'ping' then sock:send('pong\\n') else\n"
+    "      local how, path = line:match('^(%S+) (.+)$')\n"
+    "      local total = 0\n"
+    "      if how == 'fs' then\n"
+    "        local f = assert(mr.fs.open(path))\n"
+    "        while true do local s = assert(f:read(1048576)) if s == '' then break end total = total + #s end\n"
+    "        f:close()\n"
+    "      else\n"
+    "        local f = assert(io.open(path, 'rb'))\n"
+    "        while true do local s = f:read(1048576) if not s then break end total = total + #s end\n"
+    "        f:close()\n"
+    "      end\n"
+    "      sock:send('done ', total, '\\n')\n"
+    "    end\n"
+    "  end\n"
+    "end\n";
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One ping: its round trip in ms. */
+static double ping(int fd)
+{
+    double t0 = now_ms();
+    h_send_all(fd, "ping\n", 5);
+    char buf[5];
+    assert_int_equal(h_recv_exact(fd, buf, 5, 3 * H_WAIT_MS), 5);
+    assert_memory_equal(buf, "pong\n", 5);
+    return now_ms() - t0;
+}
+
+/* Ping until `reader` (if >= 0) has its "done" line, or `count` pings
+ * (reader < 0); the 99th percentile, in ms. */
+static double ping_p99(int fd, int reader, int count, const char *want_done)
+{
+    static double v[200000];
+    int n = 0;
+    for (;;) {
+        if (reader < 0 && n >= count)
+            break;
+        if (reader >= 0) {
+            struct pollfd p = { .fd = reader, .events = POLLIN };
+            if (poll(&p, 1, 0) == 1) {
+                assert_string_equal(h_line(reader, H_WAIT_MS), want_done);
+                break;
+            }
+        }
+        if (n < (int)(sizeof v / sizeof v[0]))
+            v[n++] = ping(fd);
+        h_sleep_ms(1);
+    }
+    assert_true(n > 0);
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return v[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1];
+}
+
+/* A 256 MiB file written, synced and dropped from the page cache. */
+static void make_cold(const char *p, size_t size, bool fill)
+{
+    int f = open(p, O_CREAT | O_RDWR, 0644);
+    assert_true(f >= 0);
+    if (fill) {
+        static char block[1 << 20];
+        h_fill_random(block, sizeof block, 3);
+        for (size_t at = 0; at < size; at += sizeof block)
+            assert_int_equal(write(f, block, sizeof block), (ssize_t)sizeof block);
+    }
+    assert_int_equal(fsync(f), 0);
+    assert_int_equal(posix_fadvise(f, 0, 0, POSIX_FADV_DONTNEED), 0);
+    close(f);
+}
+
+/* While a coroutine reads a 256 MiB file that is not in the page cache,
+ * the worker answers pings as when idle; reading it by io.open in a
+ * handler stalls them. */
+static void test_read_stall(void **state)
+{
+    (void)state;
+    size_t size = 256u << 20;
+    char *p = path_in("cold");
+    make_cold(p, size, true);
+    struct h_server s;
+    char *path = h_serve(&s, stall_lua, NULL, NULL);
+    int pinger = h_connect(s.port, false), reader = h_connect(s.port, false);
+    char req[512], done[64];
+    snprintf(done, sizeof done, "done %zu", size);
+    double idle = ping_p99(pinger, -1, 300, NULL);
+
+    make_cold(p, size, false);
+    snprintf(req, sizeof req, "fs %s\n", p);
+    double t0 = now_ms();
+    h_send_all(reader, req, strlen(req));
+    double with_fs = ping_p99(pinger, reader, 0, done);
+    double fs_ms = now_ms() - t0;
+
+    make_cold(p, size, false);
+    snprintf(req, sizeof req, "io %s\n", p);
+    t0 = now_ms();
+    h_send_all(reader, req, strlen(req));
+    double with_io = ping_p99(pinger, reader, 0, done);
+    double io_ms = now_ms() - t0;
+    close(pinger);
+    close(reader);
+    h_finish(&s, path);
+    unlink(p);
+    free(p);
+    fprintf(stderr, "stall: ping p99 %.2f ms idle, %.2f ms while mr.fs reads 256 MiB "
+                    "cold (%.0f ms), %.2f ms while io.open reads it (%.0f ms)\n",
+            idle, with_fs, fs_ms, with_io, io_ms);
+    assert_true(with_fs < 50);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -633,6 +768,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_send_file, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file_backpressure, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file_tls, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_read_stall, mk_dir, rm_dir),
     };
+    if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER=test_read_stall */
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
     return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
 }
