@@ -6,7 +6,7 @@
 # seconds each; the server runs on CPU 0, the client on CPU 1. Prints
 # bytes/s, files/s and the server's CPU (user + system, from
 # /proc/PID/stat) per way and size.
-#   scripts/sendfile-bench.sh [SECS] [ROUNDS]
+#   scripts/sendfile-bench.sh [SECS] [ROUNDS]   (MR_OPTS: more server options)
 set -eu
 BIN=${MOONRING_BIN:-./moonring}
 SECS=${1:-3}
