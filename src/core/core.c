@@ -92,6 +92,7 @@ void core_destroy(struct core *k)
     loop_destroy(&k->loop);
     resolv_free(k); /* its receive buffers were the kernel's until now */
     udp_free(k);    /* and so were the datagram sockets' */
+    fs_free(k);     /* and so were the file requests' buffers */
     for (uint32_t i = 0; k->conns.c && i < k->conns.used_hi; i++) {
         struct conn *c = &k->conns.c[i];
         if (c->state != CONN_FREE && c->tp)

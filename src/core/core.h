@@ -163,6 +163,8 @@ struct core {
     size_t linger_bytes;
     bool stopping;             /* core_shutdown ran: no new connections */
     struct resolver *resolv;   /* name lookups (resolv.h): made by the first */
+    struct fs_req *fs_reqs;    /* file requests in flight (fs.h) */
+    unsigned fs_files;         /* fds the file module holds */
 
     /* datagram sockets (udp.c) */
     struct core_udp **udp;     /* by index; NULL once freed */
@@ -195,6 +197,8 @@ struct core_udp {
     int err;                   /* the error of the last error event */
     uint64_t user;             /* the layer above's */
     struct msghdr msg;         /* what the recvmsg keeps: name room */
+    struct fs_req *fs_reqs;    /* file requests in flight (fs.h) */
+    unsigned fs_files;         /* fds the file module holds */
 };
 
 /* Set up the ring, buffers and connection table. Returns 0, or -1 with

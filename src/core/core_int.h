@@ -43,4 +43,7 @@ void udp_sent(struct core *k, struct udp_tx *list);
 void resolv_on_timer(struct core *k, uint64_t key);
 void resolv_free(struct core *k);
 
+/* fs.c: free the file requests still in flight, once the ring is gone */
+void fs_free(struct core *k);
+
 #endif
