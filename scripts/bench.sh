@@ -488,7 +488,10 @@ bench_udp() {
     fi
     stop
     echo "bench: udp round $r of $ROUNDS done" >&2
-# 6. Shared dictionaries: a Lua loop of SHARED_N gets, then sets, of
+  done
+}
+
+# 7. Shared dictionaries: a Lua loop of SHARED_N gets, then sets, of
 # 100-byte values over 1,000 keys, timed inside the handler: moonring's
 # mr.shared (tests/bench/shared_bench.lua) against nginx's ngx.shared.DICT
 # (tests/bench/nginx_shared.conf), with one worker, then with two running
