@@ -722,10 +722,7 @@ static int lookup_start(struct core *k, struct resolver *r, struct resolv_name *
 static int lookup(struct core *k, struct resolver *r, const uint8_t *wire,
                   size_t len, resolv_fn fn, void *ctx)
 {
-    uint64_t now = timer_now();
     struct resolv_name *e = name_find(r, wire, len);
-    if (e && !e->q && now < e->expires)
-        return answer_later(k, r, fn, ctx, e->err, ttl_left(e, now), &e->addrs);
     struct resolv_wait *w = wait_new(fn, ctx);
     if (!w)
         return -ENOMEM;
@@ -754,24 +751,71 @@ static bool localhost(const uint8_t *wire, size_t len, struct resolv_addrs *a)
     return true;
 }
 
+/* What is known of name without a query: 1 and *a (numeric, hosts file,
+ * localhost, or a fresh cache entry: *err and *ttl then say what it
+ * holds), 0 when it must be looked up (wire and *len are its encoding),
+ * or a negative errno for a name that cannot be one. */
+static int known(struct resolver *r, const char *name, uint8_t *wire,
+                 int *len, struct resolv_addrs *a, int *err, uint32_t *ttl)
+{
+    *err = 0;
+    *ttl = 0;
+    if (resolv_literal(name, a))
+        return 1;
+    *len = dns_name_encode(name, wire);
+    if (*len < 0)
+        return *len;
+    if (hosts_find(&r->hosts, wire, (size_t)*len, a) ||
+        localhost(wire, (size_t)*len, a))
+        return 1;
+    uint64_t now = timer_now();
+    struct resolv_name *e = name_find(r, wire, (size_t)*len);
+    if (!e || e->q || now >= e->expires)
+        return 0;
+    *err = e->err;
+    *ttl = ttl_left(e, now);
+    *a = e->addrs;
+    return 1;
+}
+
 int core_resolve(struct core *k, const char *name, resolv_fn fn, void *ctx)
 {
     struct resolv_addrs a = { 0 };
     uint8_t wire[DNS_NAME_MAX];
+    int len = 0, err;
+    uint32_t ttl;
     if (!name || !fn)
         return -EINVAL;
     struct resolver *r = resolver_get(k);
     if (!r)
         return -ENOMEM;
-    if (resolv_literal(name, &a))
-        return answer_later(k, r, fn, ctx, 0, 0, &a);
-    int len = dns_name_encode(name, wire);
-    if (len < 0)
-        return len;
-    if (hosts_find(&r->hosts, wire, (size_t)len, &a) ||
-        localhost(wire, (size_t)len, &a))
-        return answer_later(k, r, fn, ctx, 0, 0, &a);
+    int ret = known(r, name, wire, &len, &a, &err, &ttl);
+    if (ret < 0)
+        return ret;
+    if (ret)
+        return answer_later(k, r, fn, ctx, err, ttl, &a);
     return lookup(k, r, wire, (size_t)len, fn, ctx);
+}
+
+int core_resolve_known(struct core *k, const char *name,
+                       struct resolv_result *out)
+{
+    struct resolv_addrs a = { 0 };
+    uint8_t wire[DNS_NAME_MAX];
+    int len = 0, err;
+    uint32_t ttl;
+    if (!name)
+        return -EINVAL;
+    struct resolver *r = resolver_get(k);
+    if (!r)
+        return -ENOMEM;
+    int ret = known(r, name, wire, &len, &a, &err, &ttl);
+    if (ret <= 0)
+        return ret;
+    if (err)
+        return err;
+    result_fill(out, &a, ttl);
+    return 1;
 }
 
 static void waits_free(struct resolv_wait *w)

@@ -73,6 +73,13 @@ typedef void (*resolv_fn)(struct core *k, void *ctx, int err,
  * never called. */
 int core_resolve(struct core *k, const char *name, resolv_fn fn, void *ctx);
 
+/* The same answer without waiting, when no query is needed (a numeric
+ * address, the hosts file, localhost, a cached answer): 1 and *out, or
+ * the negative errno that answer is (a cached NXDOMAIN: -ENOENT), or 0
+ * when only core_resolve can tell. */
+int core_resolve_known(struct core *k, const char *name,
+                       struct resolv_result *out);
+
 /* A message for a lookup's err: "no such name", "resolver timed out"...
  * (strerror's for the errnos that are not a resolver's own). */
 const char *resolv_strerror(int err);

@@ -283,12 +283,37 @@ static int l_tcp(lua_State *L)
         return 1;
     struct sockaddr_storage ss;
     socklen_t len;
-    if (!literal(host, port, &ss, &len))
-        return wait_lookup(L, h, host, port, &o, key, tcp_resolved);
+    if (!literal(host, port, &ss, &len)) {
+        struct resolv_result r;
+        int ret = core_resolve_known(h->k, host, &r);
+        if (ret < 0)
+            return lua_sock_fail(L, resolv_strerror(ret));
+        if (!ret)
+            return wait_lookup(L, h, host, port, &o, key, tcp_resolved);
+        ss = r.addr[0]; /* known already: connect at once */
+        len = r.len[0];
+        set_port(&ss, port);
+    }
     const char *why = start_connect(h, L, &ss, len, key, &o);
     if (why)
         return lua_sock_fail(L, why);
     return lua_yield(L, 0);
+}
+
+/* A lookup's addresses as a table of strings, on L's stack. */
+static void push_addrs(lua_State *L, const struct resolv_result *r)
+{
+    lua_createtable(L, r->count, 0);
+    for (int i = 0; i < r->count; i++) {
+        char text[64];
+        const struct sockaddr_storage *a = &r->addr[i];
+        const void *bytes = a->ss_family == AF_INET6
+            ? (const void *)&((const struct sockaddr_in6 *)a)->sin6_addr
+            : (const void *)&((const struct sockaddr_in *)a)->sin_addr;
+        inet_ntop(a->ss_family, bytes, text, sizeof text);
+        lua_pushstring(L, text);
+        lua_rawseti(L, -2, i + 1);
+    }
 }
 
 static void resolved(struct core *k, void *ctx, int err,
@@ -299,19 +324,8 @@ static void resolved(struct core *k, void *ctx, int err,
     if (err) {
         lua_sock_wake_err(q->h, q->co, resolv_strerror(err));
     } else {
-        lua_State *co = q->co;
-        lua_createtable(co, r->count, 0);
-        for (int i = 0; i < r->count; i++) {
-            char text[64];
-            const struct sockaddr_storage *a = &r->addr[i];
-            const void *bytes = a->ss_family == AF_INET6
-                ? (const void *)&((const struct sockaddr_in6 *)a)->sin6_addr
-                : (const void *)&((const struct sockaddr_in *)a)->sin_addr;
-            inet_ntop(a->ss_family, bytes, text, sizeof text);
-            lua_pushstring(co, text);
-            lua_rawseti(co, -2, i + 1);
-        }
-        lua_co_resume(q->h, co, 1);
+        push_addrs(q->co, r);
+        lua_co_resume(q->h, q->co, 1);
     }
     free(q);
 }
@@ -375,6 +389,14 @@ static int l_resolve(lua_State *L)
         return luaL_error(L, "mr.resolve works once the server runs: at load "
                              "time, wrap the code in mr.spawn");
     lua_co_check(L, h, "mr.resolve");
+    struct resolv_result r;
+    int ret = core_resolve_known(h->k, name, &r);
+    if (ret < 0)
+        return lua_sock_fail(L, resolv_strerror(ret));
+    if (ret) { /* no query needed: no wait either */
+        push_addrs(L, &r);
+        return 1;
+    }
     return wait_lookup(L, h, name, 0, NULL, "", resolved);
 }
 
