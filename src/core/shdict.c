@@ -28,6 +28,7 @@
 #include "shdict.h"
 #include "log.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -263,10 +264,13 @@ static int shard_init(struct shd_shard *s, uint32_t size)
     s->nbuckets = nb;
     s->buckets = (uint32_t)((sizeof *s + 63) & ~63ul);
     s->refs = s->buckets + nb * 4;
-    /* the arena and its marks: 65 bytes for each 64 */
+    /* the arena and its marks: 65 bytes for each 64, a mark a block. Round
+     * the marks up: rounded down, some sizes got one block more than
+     * marks, and its mark fell on the arena's first block header. */
     uint32_t rest = size - s->refs;
-    s->arena = (s->refs + rest / 65 + 63) & ~63u;
+    s->arena = (s->refs + (rest + 64) / 65 + 63) & ~63u;
     s->arena_size = (size - s->arena) & ~63u;
+    assert(s->arena_size / 64 <= s->arena - s->refs);
     s->top_order = MIN_ORDER;
     while (s->top_order < MAX_ORDER && (2u << s->top_order) <= s->arena_size)
         s->top_order++;

@@ -245,11 +245,12 @@ static const char ffi_lua[] =
     "      if r == -1 then return nil end\n"
     "      return nil, ERR[r]\n"
     "    end\n"
-    "    local t, v = val.type\n"
-    "    if t == 1 then v = fstring(b, val.len)\n"
+    /* val is this state's own: read all of it before fstring, which may
+     * run a finaliser that calls get again */
+    "    local t, v, f, len = val.type, nil, val.flags, val.len\n"
+    "    if t == 1 then v = fstring(b, len)\n"
     "    elseif t == 2 then v = val.num\n"
     "    else v = val.num ~= 0 end\n"
-    "    local f = val.flags\n"
     "    if f ~= 0 then return v, f end\n"
     "    return v\n"
     "  end\n"

@@ -175,6 +175,33 @@ static void test_keys_and_flush(void **state)
 /* A small dictionary (one shard) filled with 100-byte values: the least
  * recently used go first, a value read lately stays, and once everything
  * is deleted the blocks merge back so that the largest value fits. */
+/* Sizes whose arena has more blocks than 1/65 of the shard (rounded
+ * down) had marks for: the last block's mark landed on the arena's
+ * first block header, and the allocator broke once it was used. Fill
+ * each size past capacity, with gets marking every block. */
+static void test_mark_room(void **state)
+{
+    (void)state;
+    static const size_t kib[] = { 116, 248, 512, 520, 780, 1056 };
+    char k[24], buf[64];
+    for (size_t i = 0; i < sizeof kib / sizeof kib[0]; i++) {
+        struct shdict *d = shdict_new("sizes", kib[i] << 10, err, sizeof err);
+        assert_non_null(d);
+        for (int n = 0; n < 30000; n++) {
+            snprintf(k, sizeof k, "key%d", n);
+            assert_int_equal(set_str(d, k, "v", 0), SHD_OK);
+            get_str(d, k, buf, sizeof buf);
+            if (n % 7 == 0)
+                shdict_delete(d, k, strlen(k));
+        }
+        shdict_flush_all(d);
+        struct shdict_stats st;
+        shdict_stats(d, &st);
+        assert_int_equal(shdict_free_space(d), st.capacity);
+        shdict_free(d);
+    }
+}
+
 static void test_lru_eviction(void **state)
 {
     (void)state;
@@ -394,6 +421,7 @@ int main(void)
         T(test_ttl),
         T(test_keys_and_flush),
         cmocka_unit_test(test_lru_eviction),
+        cmocka_unit_test(test_mark_room),
         T(test_processes),
         cmocka_unit_test(test_readers_see_whole_values),
         T(test_killed_holder),
