@@ -58,6 +58,8 @@ void conn_table_destroy(struct conn_table *t)
 struct conn *conn_alloc(struct conn_table *t, int fd)
 {
     uint32_t slot;
+    if (t->live + t->reserved >= t->max)
+        return NULL;
     if (t->nfree)
         slot = t->free[--t->nfree];
     else if (t->used_hi < t->max)

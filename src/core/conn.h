@@ -104,6 +104,8 @@ struct conn_table {
     uint32_t max;
     uint32_t used_hi;         /* slots [0, used_hi) have been handed out once */
     uint32_t live;            /* slots not FREE */
+    uint32_t reserved;        /* fds held besides connections (files), which
+                                 count against max as well */
     uint32_t *free;           /* stack of freed slots */
     uint32_t nfree;
     uint64_t next_id;
@@ -117,7 +119,8 @@ struct conn_table {
 int conn_table_init(struct conn_table *t, uint32_t max);
 void conn_table_destroy(struct conn_table *t);
 
-/* A new OPEN connection for fd, or NULL when the table is full. */
+/* A new OPEN connection for fd, or NULL when the table is full (live
+ * connections and reserved fds make max). */
 struct conn *conn_alloc(struct conn_table *t, int fd);
 
 /* Return the slot; the caller made sure nothing is in flight. */

@@ -87,6 +87,7 @@ void core_destroy(struct core *k)
      * buffer of ours, even of connections a shutdown timeout cut off */
     loop_destroy(&k->loop);
     resolv_free(k); /* its receive buffers were the kernel's until now */
+    fs_free(k);     /* and so were the file requests' buffers */
     for (uint32_t i = 0; k->conns.c && i < k->conns.used_hi; i++) {
         struct conn *c = &k->conns.c[i];
         if (c->state != CONN_FREE && c->tp)

@@ -139,6 +139,8 @@ struct core {
     size_t linger_bytes;
     bool stopping;             /* core_shutdown ran: no new connections */
     struct resolver *resolv;   /* name lookups (resolv.h): made by the first */
+    struct fs_req *fs_reqs;    /* file requests in flight (fs.h) */
+    unsigned fs_files;         /* fds the file module holds */
 };
 
 /* Set up the ring, buffers and connection table. Returns 0, or -1 with

@@ -35,4 +35,7 @@ void listener_stop_all(struct core *k);
 void resolv_on_timer(struct core *k, uint64_t key);
 void resolv_free(struct core *k);
 
+/* fs.c: free the file requests still in flight, once the ring is gone */
+void fs_free(struct core *k);
+
 #endif

@@ -68,6 +68,8 @@ struct lua_host {
     struct lua_sock **socks; /* socks[slot]: connections run by a function */
     int pools_ref;     /* registry: pools["host:port"] = { idle socket states } */
     int dead_ref;      /* registry: the state of a socket given to the pool */
+    int fs_keep_ref;   /* registry: keep[id] = what a file request reads
+                          from Lua's memory while it waits (lua_fs.c) */
     char **lsn_names;  /* what conn:listener() says of each of k's listeners */
     unsigned nlsn_names;
 };

@@ -1,5 +1,6 @@
 /* lua_mod.c - the `moonring` module: require "moonring". */
 #include "log.h"
+#include "lua_fs.h"
 #include "lua_sock.h"
 
 #include <errno.h>
@@ -265,6 +266,7 @@ void lua_mod_register(lua_State *L, struct lua_host *h)
     lua_setfield(L, -2, "keep");
     lua_co_register(L, h);
     lua_tcp_register(L, h);
+    lua_fs_register(L, h);
     lua_pushliteral(L, MR_VERSION);
     lua_setfield(L, -2, "version");
     lua_setfield(L, -2, "moonring");
