@@ -107,7 +107,7 @@ function App:route(method, path, opts, fn)
   local r = { fn = fn, max_body = opts and opts.max_body or nil }
   local pat, names = compile(path)
   if pat then
-    r.pat, r.names = pat, names
+    r.pat, r.names, r.rest = pat, names, find(path, "/%*[^/]*$") ~= nil
     local list = self.patterns[method]
     if not list then
       list = {}
@@ -145,6 +145,7 @@ local function match_patterns(list, path, req)
     if caps[1] then
       local params, names = req.params, r.names
       for k = 1, #names do params[names[k]] = Request.unescape(caps[k], false) end
+      if r.rest then req._rest = caps[#names] end   -- as sent, for static
       return r
     end
   end

@@ -114,8 +114,7 @@ local function full_head(res, status, headers, length, ctype)
       local lk = lower(k)
       if skip and skip[lk] ~= nil then
         -- given again in the call's headers: those win
-      elseif lk == "content-length" or lk == "transfer-encoding" or lk == "date" or
-          (lk == "server" and false) then
+      elseif lk == "content-length" or lk == "transfer-encoding" or lk == "date" then
         -- the framing is ours
       elseif lk == "connection" then
         if find(lower(tostring(v)), "close", 1, true) then c.close = true end
@@ -294,6 +293,13 @@ function Res:finish(piece)
   self._done = true
   if self._chunked and not self._nobody then return self._c.sock:send("0\r\n\r\n") end
   return true
+end
+
+-- res:send_file(path_or_file [, opts]): in moonring.http.static, which
+-- replaces this on loading.
+function Res:send_file(file, opts)
+  require "moonring.http.static"
+  return self:send_file(file, opts)
 end
 
 -- res:redirect(url [, status]): 302 by default.
