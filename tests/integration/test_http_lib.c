@@ -486,8 +486,9 @@ static void test_continue(void **state)
     out = client(argv, NULL);
     assert_string_equal(out, "b'HTTP/1.1 100 Continue\\r\\n\\r\\n'\nb'abc'\n");
     free(out);
-    refused("Expect: something-else", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
-            "Expect: something-else\r\n\r\nx", 80, "HTTP/1.1 417 ");
+    const char *other = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                        "Expect: something-else\r\n\r\nx";
+    refused("Expect: something-else", other, strlen(other), "HTTP/1.1 417 ");
 }
 
 /* Pipelined requests are answered in order, from the bytes already
@@ -724,8 +725,8 @@ static void test_body_limits(void **state)
     char *out = exchange(ok, strlen(ok), H_WAIT_MS, &end, NULL);
     contains(out, "HTTP/1.1 200 OK\r\n");
     contains(out, "\r\n\r\n0123456789");
-    refused("11 bytes to /small", "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n"
-            "0123456789a", 64, "HTTP/1.1 413 ");
+    const char *over = "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n0123456789a";
+    refused("11 bytes to /small", over, strlen(over), "HTTP/1.1 413 ");
     const char *ch = "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                      "6\r\n012345\r\n6\r\n6789ab\r\n0\r\n\r\n";
     refused("12 chunked bytes to /small", ch, strlen(ch), "HTTP/1.1 413 ");
