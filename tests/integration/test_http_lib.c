@@ -346,6 +346,18 @@ static void test_query_and_headers(void **state)
 static void test_json(void **state)
 {
     (void)state;
+    /* without lua-cjson, res:json and req:json say what is missing */
+    char *script = h_write_file(NULL, "nojson.lua",
+        "package.preload.cjson = function() error('not here') end\n"
+        "local json = require 'moonring.http.json'\n"
+        "assert(not json.available())\n"
+        "json.get()\n");
+    const char *argv[] = { "-t", script, NULL };
+    char *err;
+    assert_int_not_equal(h_run(argv, &err), 0);
+    contains(err, "JSON needs lua-cjson (Debian: apt-get install lua-cjson)");
+    free(err);
+    free(script);
     const char *c0[] = { "curl", "-s", at("/jsoninfo"), NULL };
     char *out = client(c0, NULL);
     bool have = strcmp(out, "cjson\n") == 0;
