@@ -193,8 +193,11 @@ local function default_fallback(req, res) res:send(404, "Not Found\n") end
 -- answer with (nil: close quietly).
 local function read_head(c)
   local opts = c.app.opts
+  -- every field the request path reads is here, so that none falls
+  -- through to Request.__index, a function
   local req = setmetatable({ headers = setmetatable({}, headers_mt), _c = c,
-    _phase = "done", _size = 0 }, Request)
+    _phase = "done", _size = 0, _left = 0, _chunked = false, _close = false, _ka10 = false,
+    _continue = false, _res = false, _rest = false }, Request)
   -- the request line (empty lines before it are skipped, RFC 9112 2.2)
   local cr, nxt, room = nil, nil, opts.max_head
   while true do
@@ -240,7 +243,8 @@ end
 -- Serve one request on c (its head read): route, run, finish.
 local function serve_one(c, req)
   local app = c.app
-  local res = setmetatable({ _c = c, _req = req }, Response)
+  local res = setmetatable({ _c = c, _req = req, _started = false, _done = false,
+    _hdrs = false }, Response)
   req._res = res
   if req._close then c.close = true end
   local route = lookup(app, req)

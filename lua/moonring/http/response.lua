@@ -178,7 +178,7 @@ local function send_body(res, status, body, headers, ctype)
   res._started, res._done = true, true
   local c = res._c
   local sock = c.sock
-  if headers == nil and res._hdrs == nil and not no_body(status) then
+  if headers == nil and not res._hdrs and not no_body(status) then
     local close = closing(res)
     local head = plain_head(c.app, status, ctype)
     local tail = close and CLOSE or (res._req._ka10 and KEEP or END)

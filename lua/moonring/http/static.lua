@@ -248,7 +248,7 @@ function S.handler(root, opts)
     if req.method ~= "GET" and req.method ~= "HEAD" then
       return res:send(405, "Method Not Allowed\n", { Allow = "GET, HEAD" })
     end
-    local raw = rawget(req, "_rest") or req.path
+    local raw = req._rest or req.path
     if find(lower(raw), "%2f", 1, true) then return error_page(res, 404) end
     local rel = gsub(raw, "%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
     if find(rel, "\0", 1, true) then return error_page(res, 404) end
