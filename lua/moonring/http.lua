@@ -175,7 +175,7 @@ local function fail(c, res, status)
   if res and res._started then return end
   local body = (REASONS[status] or "Error") .. "\n"
   if res then
-    res._started, res._done = true, true
+    res._started, res._done, res._hdrs = true, true, false   -- not the handler's headers
     c.sock:send(Response.full_head(res, status, nil, #body, "text/plain"), body)
     return
   end
@@ -210,6 +210,7 @@ local function read_head(c)
     end
     room = room - (nxt - c.pos)
     if cr ~= c.pos then break end
+    if room <= 0 then return nil, 400 end   -- nothing but empty lines
     c.pos = nxt
   end
   local ok, status = request_line(c.buf, c.pos, cr, req)
