@@ -68,7 +68,7 @@ $(BUILD)/libmoonring.a: $(ALL_OBJ)
 # The core's own tests see the core alone, and link with it alone.
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 INTEG_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
-CORE_TESTS  := $(addprefix $(BUILD)/tests/test_,bufring conn core resolv sendq timer ud)
+CORE_TESTS  := $(addprefix $(BUILD)/tests/test_,bufring conn core fsreq resolv sendq timer ud)
 TEST_CFLAGS := $(CFLAGS) -Itests/integration
 TEST_LIBS   := -lcmocka -lpthread
 

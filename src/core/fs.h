@@ -66,6 +66,7 @@ struct fs_req {
     int64_t off;
     size_t cap;
     bool borrowed;             /* buf is the caller's (fs_read_into) */
+    bool cold;                 /* the page cache could not serve the read */
 };
 
 /* A request whose end goes to done; NULL when out of memory. */
@@ -118,6 +119,20 @@ int fs_write_file(struct core *k, struct fs_req *r, const char *path,
  * its entries are read with getdents64(2), in the loop, as io_uring has
  * no operation for that (see fs.c). */
 int fs_list(struct core *k, struct fs_req *r, const char *path);
+
+/* Move up to n bytes of f at off to the socket sock_fd without copying
+ * them through user space: splice file -> pipe (pipe_w) linked with
+ * splice pipe (pipe_r) -> socket, and a splice of the rest when either
+ * was short. The pipe must be empty and hold n bytes (F_SETPIPE_SZ);
+ * nothing else may write to the socket meanwhile. res: the bytes that
+ * reached the socket, 0 at end of file. */
+int fs_splice(struct core *k, struct fs_req *r, struct fs_file *f, int64_t off,
+              size_t n, int pipe_w, int pipe_r, int sock_fd);
+
+/* Keep f (a request of the caller's own, such as a send in several
+ * steps): a close waits until fs_unhold. */
+static inline void fs_hold(struct fs_file *f) { f->users++; }
+void fs_unhold(struct core *k, struct fs_file *f);
 
 /* Close f (and free it) through the ring, once no request uses it; at
  * once, by close(2), when the ring is gone (after core_destroy). */

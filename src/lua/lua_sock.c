@@ -405,6 +405,7 @@ static const luaL_Reg methods[] = {
     { "receive_any", l_receive_any },
     { "receive_until", l_receive_until },
     { "send", l_send },
+    { "send_file", lua_sendfile },
     { "settimeouts", l_settimeouts },
     { NULL, NULL },
 };
@@ -500,6 +501,10 @@ void lua_sock_data(struct lua_host *h, struct conn *c, const char *p, size_t n)
 void lua_sock_drained(struct lua_host *h, struct conn *c)
 {
     struct lua_sock *s = h->socks[c->slot];
+    if (s->sf) {
+        lua_sendfile_drained(s);
+        return;
+    }
     if (!s->writer)
         return;
     lua_State *co = s->writer;
@@ -523,6 +528,7 @@ void lua_sock_closed(struct lua_host *h, struct conn *c)
         s->why = strerror(-c->err);
     else if (c->reason == REASON_EOF || c->reason == REASON_CLOSED)
         s->why = "closed";
+    lua_sendfile_detach(s);
     if (s->writer) {
         lua_State *co = s->writer;
         s->writer = NULL;
@@ -565,6 +571,7 @@ void lua_sock_timer(struct lua_host *h, uint64_t low)
         lua_State *co = s->writer;
         s->writer = NULL;
         s->wdeadline = 0;
+        lua_sendfile_detach(s);
         core_close(h->k, c, REASON_TIMEOUT, true);
         lua_sock_wake_err(h, co, "timeout");
     }

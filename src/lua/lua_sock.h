@@ -35,6 +35,7 @@ struct lua_sock {
     bool pooled;               /* idle in the pool */
     unsigned reused;           /* times taken from the pool */
     char why_buf[200];         /* why points here for a TLS failure */
+    struct lua_sendfile *sf;   /* send_file's job, while the writer waits on it */
 };
 
 /* The private key under which a socket's object keeps its state. */
@@ -55,6 +56,14 @@ struct lua_sock *lua_sock_push(struct lua_host *h, lua_State *L,
                                struct conn *c, int conns);
 /* Give the socket object at obj the state userdata at state. */
 void lua_sock_attach(lua_State *L, int obj, int state);
+
+/* lua_sendfile.c: sock:send_file */
+int lua_sendfile(lua_State *L);
+/* The output fell to the low-water mark: the job reads on. */
+void lua_sendfile_drained(struct lua_sock *s);
+/* The socket closed or its send timed out: the job ends without waking
+ * the writer (the caller does). */
+void lua_sendfile_detach(struct lua_sock *s);
 
 /* lua_tcp.c */
 void lua_tcp_register(lua_State *L, struct lua_host *h);

@@ -7,11 +7,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -427,6 +431,327 @@ static void test_fd_limit(void **state)
     run_case_opts("limit", "7,Too many open files,nil,Too many open files,true,true", opts);
 }
 
+
+/* --- sock:send_file ---------------------------------------------------- */
+
+/* Each request line "MODE PATH OFFSET LENGTH" (LENGTH -1: to the end;
+ * MODE path, file or splice) is answered by the bytes, then
+ * "\nsent=N\n", or "\nerr=E\n". */
+static const char send_lua[] =
+    "local mr = require 'moonring'\n"
+    "return function(sock)\n"
+    "  while true do\n"
+    "    local line = sock:receive('*l')\n"
+    "    if not line then return end\n"
+    "    local mode, path, off, len = line:match('^(%S+) (%S+) (%d+) (%-?%d+)$')\n"
+    "    off, len = tonumber(off), tonumber(len)\n"
+    "    if len < 0 then len = nil end\n"
+    "    local src, opts = path, mode == 'splice' and { splice = true } or nil\n"
+    "    if mode == 'file' or mode == 'closed' then src = assert(mr.fs.open(path)) end\n"
+    "    if mode == 'closed' then src:close() end\n"
+    "    local n, err = sock:send_file(src, off, len, opts)\n"
+    "    if mode == 'file' then src:close() end\n"
+    "    sock:send(n and ('\\nsent=' .. n .. '\\n') or ('\\nerr=' .. err .. '\\n'))\n"
+    "  end\n"
+    "end\n";
+
+static void sha256_hex(const void *p, size_t n, char out[65])
+{
+    unsigned char md[32];
+    unsigned len = 0;
+    EVP_Digest(p, n, md, &len, EVP_sha256(), NULL);
+    for (int i = 0; i < 32; i++)
+        sprintf(out + 2 * i, "%02x", md[i]);
+}
+
+static char *random_file(const char *name, size_t n, char **data)
+{
+    char *p = path_in(name);
+    *data = malloc(n);
+    h_fill_random(*data, n, 7);
+    FILE *f = fopen(p, "w");
+    assert_int_equal(fwrite(*data, 1, n, f), n);
+    fclose(f);
+    return p;
+}
+
+/* Ask for one range and check its bytes (by their SHA-256) and count. */
+static void fetch_range(int fd, const char *mode, const char *path,
+                        const char *data, size_t size, size_t off, long len)
+{
+    char req[512];
+    snprintf(req, sizeof req, "%s %s %zu %ld\n", mode, path, off, len);
+    h_send_all(fd, req, strlen(req));
+    size_t want = off >= size ? 0 : len < 0 || off + (size_t)len > size ? size - off
+                                                                       : (size_t)len;
+    char *got = malloc(want + 1);
+    assert_int_equal(h_recv_exact(fd, got, want, H_WAIT_MS), want);
+    char a[65], b[65];
+    sha256_hex(got, want, a);
+    sha256_hex(data + (off < size ? off : size), want, b);
+    if (strcmp(a, b))
+        fail_msg("%s %zu %ld: sha256 %s, wanted %s", mode, off, len, a, b);
+    free(got);
+    assert_string_equal(h_line(fd, H_WAIT_MS), "");
+    char trailer[64];
+    snprintf(trailer, sizeof trailer, "sent=%zu", want);
+    assert_string_equal(h_line(fd, H_WAIT_MS), trailer);
+}
+
+/* A 3 MB file by path, by file object and by splice, whole and in
+ * ranges (one past the end, one beyond it), on one connection. */
+static void test_send_file(void **state)
+{
+    (void)state;
+    size_t size = 3000000;
+    char *data;
+    char *p = random_file("data", size, &data);
+    struct h_server s;
+    char *path = h_serve(&s, send_lua, NULL, NULL);
+    int fd = h_connect(s.port, false);
+    const char *modes[] = { "path", "file", "splice" };
+    for (int m = 0; m < 3; m++) {
+        fetch_range(fd, modes[m], p, data, size, 0, -1);
+        fetch_range(fd, modes[m], p, data, size, 12345, 100000);
+        fetch_range(fd, modes[m], p, data, size, size - 10, 1000);
+        fetch_range(fd, modes[m], p, data, size, size + 5, -1);
+        fetch_range(fd, modes[m], p, data, size, 1, 1);
+    }
+    const char *errs[][2] = {
+        { "path /nonexistent 0 -1\n", "err=No such file or directory" },
+        { "closed /etc/hostname 0 -1\n", "err=closed" },
+        { "path /tmp 0 -1\n", "err=Is a directory" },
+    };
+    for (int i = 0; i < 3; i++) {
+        h_send_all(fd, errs[i][0], strlen(errs[i][0]));
+        assert_string_equal(h_line(fd, H_WAIT_MS), "");
+        assert_string_equal(h_line(fd, H_WAIT_MS), errs[i][1]);
+    }
+    close(fd);
+    h_finish(&s, path);
+    free(p);
+    free(data);
+}
+
+/* A client that does not read: the server holds about two chunks of the
+ * file, not the file (64 MiB); then it reads all of it, intact. */
+static void test_send_file_backpressure(void **state)
+{
+    (void)state;
+    char *p = path_in("zeros");
+    int f = open(p, O_CREAT | O_WRONLY, 0644);
+    assert_int_equal(ftruncate(f, 64 << 20), 0);
+    close(f);
+    struct h_server s;
+    char *path = h_serve(&s, send_lua, NULL, NULL);
+    int fd = h_connect(s.port, false);
+    long before = h_rss_kib(s.pid);
+    char req[512];
+    snprintf(req, sizeof req, "path %s 0 -1\n", p);
+    h_send_all(fd, req, strlen(req));
+    h_sleep_ms(500);
+    long during = h_rss_kib(s.pid);
+    static char buf[1 << 20];
+    size_t total = 0;
+    while (total < (64u << 20)) {
+        size_t n = h_recv_exact(fd, buf, sizeof buf, H_WAIT_MS);
+        for (size_t i = 0; i < n; i++)
+            if (buf[i])
+                fail_msg("byte %zu is not 0", total + i);
+        total += n;
+        if (n < sizeof buf)
+            break;
+    }
+    assert_int_equal(total, 64u << 20);
+    assert_string_equal(h_line(fd, H_WAIT_MS), "");
+    assert_string_equal(h_line(fd, H_WAIT_MS), "sent=67108864");
+    close(fd);
+    h_finish(&s, path);
+    free(p);
+    if (during - before > 8 * 1024)
+        fail_msg("the server grew by %ld KiB while the client did not read",
+                 during - before);
+}
+
+/* send_file on a tls:// listener: the bytes go through TLS; a python
+ * client checks their SHA-256. */
+static const char py_tls_get[] =
+    "import hashlib, socket, ssl, sys\n"
+    "port, path, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])\n"
+    "c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n"
+    "s = c.wrap_socket(socket.create_connection(('127.0.0.1', port), timeout=10))\n"
+    "s.sendall(('path %s 0 -1\\n' % path).encode())\n"
+    "buf = b''\n"
+    "while len(buf) < n + 1 or not buf.endswith(b'\\n'):\n"
+    "    d = s.recv(1 << 16)\n"
+    "    if not d: break\n"
+    "    buf += d\n"
+    "print(hashlib.sha256(buf[:n]).hexdigest(), buf[n:].decode().strip())\n";
+
+static void test_send_file_tls(void **state)
+{
+    (void)state;
+    char *cert = path_in("cert.pem"), *key = path_in("key.pem");
+    const char *mk[] = { "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
+                         "-out", cert, "-days", "2", "-subj", "/CN=localhost", NULL };
+    char *out;
+    assert_int_equal(h_exec(mk, NULL, &out, H_WAIT_MS, true), 0);
+    free(out);
+    size_t size = 2500000;
+    char *data;
+    char *p = random_file("data", size, &data);
+    const char *opts[] = { "-l", "tls://127.0.0.1:0", "--tls-cert", cert,
+                           "--tls-key", key, NULL };
+    struct h_server s;
+    char *path = h_serve(&s, send_lua, opts, NULL);
+    char port[16], n[16];
+    snprintf(port, sizeof port, "%d", s.port);
+    snprintf(n, sizeof n, "%zu", size);
+    const char *argv[] = { "python3", "-c", py_tls_get, port, p, n, NULL };
+    assert_int_equal(h_exec(argv, NULL, &out, 2 * H_WAIT_MS, true), 0);
+    char want[128], hex[65];
+    sha256_hex(data, size, hex);
+    snprintf(want, sizeof want, "%s sent=%zu\n", hex, size);
+    assert_string_equal(out, want);
+    free(out);
+    h_finish(&s, path);
+    free(p), free(data), free(cert), free(key);
+}
+
+/* --- the loop goes on while the disk works ------------------------------- */
+
+/* "ping" is answered "pong"; "fs PATH" or "io PATH" reads the whole file
+ * by mr.fs or by Lua's io (which stalls the worker) and answers
+ * "done BYTES". */
+static const char stall_lua[] =
+    "local mr = require 'moonring'\n"
+    "return function(sock)\n"
+    "  while true do\n"
+    "    local line = sock:receive('*l')\n"
+    "    if not line then return end\n"
+    "    if line == 'ping' then sock:send('pong\\n') else\n"
+    "      local how, path = line:match('^(%S+) (.+)$')\n"
+    "      local total = 0\n"
+    "      if how == 'fs' then\n"
+    "        local f = assert(mr.fs.open(path))\n"
+    "        while true do local s = assert(f:read(1048576)) if s == '' then break end total = total + #s end\n"
+    "        f:close()\n"
+    "      else\n"
+    "        local f = assert(io.open(path, 'rb'))\n"
+    "        while true do local s = f:read(1048576) if not s then break end total = total + #s end\n"
+    "        f:close()\n"
+    "      end\n"
+    "      sock:send('done ', total, '\\n')\n"
+    "    end\n"
+    "  end\n"
+    "end\n";
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One ping: its round trip in ms. */
+static double ping(int fd)
+{
+    double t0 = now_ms();
+    h_send_all(fd, "ping\n", 5);
+    char buf[5];
+    assert_int_equal(h_recv_exact(fd, buf, 5, 3 * H_WAIT_MS), 5);
+    assert_memory_equal(buf, "pong\n", 5);
+    return now_ms() - t0;
+}
+
+/* Ping until `reader` (if >= 0) has its "done" line, or `count` pings
+ * (reader < 0); the 99th percentile, in ms. */
+static double ping_p99(int fd, int reader, int count, const char *want_done)
+{
+    static double v[200000];
+    int n = 0;
+    for (;;) {
+        if (reader < 0 && n >= count)
+            break;
+        if (reader >= 0) {
+            struct pollfd p = { .fd = reader, .events = POLLIN };
+            if (poll(&p, 1, 0) == 1) {
+                assert_string_equal(h_line(reader, H_WAIT_MS), want_done);
+                break;
+            }
+        }
+        if (n < (int)(sizeof v / sizeof v[0]))
+            v[n++] = ping(fd);
+        h_sleep_ms(1);
+    }
+    assert_true(n > 0);
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return v[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1];
+}
+
+/* A 256 MiB file written, synced and dropped from the page cache. */
+static void make_cold(const char *p, size_t size, bool fill)
+{
+    int f = open(p, O_CREAT | O_RDWR, 0644);
+    assert_true(f >= 0);
+    if (fill) {
+        static char block[1 << 20];
+        h_fill_random(block, sizeof block, 3);
+        for (size_t at = 0; at < size; at += sizeof block)
+            assert_int_equal(write(f, block, sizeof block), (ssize_t)sizeof block);
+    }
+    assert_int_equal(fsync(f), 0);
+    assert_int_equal(posix_fadvise(f, 0, 0, POSIX_FADV_DONTNEED), 0);
+    close(f);
+}
+
+/* While a coroutine reads a 256 MiB file that is not in the page cache,
+ * the worker answers pings as when idle; reading it by io.open in a
+ * handler stalls them. */
+static void test_read_stall(void **state)
+{
+    (void)state;
+    size_t size = 256u << 20;
+    char *p = path_in("cold");
+    make_cold(p, size, true);
+    struct h_server s;
+    char *path = h_serve(&s, stall_lua, NULL, NULL);
+    int pinger = h_connect(s.port, false), reader = h_connect(s.port, false);
+    char req[512], done[64];
+    snprintf(done, sizeof done, "done %zu", size);
+    double idle = ping_p99(pinger, -1, 300, NULL);
+
+    make_cold(p, size, false);
+    snprintf(req, sizeof req, "fs %s\n", p);
+    double t0 = now_ms();
+    h_send_all(reader, req, strlen(req));
+    double with_fs = ping_p99(pinger, reader, 0, done);
+    double fs_ms = now_ms() - t0;
+
+    make_cold(p, size, false);
+    snprintf(req, sizeof req, "io %s\n", p);
+    t0 = now_ms();
+    h_send_all(reader, req, strlen(req));
+    double with_io = ping_p99(pinger, reader, 0, done);
+    double io_ms = now_ms() - t0;
+    close(pinger);
+    close(reader);
+    h_finish(&s, path);
+    unlink(p);
+    free(p);
+    fprintf(stderr, "stall: ping p99 %.2f ms idle, %.2f ms while mr.fs reads 256 MiB "
+                    "cold (%.0f ms), %.2f ms while io.open reads it (%.0f ms)\n",
+            idle, with_fs, fs_ms, with_io, io_ms);
+    assert_true(with_fs < 50);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -440,6 +765,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_file_atomic, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_linear, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_fd_limit, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_send_file, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_send_file_backpressure, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_send_file_tls, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_read_stall, mk_dir, rm_dir),
     };
+    if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER=test_read_stall */
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
     return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
 }

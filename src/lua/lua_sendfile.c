@@ -1,0 +1,310 @@
+/* lua_sendfile.c - sock:send_file(file_or_path [, offset [, length]]):
+ * a file's bytes to the connection without passing them through Lua.
+ *
+ * The default way: reads through the ring into one chunk buffer (the
+ * size of the high-water mark), whose bytes go straight into the
+ * connection's send queue by core_send, so through the transport when
+ * there is one (TLS encrypts them on their way). The same backpressure
+ * as sock:send: the next chunk is read while the output is at or below
+ * the high-water mark, and the job waits for the drained event while it
+ * is above, so a slow reader holds at most about two chunks of the
+ * file in memory.
+ *
+ * The other way, for plain TCP only ({ splice = true }): the file's
+ * pages go file -> pipe -> socket by IORING_OP_SPLICE, linked in pairs,
+ * with no copy through user space. The README gives the figures of
+ * both; the reads are the default.
+ *
+ * The coroutine waits as the socket's writer (a send meanwhile gets
+ * "socket busy writing"); the job is the socket's (s->sf) and ends with
+ * the wait: done, failed, or the connection closed. A read still in
+ * flight then frees it when it completes. */
+#include "fs.h"
+#include "lua_fs.h"
+#include "lua_sock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SPLICE_CHUNK (1u << 20)
+
+struct lua_sendfile {
+    struct lua_host *h;
+    struct lua_sock *s;        /* NULL once the wait ended */
+    struct fs_file *f;         /* held while the job runs */
+    bool own;                  /* opened by the job from a path: closed by it */
+    bool busy;                 /* a request (open, read, splice) is in flight */
+    bool splice;
+    int pipe[2];               /* splice: its pipe, -1 for none */
+    uint64_t off, left;        /* next offset; bytes still to send */
+    uint64_t sent;
+    char *buf;
+    size_t cap;
+};
+
+static void step(struct lua_sendfile *j);
+
+static void job_free(struct lua_sendfile *j)
+{
+    struct core *k = j->h->k;
+    if (j->f) {
+        fs_unhold(k, j->f);
+        if (j->own)
+            fs_close(k, j->f);
+    }
+    for (int i = 0; i < 2; i++)
+        if (j->pipe[i] >= 0)
+            close(j->pipe[i]);
+    free(j->buf);
+    free(j);
+}
+
+/* The wait ends: resume the writer with the bytes sent, or nil, err. */
+static void end(struct lua_sendfile *j, const char *err)
+{
+    struct lua_sock *s = j->s;
+    struct lua_host *h = j->h;
+    lua_State *co = s->writer;
+    s->writer = NULL;
+    s->sf = NULL;
+    s->wdeadline = 0;
+    j->s = NULL;
+    uint64_t sent = j->sent;
+    if (!j->busy)
+        job_free(j);
+    if (err) {
+        lua_sock_wake_err(h, co, err);
+    } else {
+        lua_pushnumber(co, (lua_Number)sent);
+        lua_co_resume(h, co, 1);
+    }
+}
+
+void lua_sendfile_detach(struct lua_sock *s)
+{
+    struct lua_sendfile *j = s->sf;
+    if (!j)
+        return;
+    s->sf = NULL;
+    j->s = NULL;
+    if (!j->busy)
+        job_free(j);
+}
+
+/* A request of the job completed: false when the job is gone. */
+static bool back(struct fs_req *r)
+{
+    struct lua_sendfile *j = r->data;
+    j->busy = false;
+    if (j->s)
+        return true;
+    job_free(j);
+    return false;
+}
+
+static void on_data(struct core *k, struct fs_req *r, int res)
+{
+    struct lua_sendfile *j = r->data;
+    if (!back(r))
+        return;
+    struct conn *c = j->s->c;
+    if (res < 0) {
+        end(j, strerror(-res));
+        return;
+    }
+    if (!j->splice && res > 0 && (!c || core_send(k, c, j->buf, (size_t)res))) {
+        end(j, "closed");
+        return;
+    }
+    if (j->splice && c) {
+        c->active = k->now;
+        k->stats.bytes_out += (uint64_t)res;
+    }
+    j->sent += (uint64_t)res;
+    j->off += (uint64_t)res;
+    j->left -= (uint64_t)res;
+    if (res == 0 || j->left == 0) {
+        end(j, NULL);
+        return;
+    }
+    step(j);
+}
+
+/* Read (or splice) the next n bytes: 0, or why it could not start. */
+static int submit(struct lua_sendfile *j, size_t n)
+{
+    struct core *k = j->h->k;
+    struct fs_req *r = fs_req_new(k, on_data, j);
+    int ret = r ? 0 : -ENOMEM;
+    if (r && j->splice)
+        ret = fs_splice(k, r, j->f, (int64_t)j->off, n, j->pipe[1], j->pipe[0],
+                        j->s->c->fd);
+    else if (r)
+        ret = fs_read_into(k, r, j->f, j->buf, n, (int64_t)j->off);
+    if (ret)
+        fs_req_free(r);
+    else
+        j->busy = true;
+    return ret;
+}
+
+static size_t next_len(const struct lua_sendfile *j)
+{
+    return j->left < j->cap ? (size_t)j->left : j->cap;
+}
+
+/* The next chunk, or wait for the output to drain. */
+static void step(struct lua_sendfile *j)
+{
+    struct conn *c = j->s->c;
+    if (!c || c->state != CONN_OPEN) {
+        end(j, "closed");
+        return;
+    }
+    if (c->flags & CF_HWM)
+        return; /* lua_sendfile_drained goes on */
+    int ret = submit(j, next_len(j));
+    if (ret)
+        end(j, strerror(-ret));
+}
+
+void lua_sendfile_drained(struct lua_sock *s)
+{
+    struct lua_sendfile *j = s->sf;
+    if (j && !j->busy)
+        step(j);
+}
+
+static void on_open(struct core *k, struct fs_req *r, int res)
+{
+    struct lua_sendfile *j = r->data;
+    if (res == 0) {
+        j->f = r->file;
+        fs_hold(j->f);
+    }
+    (void)k;
+    if (!back(r))
+        return;
+    if (res < 0) {
+        end(j, strerror(-res));
+        return;
+    }
+    step(j);
+}
+
+static int64_t opt_count(lua_State *L, int idx, int64_t dflt)
+{
+    if (lua_isnoneornil(L, idx))
+        return dflt;
+    lua_Number v = luaL_checknumber(L, idx);
+    if (!(v >= 0 && v <= 9007199254740992.0) || v != (lua_Number)(int64_t)v)
+        luaL_argerror(L, idx, "a whole number >= 0 expected");
+    return (int64_t)v;
+}
+
+/* The splice way's pipe, as big as a chunk. */
+static int make_pipe(struct lua_sendfile *j)
+{
+    if (pipe2(j->pipe, O_CLOEXEC))
+        return -errno;
+    if (fcntl(j->pipe[1], F_SETPIPE_SZ, SPLICE_CHUNK) < 0)
+        j->cap = 64u << 10; /* what a pipe holds by default */
+    else
+        j->cap = SPLICE_CHUNK;
+    return 0;
+}
+
+static bool want_splice(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx))
+        return false;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getfield(L, idx, "splice");
+    bool on = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return on;
+}
+
+/* sock:send_file(file_or_path [, offset [, length [, opts]]]) -> bytes
+ * sent, or nil, err. */
+int lua_sendfile(lua_State *L)
+{
+    struct lua_host *h = HOST(L);
+    struct lua_sock *s = lua_sock_check(L);
+    bool is_file = lua_fs_is_file(L, 2);
+    if (!is_file && !lua_isstring(L, 2))
+        return luaL_argerror(L, 2, "a file or a path expected");
+    int64_t off = opt_count(L, 3, 0);
+    int64_t len = opt_count(L, 4, -1);
+    bool splice = want_splice(L, 5);
+    struct conn *c = s->c;
+    if (!c || c->state != CONN_OPEN)
+        return lua_sock_fail(L, "closed");
+    if (s->writer)
+        return lua_sock_fail(L, "socket busy writing");
+    if (splice && c->tp)
+        return lua_sock_fail(L, "splice works on plain TCP only");
+    if (splice && (sendq_busy(&c->q) || sendq_pending(&c->q)))
+        return lua_sock_fail(L, "splice needs the output sent first");
+    struct fs_file *f = is_file ? lua_fs_file_at(L, 2) : NULL;
+    if (is_file && !f)
+        return lua_sock_fail(L, "closed");
+    if (len == 0)
+        return lua_pushnumber(L, 0), 1;
+    if (L != s->home)
+        lua_co_check(L, h, "sock:send_file");
+    struct lua_sendfile *j = calloc(1, sizeof *j);
+    if (!j)
+        return lua_sock_fail(L, "out of memory");
+    j->h = h;
+    j->s = s;
+    j->off = (uint64_t)off;
+    j->left = len < 0 ? UINT64_MAX : (uint64_t)len;
+    j->pipe[0] = j->pipe[1] = -1;
+    j->splice = splice;
+    int ret = 0;
+    if (splice) {
+        ret = make_pipe(j);
+    } else {
+        size_t hw = h->k->conns.high_water;
+        j->cap = hw < (16u << 10) ? 16u << 10 : hw > (1u << 20) ? 1u << 20 : hw;
+        if (j->left < j->cap)
+            j->cap = (size_t)j->left;
+        if (!(j->buf = malloc(j->cap)))
+            ret = -ENOMEM;
+    }
+    if (ret) {
+        job_free(j);
+        return lua_sock_fail(L, strerror(-ret));
+    }
+    s->writer = L;
+    s->sf = j;
+    if (s->timeout_ms[T_SEND]) {
+        s->wdeadline = timer_now() + (uint64_t)s->timeout_ms[T_SEND] * 1000000;
+        lua_sock_queue_timer(h, s, s->wdeadline);
+    }
+    if (f) {
+        j->f = f;
+        fs_hold(f);
+        ret = submit(j, next_len(j));
+    } else {
+        j->own = true;
+        struct fs_req *r = fs_req_new(h->k, on_open, j);
+        ret = r ? fs_open(h->k, r, lua_tostring(L, 2), O_RDONLY, 0, NULL) : -ENOMEM;
+        if (ret)
+            fs_req_free(r);
+        else
+            j->busy = true;
+    }
+    if (ret) {
+        s->writer = NULL;
+        s->sf = NULL;
+        s->wdeadline = 0;
+        job_free(j);
+        return lua_sock_fail(L, strerror(-ret));
+    }
+    return lua_yield(L, 0);
+}
