@@ -67,6 +67,13 @@ static int setup(void **state)
     put_file(root, "docs/index.html", "<p>docs</p>\n");
     put_file(root, "sub/t.txt", T_TXT);
     put_file(outside, "secret.txt", "secret\n");
+    /* 3 MiB, byte i = (i * 7) % 251: sent whole and in ranges */
+    snprintf(p, sizeof p, "%s/big.bin", root);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    for (long i = 0; i < 3 << 20; i++)
+        fputc((int)((i * 7) % 251), f);
+    fclose(f);
     /* out of the root: relative and absolute; within it: relative */
     snprintf(p, sizeof p, "%s/evil", root);
     assert_int_equal(symlink("../outside/secret.txt", p), 0);
@@ -946,6 +953,27 @@ static void test_static(void **state)
     const char *c3[] = { "curl", "-s", at("/sendfile"), NULL };
     out = client(c3, NULL);
     assert_string_equal(out, T_TXT);
+    free(out);
+    /* a big file, whole, in ranges and by HEAD, on one connection */
+    char port[16];
+    snprintf(port, sizeof port, "%d", srv.port);
+    const char *py =
+        "import http.client, sys\n"
+        "c = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]), timeout=10)\n"
+        "want = bytes((i * 7) % 251 for i in range(3 << 20))\n"
+        "c.request('GET', '/files/big.bin')\n"
+        "r = c.getresponse()\n"
+        "assert r.status == 200 and r.read() == want\n"
+        "for a, b in ((0, 0), (1000000, 2999999), (3145000, 3145727)):\n"
+        "    c.request('GET', '/files/big.bin', headers={'Range': 'bytes=%d-%d' % (a, b)})\n"
+        "    r = c.getresponse()\n"
+        "    assert r.status == 206 and r.read() == want[a:b + 1], (a, b)\n"
+        "c.request('HEAD', '/files/big.bin')\n"
+        "r = c.getresponse()\n"
+        "print(r.status, r.getheader('Content-Length'), r.read())\n";
+    const char *argv[] = { "python3", "-c", py, port, NULL };
+    out = client(argv, NULL);
+    assert_string_equal(out, "200 3145728 b''\n");
     free(out);
     const char *c4[] = { "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
                          at("/files/sub/t.txt"), NULL };

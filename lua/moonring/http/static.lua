@@ -17,8 +17,8 @@
 -- the extension, Last-Modified and ETag (nginx's form, "mtime-size" in
 -- hex), 304 for If-None-Match or If-Modified-Since, one Range (206, or
 -- 416 when it is past the end; a list of ranges gets the whole file),
--- If-Range, HEAD. The bytes go out with sock:send_file when moonring has
--- it, else in reads of 64 KiB.
+-- If-Range, HEAD. The bytes go out with sock:send_file: read through the
+-- ring and queued without passing through Lua.
 local mr = require "moonring"
 local Res = require "moonring.http.response"
 
@@ -54,6 +54,8 @@ local function fs()
   if not f then error("moonring.http: files need mr.fs, which this moonring lacks", 3) end
   return f
 end
+
+-- The bytes go with sock:send_file, which came with mr.fs.
 
 -- "Sun, 06 Nov 1994 08:49:37 GMT" -> seconds since the epoch, or nil.
 local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,
@@ -106,23 +108,6 @@ local function parse_range(h, size)
   return first, last
 end
 S.parse_range = parse_range
-
--- Send length bytes of f from offset on the socket.
-local function send_bytes(sock, f, offset, length)
-  if sock.send_file then return sock:send_file(f, offset, length) end
-  local sent = 0
-  while sent < length do
-    local n = length - sent
-    if n > 65536 then n = 65536 end
-    local data, err = f:read(n, offset + sent)
-    if not data then return nil, err end
-    if data == "" then return nil, "file shrank" end
-    local ok, serr = sock:send(data)
-    if not ok then return nil, serr end
-    sent = sent + #data
-  end
-  return sent
-end
 
 -- The status for a failed open or stat: its message is the system's.
 local function status_of(err)
@@ -221,7 +206,7 @@ function Res:send_file(file, opts)
   local ok, serr = sock:send(Res.full_head(self, status, headers, length, nil))
   local sent = 0
   if ok and req.method ~= "HEAD" and length > 0 then
-    sent, serr = send_bytes(sock, f, offset, length)
+    sent, serr = sock:send_file(f, offset, length)
     if not sent then
       ok = false
       self._c.close = true   -- the body is cut short: the client must see it end
