@@ -350,6 +350,42 @@ static void test_query_and_headers(void **state)
     close(fd);
 }
 
+/* The Date of a response on fd: seconds since the epoch, or -1. */
+static long date_of(int fd)
+{
+    const char *r = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+    char head[1024], body[64];
+    h_send_all(fd, r, strlen(r));
+    if (response(fd, head, sizeof head, body, sizeof body, H_WAIT_MS) != 200)
+        return -1;
+    char *d = strstr(head, "Date: ");
+    struct tm tm = { 0 };
+    if (!d || !strptime(d + 6, "%a, %d %b %Y %H:%M:%S GMT", &tm))
+        return -1;
+    return (long)timegm(&tm);
+}
+
+/* The Date header is the time, to the second, and moves on with it
+ * (the clock is read once a second while responses go out). */
+static void test_date(void **state)
+{
+    (void)state;
+    int fd = h_connect(srv.port, false);
+    for (int i = 0; i < 2; i++) {
+        long now = (long)time(NULL), d = date_of(fd);
+        if (d < now - 1 || d > now + 1)
+            fail_msg("Date %ld, the time %ld", d, now);
+        h_sleep_ms(1100);
+    }
+    close(fd);
+    h_sleep_ms(2100);   /* the clock's timer stops, then starts again */
+    fd = h_connect(srv.port, false);
+    long now = (long)time(NULL), d = date_of(fd);
+    if (d < now - 1 || d > now + 1)
+        fail_msg("Date %ld after a pause, the time %ld", d, now);
+    close(fd);
+}
+
 static void test_json(void **state)
 {
     (void)state;
@@ -987,6 +1023,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_query_and_headers),
+        cmocka_unit_test(test_date),
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_bodies),
         cmocka_unit_test(test_continue),
