@@ -21,12 +21,11 @@ local Response = require "moonring.http.response"
 
 local M = {}
 
-local find, sub, byte, gsub, format = string.find, string.sub, string.byte, string.gsub,
-  string.format
-local type, pairs, setmetatable, xpcall, tostring, error = type, pairs, setmetatable, xpcall,
-  tostring, error
+local find, sub, gsub = string.find, string.sub, string.gsub
+local type, pairs, setmetatable, getmetatable, xpcall, tostring, error = type, pairs,
+  setmetatable, getmetatable, xpcall, tostring, error
 local traceback = debug.traceback
-local line, recv = reader.line, reader.recv
+local line = reader.line
 local request_line, header, finish_head = parse.request_line, parse.header, parse.finish_head
 local headers_mt = parse.headers_mt
 local skip_body = Request.skip_body
@@ -37,8 +36,8 @@ M.unescape, M.parse_query, M.http_date = Request.unescape, Request.parse_query,
   Response.http_date
 
 local DEFAULTS = {
-  max_head = 32768,        -- request line and headers (431 beyond), as nginx's
-                           -- large_client_header_buffers 4 8k... in one
+  max_head = 32768,        -- request line and headers (431 beyond): nginx's
+                           -- large_client_header_buffers (4 x 8k), as one
   max_line = 8192,         -- the request line (414 beyond)
   max_body = 1048576,      -- 413 beyond; per route too
   head_timeout = 10,       -- from a request's first byte to its blank line (408)
@@ -78,7 +77,7 @@ local function compile(path)
   if not find(path, "[:*]") then return nil end
   local names, pat = {}, { "^" }
   local rest = nil
-  for seg_start, seg in path:gmatch("()/([^/]*)") do
+  for seg in path:gmatch("/([^/]*)") do
     if rest then error("moonring.http: '*' must end the route: " .. path, 3) end
     if sub(seg, 1, 1) == ":" then
       names[#names + 1] = sub(seg, 2)
@@ -90,7 +89,6 @@ local function compile(path)
     else
       pat[#pat + 1] = "/" .. gsub(seg, "[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")
     end
-    local _ = seg_start
   end
   pat[#pat + 1] = "$"
   return table.concat(pat), names
@@ -237,10 +235,6 @@ local function read_head(c)
   return req
 end
 
-local function run(route, req, res)
-  return route.fn(req, res)
-end
-
 -- Serve one request on c (its head read): route, run, finish.
 local function serve_one(c, req)
   local app = c.app
@@ -315,5 +309,4 @@ function M.static(root, opts)
   return require("moonring.http.static").handler(root, opts)
 end
 
-local _ = recv
 return M
