@@ -314,6 +314,14 @@ static void test_routes(void **state)
     contains(raw, "Content-Length: 6\r\n");
     assert_string_equal(strstr(raw, "\r\n\r\n"), "\r\n\r\n");
     assert_int_equal(end, END_EOF);
+    /* HEAD of a streamed response: its head, no chunks */
+    raw = xs("HEAD /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &end);
+    contains(raw, "Transfer-Encoding: chunked\r\n");
+    assert_string_equal(strstr(raw, "\r\n\r\n"), "\r\n\r\n");
+    /* the absolute form (as to a proxy) routes by its path */
+    raw = xs("GET http://example.org/users/5/posts/6?q=1 HTTP/1.1\r\nHost: example.org\r\n"
+             "Connection: close\r\n\r\n", &end);
+    assert_string_equal(strstr(raw, "\r\n\r\n"), "\r\n\r\n5|6\n");
 }
 
 static void test_query_and_headers(void **state)
@@ -547,7 +555,8 @@ static void test_continue(void **state)
 }
 
 /* Pipelined requests are answered in order, from the bytes already
- * received; 10,000 requests go through one connection. */
+ * received; 10,000 requests go through one connection, and max_requests
+ * (here 10,001) ends it. */
 static void test_pipelining_keepalive(void **state)
 {
     (void)state;
@@ -585,6 +594,12 @@ static void test_pipelining_keepalive(void **state)
             fail_msg("request %d on the connection: %d '%s'", i, st, body);
     }
     print_message("10,000 requests on one connection: %ld ms\n", mono_ms() - t0);
+    /* the 10,001st is the last (max_requests): it says close, and closes */
+    char head[1024];
+    h_send_all(fd, r, strlen(r));
+    assert_int_equal(response(fd, head, sizeof head, body, sizeof body, H_WAIT_MS), 200);
+    contains(head, "Connection: close\r\n");
+    assert_true(h_wait_closed(fd, H_WAIT_MS));
     close(fd);
     /* handlers that wait: two connections sleep at once, not in turn */
     t0 = mono_ms();

@@ -4,7 +4,7 @@ local mr = require "moonring"
 local http = require "moonring.http"
 
 local root = assert(arg[1], "ROOT expected")
-local app = http.new({ head_timeout = 1, body_timeout = 1, idle_timeout = 1.5,
+local app = http.new({ head_timeout = 1, body_timeout = 1, idle_timeout = 1.5, max_requests = 10001,
   max_body = 1048576 })
 
 app:get("/hello", function(req, res) res:send(200, "hello\n") end)
