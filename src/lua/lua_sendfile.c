@@ -228,6 +228,60 @@ static bool want_splice(lua_State *L, int idx)
     return on;
 }
 
+/* A job for off and len (-1: to the end), with its chunk buffer or its
+ * pipe; NULL and *err when it cannot be made. */
+static struct lua_sendfile *job_new(struct lua_host *h, struct lua_sock *s,
+                                    int64_t off, int64_t len, bool splice,
+                                    int *err)
+{
+    struct lua_sendfile *j = calloc(1, sizeof *j);
+    if (!j) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    j->h = h;
+    j->s = s;
+    j->off = (uint64_t)off;
+    j->left = len < 0 ? UINT64_MAX : (uint64_t)len;
+    j->pipe[0] = j->pipe[1] = -1;
+    j->splice = splice;
+    *err = 0;
+    if (splice) {
+        *err = make_pipe(j);
+    } else {
+        size_t hw = h->k->conns.high_water;
+        j->cap = hw < (16u << 10) ? 16u << 10 : hw > (1u << 20) ? 1u << 20 : hw;
+        if (j->left < j->cap)
+            j->cap = (size_t)j->left;
+        if (!(j->buf = malloc(j->cap)))
+            *err = -ENOMEM;
+    }
+    if (*err) {
+        job_free(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* The first request: the first chunk of f, or the open of path. */
+static int job_start(struct lua_sendfile *j, struct fs_file *f, const char *path)
+{
+    struct core *k = j->h->k;
+    if (f) {
+        j->f = f;
+        fs_hold(f);
+        return submit(j, next_len(j));
+    }
+    j->own = true;
+    struct fs_req *r = fs_req_new(k, on_open, j);
+    int ret = r ? fs_open(k, r, path, O_RDONLY, 0, NULL) : -ENOMEM;
+    if (ret)
+        fs_req_free(r);
+    else
+        j->busy = true;
+    return ret;
+}
+
 /* sock:send_file(file_or_path [, offset [, length [, opts]]]) -> bytes
  * sent, or nil, err. */
 int lua_sendfile(lua_State *L)
@@ -256,55 +310,21 @@ int lua_sendfile(lua_State *L)
         return lua_pushnumber(L, 0), 1;
     if (L != s->home)
         lua_co_check(L, h, "sock:send_file");
-    struct lua_sendfile *j = calloc(1, sizeof *j);
+    int ret;
+    struct lua_sendfile *j = job_new(h, s, off, len, splice, &ret);
     if (!j)
-        return lua_sock_fail(L, "out of memory");
-    j->h = h;
-    j->s = s;
-    j->off = (uint64_t)off;
-    j->left = len < 0 ? UINT64_MAX : (uint64_t)len;
-    j->pipe[0] = j->pipe[1] = -1;
-    j->splice = splice;
-    int ret = 0;
-    if (splice) {
-        ret = make_pipe(j);
-    } else {
-        size_t hw = h->k->conns.high_water;
-        j->cap = hw < (16u << 10) ? 16u << 10 : hw > (1u << 20) ? 1u << 20 : hw;
-        if (j->left < j->cap)
-            j->cap = (size_t)j->left;
-        if (!(j->buf = malloc(j->cap)))
-            ret = -ENOMEM;
-    }
-    if (ret) {
+        return lua_sock_fail(L, strerror(-ret));
+    s->writer = L;
+    s->sf = j;
+    if ((ret = job_start(j, f, is_file ? NULL : lua_tostring(L, 2)))) {
+        s->writer = NULL;
+        s->sf = NULL;
         job_free(j);
         return lua_sock_fail(L, strerror(-ret));
     }
-    s->writer = L;
-    s->sf = j;
     if (s->timeout_ms[T_SEND]) {
         s->wdeadline = timer_now() + (uint64_t)s->timeout_ms[T_SEND] * 1000000;
         lua_sock_queue_timer(h, s, s->wdeadline);
-    }
-    if (f) {
-        j->f = f;
-        fs_hold(f);
-        ret = submit(j, next_len(j));
-    } else {
-        j->own = true;
-        struct fs_req *r = fs_req_new(h->k, on_open, j);
-        ret = r ? fs_open(h->k, r, lua_tostring(L, 2), O_RDONLY, 0, NULL) : -ENOMEM;
-        if (ret)
-            fs_req_free(r);
-        else
-            j->busy = true;
-    }
-    if (ret) {
-        s->writer = NULL;
-        s->sf = NULL;
-        s->wdeadline = 0;
-        job_free(j);
-        return lua_sock_fail(L, strerror(-ret));
     }
     return lua_yield(L, 0);
 }

@@ -573,6 +573,40 @@ static void test_send_file_backpressure(void **state)
                  during - before);
 }
 
+/* A client that goes away in the middle of a send_file, by reads and by
+ * splice: the server carries on (the next client gets its bytes) and
+ * exits cleanly (under ASan, with nothing leaked). */
+static void test_send_file_peer_gone(void **state)
+{
+    (void)state;
+    char *p = path_in("zeros");
+    int f = open(p, O_CREAT | O_WRONLY, 0644);
+    assert_int_equal(ftruncate(f, 64 << 20), 0);
+    close(f);
+    struct h_server s;
+    char *path = h_serve(&s, send_lua, NULL, NULL);
+    static char buf[1 << 20];
+    const char *modes[] = { "path", "file", "splice" };
+    for (int m = 0; m < 3; m++) {
+        int fd = h_connect(s.port, false);
+        char req[512];
+        snprintf(req, sizeof req, "%s %s 0 -1\n", modes[m], p);
+        h_send_all(fd, req, strlen(req));
+        assert_int_equal(h_recv_exact(fd, buf, sizeof buf, H_WAIT_MS), sizeof buf);
+        close(fd);
+    }
+    int fd = h_connect(s.port, false);
+    char req[512];
+    snprintf(req, sizeof req, "path %s 1000 10\n", p);
+    h_send_all(fd, req, strlen(req));
+    assert_int_equal(h_recv_exact(fd, buf, 10, H_WAIT_MS), 10);
+    assert_string_equal(h_line(fd, H_WAIT_MS), "");
+    assert_string_equal(h_line(fd, H_WAIT_MS), "sent=10");
+    close(fd);
+    h_finish(&s, path);
+    free(p);
+}
+
 /* send_file on a tls:// listener: the bytes go through TLS; a python
  * client checks their SHA-256. */
 static const char py_tls_get[] =
@@ -622,8 +656,8 @@ static void test_send_file_tls(void **state)
 /* --- the loop goes on while the disk works ------------------------------- */
 
 /* "ping" is answered "pong"; "fs PATH" or "io PATH" reads the whole file
- * by mr.fs or by Lua's io (which stalls the worker) and answers
- * "done BYTES". */
+ * by mr.fs (256 KiB a read) or by Lua's io (1 MiB a read, which stalls
+ * the worker) and answers "done BYTES". */
 static const char stall_lua[] =
     "local mr = require 'moonring'\n"
     "return function(sock)\n"
@@ -635,7 +669,7 @@ static const char stall_lua[] =
     "      local total = 0\n"
     "      if how == 'fs' then\n"
     "        local f = assert(mr.fs.open(path))\n"
-    "        while true do local s = assert(f:read(1048576)) if s == '' then break end total = total + #s end\n"
+    "        while true do local s = assert(f:read(262144)) if s == '' then break end total = total + #s end\n"
     "        f:close()\n"
     "      else\n"
     "        local f = assert(io.open(path, 'rb'))\n"
@@ -726,6 +760,14 @@ static void test_read_stall(void **state)
     int pinger = h_connect(s.port, false), reader = h_connect(s.port, false);
     char req[512], done[64];
     snprintf(done, sizeof done, "done %zu", size);
+    /* once through mr.fs first: the io-wq threads exist, as in a server
+     * that has been running */
+    char *warm = path_in("warm");
+    make_cold(warm, 4u << 20, true);
+    snprintf(req, sizeof req, "fs %s\n", warm);
+    h_send_all(reader, req, strlen(req));
+    assert_string_equal(h_line(reader, H_WAIT_MS), "done 4194304");
+    free(warm);
     double idle = ping_p99(pinger, -1, 300, NULL);
 
     make_cold(p, size, false);
@@ -767,6 +809,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fd_limit, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file_backpressure, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_send_file_peer_gone, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file_tls, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_read_stall, mk_dir, rm_dir),
     };

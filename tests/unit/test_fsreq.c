@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -340,6 +341,52 @@ static void test_destroy_in_flight(void **state)
     assert_int_equal(core_init(&t->k, &cfg), 0); /* for the teardown */
 }
 
+/* fs_splice: a file of 300,000 bytes asked 1 MiB at a time moves whole
+ * (the linked splice is cancelled by the short first one, and the rest
+ * of the pipe follows), then 0 at the end of the file. */
+static void test_splice(void **state)
+{
+    struct t *t = *state;
+    struct seen s = { 0 };
+    static char data[300000], got[300000];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (char)(i * 13 + 1);
+    int w = open(in_dir(t, "sp"), O_CREAT | O_WRONLY, 0644);
+    assert_int_equal(write(w, data, sizeof data), (ssize_t)sizeof data);
+    close(w);
+    struct fs_file *f = open_ok(t, in_dir(t, "sp"), O_RDONLY);
+    int p[2], sv[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    assert_true(fcntl(p[1], F_SETPIPE_SZ, 1 << 20) >= (1 << 20));
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int big = 4 << 20;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    assert_int_equal(fs_splice(&t->k, req(t, &s), f, 0, 1 << 20, p[1], p[0], sv[0]), 0);
+    size_t have = 0;
+    for (int i = 0; i < 5000 && !s.calls; i++) {
+        assert_int_equal(core_wait(&t->k), 0);
+        core_run(&t->k);
+        ssize_t n;
+        while ((n = recv(sv[1], got + have, sizeof got - have, MSG_DONTWAIT)) > 0)
+            have += (size_t)n;
+    }
+    assert_int_equal(s.calls, 1);
+    assert_int_equal(s.res, (int)sizeof data);
+    while (have < sizeof got) {
+        ssize_t n = recv(sv[1], got + have, sizeof got - have, 0);
+        assert_true(n > 0);
+        have += (size_t)n;
+    }
+    assert_memory_equal(got, data, sizeof data);
+    assert_int_equal(fs_splice(&t->k, req(t, &s), f, sizeof data, 1 << 20, p[1], p[0], sv[0]), 0);
+    wait_done(t, &s);
+    assert_int_equal(s.res, 0);
+    fs_close(&t->k, f);
+    close(p[0]), close(p[1]), close(sv[0]), close(sv[1]);
+    free(s.buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -349,6 +396,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_beneath, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_splice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_in_flight, setup, teardown),
     };
     return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
