@@ -272,14 +272,14 @@ local function serve(app, sock)
   local c = { sock = sock, app = app, buf = "", pos = 1, close = false,
     send_timeout = opts.send_timeout, dl = nil, dl_sec = nil, dl_kind = nil, rt = nil,
     fail = fail }
-  local idle = opts.idle_timeout
-  if idle <= 0 then idle = nil end
+  local idle = opts.idle_timeout   -- c.rt: the read timeout set (false: none, nil: unset)
+  if idle <= 0 then idle = false end
   local count, max_requests = 0, opts.max_requests
   while true do
     if c.pos > #c.buf then   -- wait for the next request, idle
       if c.rt ~= idle then
         c.rt = idle
-        sock:settimeouts(nil, c.send_timeout, idle)
+        sock:settimeouts(nil, c.send_timeout, idle or nil)
       end
       local data = sock:receive_any(65536)
       if not data then return end
