@@ -185,7 +185,38 @@ local function fail(c, res, status)
   c.sock:send(head, body)
 end
 
-local function default_fallback(req, res) res:send(404, "Not Found\n") end
+-- Without a fallback of the app's: 405 with Allow when the path has
+-- routes for other methods (as Go's ServeMux), else 404.
+local function default_fallback(req, res)
+  local app, path = req._c.app, req.path
+  local allow, n = {}, 0
+  for method, by in pairs(app.exact) do
+    if by[path] and method ~= "*" then
+      n = n + 1
+      allow[n] = method
+    end
+  end
+  for method, list in pairs(app.patterns) do
+    if method ~= "*" and not (app.exact[method] and app.exact[method][path]) then
+      for i = 1, #list do
+        if find(path, list[i].pat) then
+          n = n + 1
+          allow[n] = method
+          break
+        end
+      end
+    end
+  end
+  if n == 0 then return res:send(404, "Not Found\n") end
+  local has = {}
+  for i = 1, n do has[allow[i]] = true end
+  if has.GET and not has.HEAD then
+    n = n + 1
+    allow[n] = "HEAD"
+  end
+  table.sort(allow)
+  res:send(405, "Method Not Allowed\n", { Allow = table.concat(allow, ", ") })
+end
 
 -- Read one request's head from c: the request, or nil and a status to
 -- answer with (nil: close quietly).

@@ -324,6 +324,40 @@ static void test_routes(void **state)
     assert_string_equal(strstr(raw, "\r\n\r\n"), "\r\n\r\n5|6\n");
 }
 
+/* An app without a fallback: 405 with Allow for a path that has routes
+ * for other methods, 404 for one that has none. */
+static void test_method_not_allowed(void **state)
+{
+    (void)state;
+    struct h_server s;
+    char *path = h_serve(&s,
+        "local http = require 'moonring.http'\n"
+        "local app = http.new()\n"
+        "app:get('/thing', function(req, res) res:send('thing\\n') end)\n"
+        "app:put('/thing', function(req, res) res:send('put\\n') end)\n"
+        "app:post('/items/:id', function(req, res) res:send('item\\n') end)\n"
+        "return app:handler()\n", NULL, NULL);
+    char u[128];
+    snprintf(u, sizeof u, "http://127.0.0.1:%d/thing", s.port);
+    const char *c1[] = { "curl", "-s", "-i", "-X", "DELETE", u, NULL };
+    char *out = client(c1, NULL);
+    contains(out, "HTTP/1.1 405 Method Not Allowed\r\n");
+    contains(out, "Allow: GET, HEAD, PUT\r\n");
+    free(out);
+    snprintf(u, sizeof u, "http://127.0.0.1:%d/items/7", s.port);
+    const char *c2[] = { "curl", "-s", "-i", u, NULL };
+    out = client(c2, NULL);
+    contains(out, "HTTP/1.1 405 ");
+    contains(out, "Allow: POST\r\n");
+    free(out);
+    snprintf(u, sizeof u, "http://127.0.0.1:%d/other", s.port);
+    const char *c3[] = { "curl", "-s", "-i", u, NULL };
+    out = client(c3, NULL);
+    contains(out, "HTTP/1.1 404 Not Found\r\n");
+    free(out);
+    h_finish(&s, path);
+}
+
 static void test_query_and_headers(void **state)
 {
     (void)state;
@@ -1037,6 +1071,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes),
+        cmocka_unit_test(test_method_not_allowed),
         cmocka_unit_test(test_query_and_headers),
         cmocka_unit_test(test_date),
         cmocka_unit_test(test_json),
