@@ -9,7 +9,7 @@ want=(liburing-dev libssl-dev pkg-config gcc make)
 case "${1:-build}" in
   build) ;;
   # the examples' tests drive them with real clients and peers
-  test)  want+=(libcmocka-dev python3 curl wrk redis-tools redis-server socat openssl dnsutils) ;;
+  test)  want+=(libcmocka-dev python3 curl wrk redis-tools redis-server socat openssl dnsutils lua-cjson) ;;
   fuzz)  want+=(clang libclang-rt-14-dev) ;;
   # make bench's peers (nginx, tarantool) come one by one through 'only',
   # so that a peer Debian cannot give is skipped rather than fatal

@@ -166,13 +166,19 @@ static int closed_result(struct lua_host *h, struct lua_sock *s, lua_State *L)
     return 3;
 }
 
+/* One entry in the heap serves every deadline of the socket: it is due
+ * at the earliest, and looks for the next when it fires. A deadline
+ * earlier than the queued entry (a read timeout shortened after a long
+ * one) gets an entry of its own; the later one then fires for nothing. */
 void lua_sock_queue_timer(struct lua_host *h, struct lua_sock *s, uint64_t due)
 {
-    if (s->timer_queued || !s->c)
+    if (!s->c || (s->timer_queued && s->timer_due <= due))
         return;
     uint64_t key = KEY_SOCK | (uint64_t)s->c->slot << 24 | (s->c->gen & 0xffffff);
-    if (core_timer_add(h->k, due, key) == 0)
+    if (core_timer_add(h->k, due, key) == 0) {
         s->timer_queued = true;
+        s->timer_due = due;
+    }
 }
 
 /* Stop reading while the buffer holds what it may hold, unless the
@@ -552,8 +558,9 @@ void lua_sock_timer(struct lua_host *h, uint64_t low)
     struct lua_sock *s = c && h->socks ? h->socks[c->slot] : NULL;
     if (!s)
         return;
-    s->timer_queued = false;
     uint64_t now = h->k->now;
+    if (s->timer_queued && now >= s->timer_due)
+        s->timer_queued = false; /* else an earlier entry is still queued */
     lua_tcp_timer(h, s, now);
     if (s->reader && s->rdeadline && now >= s->rdeadline) {
         lua_pushnil(s->reader);

@@ -25,6 +25,7 @@ struct lua_sock {
     struct conn *c;            /* NULL once closed */
     const char *why;           /* once closed: why, as on_close would say */
     bool timer_queued;         /* an entry is in the core's timer heap */
+    uint64_t timer_due;        /* ... due then, the earliest of them */
     bool paused;               /* reading stopped: the buffer is full */
     bool eof;                  /* the peer sends no more */
     /* outbound sockets (lua_tcp.c) */

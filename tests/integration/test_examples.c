@@ -811,6 +811,40 @@ static void test_proxy_backpressure(void **state)
 
 /* The echo as a connection function: 4 MiB of random bytes back
  * exactly, from 10 connections at once, while each waits in its read. */
+/* files.lua serves a directory on /, with its index and types, and
+ * nothing above it. */
+static void test_files(void **state)
+{
+    (void)state;
+    char *page = h_write_file(NULL, "index.html", "<p>files</p>\n");
+    char *dir = h_dirname(page);
+    char *note = h_write_file(dir, "note.txt", "0123456789");
+    struct h_server s;
+    start_example(&s, "examples/files.lua", dir, NULL);
+    const char *c1[] = { "curl", "-s", "-i", at(&s, "/"), NULL };
+    char *out = client(c1, NULL);
+    contains(out, "HTTP/1.1 200 OK\r\n");
+    contains(out, "Content-Type: text/html; charset=utf-8\r\n");
+    contains(out, "\r\n\r\n<p>files</p>\n");
+    free(out);
+    const char *c2[] = { "curl", "-s", "-r", "3-5", at(&s, "/note.txt"), NULL };
+    out = client(c2, NULL);
+    assert_string_equal(out, "345");
+    free(out);
+    const char *c3[] = { "curl", "-s", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}",
+                         at(&s, "/../etc/passwd"), NULL };
+    out = client(c3, NULL);
+    assert_string_equal(out, "403");
+    free(out);
+    h_finish(&s, NULL);
+    unlink(note);
+    unlink(page);
+    rmdir(dir);
+    free(note);
+    free(page);
+    free(dir);
+}
+
 static void test_echo_seq(void **state)
 {
     (void)state;
@@ -892,9 +926,9 @@ static void test_hits(void **state)
     long ok = 4;
     /* bad requests: an error and a close, and no count */
     contains(raws(s.port, "GARBAGE\r\n\r\n"), "HTTP/1.1 400 ");
-    contains(raws(s.port, "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    contains(raws(s.port, "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
              "HTTP/1.1 501 ");
-    contains(raws(s.port, "GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"),
+    contains(raws(s.port, "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"),
              "HTTP/1.1 413 ");
     static char big[12000];
     int bn = snprintf(big, sizeof big, "GET / HTTP/1.1\r\nX: ");
@@ -1049,6 +1083,7 @@ int main(void)
         cmocka_unit_test(test_proxy_redis),
         cmocka_unit_test(test_proxy_http),
         cmocka_unit_test(test_proxy_backpressure),
+        cmocka_unit_test(test_files),
         cmocka_unit_test(test_echo_seq),
         cmocka_unit_test(test_hits),
         cmocka_unit_test(test_hits_redis_down),

@@ -104,6 +104,35 @@ static void test_timeouts(void **state)
     h_finish(&s, path);
 }
 
+static const char shorter_lua[] =
+    "local mr = require 'moonring'\n"
+    "return function(sock)\n"
+    "  sock:settimeouts(nil, nil, 30)\n"
+    "  local a = sock:receive('*l')\n"
+    "  sock:settimeouts(nil, nil, 0.2)\n"
+    "  local t0 = mr.now()\n"
+    "  local b, err = sock:receive('*l')\n"
+    "  sock:send(tostring(b), ' ', tostring(err), ' ', ('%d'):format((mr.now() - t0) * 1000), '\\n')\n"
+    "end\n";
+
+/* A read timeout shorter than the last one is kept: the wait ends after
+ * 0.2 s, not when the 30 s of the first read would have. */
+static void test_timeout_shortened(void **state)
+{
+    (void)state;
+    struct h_server s;
+    char *path = h_serve(&s, shorter_lua, NULL, NULL);
+    int fd = h_connect(s.port, false);
+    h_send_all(fd, "a\n", 2);
+    char *line = h_line(fd, H_WAIT_MS);
+    int ms = 0;
+    if (sscanf(line, "nil timeout %d", &ms) != 1)
+        fail_msg("wanted 'nil timeout MS', got '%s'", line);
+    assert_in_range(ms, 190, 1000);
+    close(fd);
+    h_finish(&s, path);
+}
+
 static const char sleep_lua[] =
     "local mr = require 'moonring'\n"
     "return function(sock)\n"
@@ -578,6 +607,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forms_split),
         cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_timeout_shortened),
         cmocka_unit_test(test_sleep),
         cmocka_unit_test(test_spawn_wait),
         cmocka_unit_test(test_wait_outside),
