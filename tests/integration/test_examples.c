@@ -845,6 +845,65 @@ static void test_files(void **state)
     free(dir);
 }
 
+/* A 1 GiB file through send_file, checked by SHA-256, while 50 other
+ * clients keep getting a small file from the same worker. The file is
+ * sparse with 4 KiB of random bytes every 16 MiB (and at both ends), so
+ * that a byte sent from the wrong place changes the sum. */
+static void test_files_big(void **state)
+{
+    (void)state;
+    char *small = h_write_file(NULL, "small.txt", "hello from moonring\n");
+    char *dir = h_dirname(small);
+    char big[600];
+    snprintf(big, sizeof big, "%s/big.bin", dir);
+    int fd = open(big, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    assert_true(fd >= 0);
+    static char block[4096];
+    const off_t size = 1ll << 30;
+    for (off_t off = 0; off < size; off += 16 << 20) {
+        h_fill_random(block, sizeof block, (unsigned)(off >> 20) + 7);
+        assert_int_equal(pwrite(fd, block, sizeof block, off), (ssize_t)sizeof block);
+    }
+    assert_int_equal(pwrite(fd, block, sizeof block, size - (off_t)sizeof block),
+                     (ssize_t)sizeof block);
+    close(fd);
+    struct h_server s;
+    start_example(&s, "examples/files.lua", dir, NULL);
+    char port[16];
+    snprintf(port, sizeof port, "%d", s.port);
+    const char *py =
+        "import hashlib, http.client, subprocess, sys\n"
+        "port, path = int(sys.argv[1]), sys.argv[2]\n"
+        "want = hashlib.sha256()\n"
+        "with open(path, 'rb') as f:\n"
+        "    for b in iter(lambda: f.read(1 << 20), b''): want.update(b)\n"
+        "wrk = subprocess.Popen(['wrk', '-t1', '-c50', '-d3s',\n"
+        "    'http://127.0.0.1:%d/small.txt' % port], stdout=subprocess.PIPE, text=True)\n"
+        "c = http.client.HTTPConnection('127.0.0.1', port, timeout=60)\n"
+        "c.request('GET', '/big.bin')\n"
+        "r = c.getresponse()\n"
+        "got, n = hashlib.sha256(), 0\n"
+        "for b in iter(lambda: r.read(1 << 20), b''):\n"
+        "    got.update(b); n += len(b)\n"
+        "out = wrk.communicate(timeout=60)[0]\n"
+        "small = [l for l in out.splitlines() if 'requests in' in l]\n"
+        "bad = 'Non-2xx' in out or 'Socket errors' in out\n"
+        "print(r.status, n, got.hexdigest() == want.hexdigest(),\n"
+        "      'wrk-errors' if bad else 'wrk-ok', int(small[0].split()[0]) > 1000)\n";
+    const char *argv[] = { "python3", "-c", py, port, big, NULL };
+    char *out;
+    int st = h_exec(argv, NULL, &out, 120000, true);
+    assert_int_equal(st, 0);
+    assert_string_equal(out, "200 1073741824 True wrk-ok True\n");
+    free(out);
+    h_finish(&s, NULL);
+    unlink(big);
+    unlink(small);
+    rmdir(dir);
+    free(small);
+    free(dir);
+}
+
 static void test_echo_seq(void **state)
 {
     (void)state;
@@ -1084,6 +1143,7 @@ int main(void)
         cmocka_unit_test(test_proxy_http),
         cmocka_unit_test(test_proxy_backpressure),
         cmocka_unit_test(test_files),
+        cmocka_unit_test(test_files_big),
         cmocka_unit_test(test_echo_seq),
         cmocka_unit_test(test_hits),
         cmocka_unit_test(test_hits_redis_down),
