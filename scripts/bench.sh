@@ -564,6 +564,7 @@ bench_shared() {
 # file (requests/s, CPU per request) and a 1 MiB file (bytes/s).
 files_dir() { # the files every file workload serves, made once
   [ -d "$work/files" ] && return 0
+  chmod 755 "$work"          # nginx's workers read them as nobody
   mkdir -p "$work/files"
   head -c 4096 /dev/urandom >"$work/files/4k.bin"
   head -c 1048576 /dev/urandom >"$work/files/1m.bin"
