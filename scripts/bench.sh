@@ -9,7 +9,7 @@
 # the versions and the exact commands; the rest of that file is prose.
 #
 # usage: scripts/bench.sh    settings from the environment, with their defaults:
-#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 SHARED_N=2000000 MIXED_MB=1024
+#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 SHARED_N=2000000 MIXED_MB=1024 MIXED_RATE=10000 MIXED_LIMIT=100M
 #   ONLY="echo http https tls hits redis churn idle udp shared files mixed aof"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,8 @@ WRK_SECS=${WRK_SECS:-10}     # seconds per wrk measurement
 IDLE_CONNS=${IDLE_CONNS:-10000}
 SHARED_N=${SHARED_N:-2000000} # gets or sets per loop of the shared workload
 MIXED_MB=${MIXED_MB:-1024}  # the uncached download of the mixed workload
+MIXED_RATE=${MIXED_RATE:-10000} # its echo messages per second
+MIXED_LIMIT=${MIXED_LIMIT:-100M} # its download's rate (curl --limit-rate)
 ALL="echo http https tls hits redis churn idle udp shared files mixed aof"
 ONLY=${ONLY:-$ALL}           # which workloads
 OUT=${OUT:-BENCHMARKS.md}
@@ -615,46 +617,50 @@ bench_files() {
   done
 }
 
-# 9. The mixed case: 50 clients get a small file while one more
-# downloads a file of MIXED_MB MiB that is not in the page cache, from the
-# same worker: the small GETs' p99 with and without the download. nginx
-# reads the file with sendfile, in its worker.
+# 9. The mixed case: 50 echo clients, paced at MIXED_RATE messages/s in
+# all (a load the worker can carry: at full speed any extra work shows in
+# the latency), while one more client downloads a file of MIXED_MB MiB
+# that is not in the page cache, from the same worker: the echo p99 alone,
+# beside a download sent with send_file (through the ring), and beside the
+# same download read with Lua's io library (tests/bench/mixed.lua).
 uncache() { # drop a file from the page cache
   python3 -c 'import os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY); os.fdatasync(fd)
 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$1"
 }
-p99_ms() { # the 99% line of wrk --latency, in ms
-  awk '$1 == "99%" { v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u);
-       printf "%.3f", v * (u == "s" ? 1000 : u == "us" ? 0.001 : 1) }' <<<"$1"
+mixed_run() { # mixed_run KEY [URL]: the echo p99 (beside a download of URL)
+  local key=$1 url=${2:-} dl= out
+  if [ -n "$url" ]; then
+    uncache "$work/files/big.bin"
+    # paced, as a client across a network would read: a download at
+    # loopback speed would take the client core from the echo clients
+    note_cmd taskset -c $CCPU curl -s -o /dev/null --limit-rate "$MIXED_LIMIT" "$url"
+    taskset -c $CCPU curl -s -o /dev/null --limit-rate "$MIXED_LIMIT" -w '%{size_download}' \
+      "${url//\$HPORT/$hport}" >"$work/dl.got" & dl=$!
+    sleep 0.5                # its first bytes come from the disk
+  fi
+  out=$(client build/loadgen -p '$PORT' -c 50 -s 64 -r "$MIXED_RATE" -d "$SECS" -W 0.5)
+  set -- $out
+  [ "${10}" = 0 ] || { echo "bench: mixed $key: $out" >&2; exit 1; }
+  record "mixed.$key.p99" "$6"
+  record "mixed.$key.rps" "$2"
+  [ -z "$dl" ] && return 0
+  kill -0 "$dl" 2>/dev/null ||
+    { echo "bench: mixed $key: the download ended before the echo did" >&2; exit 1; }
+  kill "$dl"; wait "$dl" 2>/dev/null || true
 }
 bench_mixed() {
-  local servers=(moonring) r s spid out dl big="$work/files/big.bin" t0 t1
+  local r hport
   files_dir
-  [ -f "$big" ] || head -c $((MIXED_MB * 1048576)) /dev/zero >"$big"
-  [ $have_nginx = 1 ] && { files_conf; servers+=(nginx); }
+  [ -f "$work/files/big.bin" ] || head -c $((MIXED_MB * 1048576)) /dev/zero >"$work/files/big.bin"
   for r in $(seq "$ROUNDS"); do
-    for s in $(rotate "$r" "${servers[@]}"); do
-      start_files "$s"
-      out=$(client wrk -t1 -c50 -d"${WRK_SECS}s" --latency 'http://127.0.0.1:$PORT/small.txt')
-      record "mixed.alone.$s" "$(p99_ms "$out")"
-      uncache "$big"
-      note_cmd taskset -c $CCPU curl -s -o /dev/null -w '%{size_download}' 'http://127.0.0.1:$PORT/big.bin'
-      t0=$(date +%s.%N)
-      taskset -c $CCPU curl -s -o /dev/null -w '%{size_download}' \
-        "http://127.0.0.1:$PORT/big.bin" >"$work/dl.got" & dl=$!
-      out=$(client wrk -t1 -c50 -d"${WRK_SECS}s" --latency 'http://127.0.0.1:$PORT/small.txt')
-      wait "$dl"
-      t1=$(date +%s.%N)
-      [ "$(cat "$work/dl.got")" = $((MIXED_MB * 1048576)) ] ||
-        { echo "bench: mixed $s: the download got $(cat "$work/dl.got") bytes" >&2; exit 1; }
-      if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
-        echo "bench: mixed $s: $out" >&2; exit 1
-      fi
-      record "mixed.download.$s" "$(p99_ms "$out")"
-      record "mixed.dlsecs.$s" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
-      stop
-    done
+    hport=$((PORT + 1 + 3000))
+    start ./moonring -l 'tcp://127.0.0.1:$PORT' -l "tcp://127.0.0.1:$hport" --log-level warn \
+      tests/bench/mixed.lua "$work/files" '$PORT'
+    mixed_run alone
+    mixed_run ring 'http://127.0.0.1:$HPORT/big.bin'
+    mixed_run io 'http://127.0.0.1:$HPORT/io/big.bin'
+    stop
     echo "bench: mixed round $r of $ROUNDS done" >&2
   done
 }
@@ -897,16 +903,17 @@ table_files() {
 }
 
 table_mixed() {
-  local s a d diff
-  echo "**The mixed case**: \`wrk -t1 -c50 --latency\` getting a 20-byte file while \`curl\` downloads a ${MIXED_MB} MiB file that is not in the page cache, from the same worker (p99 of the small GETs, ms; target: at most 1 ms above the run without the download)"
+  local a v
+  a=$(median mixed.alone.p99)
+  echo "**The mixed case**: 50 echo clients (\`build/loadgen -r $MIXED_RATE\`: 64-byte messages, $MIXED_RATE a second in all) while one more client downloads a ${MIXED_MB} MiB file that is not in the page cache from the same worker, at $MIXED_LIMIT/s (`curl --limit-rate`) (\`tests/bench/mixed.lua\`) (echo p99, µs; target: at most 1 ms above the run without the download)"
   echo
-  echo "| server | p99 alone | p99 beside the download | difference | target ≤ 1 ms | download took (s) |"
+  echo "| download | echo p99 µs | above alone, µs | target ≤ 1000 | met | echo messages/s |"
   echo "|---|---|---|---|---|---|"
-  for s in moonring nginx; do
-    a=$(median "mixed.alone.$s"); d=$(median "mixed.download.$s")
-    [ "$a" = - ] && continue
-    diff=$(awk -v a="$a" -v d="$d" 'BEGIN { printf "%.3f", d - a }')
-    echo "| $s | $a | $d | $diff | $([ $s = moonring ] && meets "$diff" '<=' 1 || echo -) | $(median "mixed.dlsecs.$s") |"
+  echo "| none | $a | | | | $(median mixed.alone.rps) |"
+  for v in ring io; do
+    local p d; p=$(median "mixed.$v.p99")
+    d=$(awk -v a="$a" -v p="$p" 'BEGIN { if (a == "-" || p == "-") print "-"; else printf "%.1f", p - a }')
+    echo "| $([ $v = ring ] && echo 'send_file (through the ring)' || echo "Lua's io.open, 256 KiB reads") | $p | $d | $([ $v = ring ] && echo '≤ 1000' || echo) | $([ $v = ring ] && meets "$d" '<=' 1000 || echo -) | $(median "mixed.$v.rps") |"
   done
 }
 

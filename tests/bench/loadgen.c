@@ -46,6 +46,8 @@ struct client {
     size_t want;           /* bytes of the current batch */
     size_t sent, got;
     uint64_t t0;           /* when the batch was sent */
+    uint64_t next;         /* -r: when the next batch may go */
+    int idle;              /* -r: its batch waits for next */
     unsigned char *out;    /* the batch, kept to verify the echo */
     int done;
     SSL *ssl;              /* --tls: the connection's, or NULL */
@@ -57,7 +59,8 @@ static struct {
     int port, conns, depth, churn, waves, server_pid, tls;
     size_t size;
     double secs, warmup;
-} opt = { "127.0.0.1", 7000, 50, 1, 0, 0, 0, 0, 64, 5, 1 };
+    double rate;           /* -r: batches per second in all, 0: as fast as echoed */
+} opt = { "127.0.0.1", 7000, 50, 1, 0, 0, 0, 0, 64, 5, 1, 0 };
 
 static uint64_t *lat;      /* latency samples in ns */
 static size_t nlat, caplat;
@@ -307,6 +310,36 @@ static void raise_nofile(void)
     }
 }
 
+/* -r: send the batches whose time has come; -1 if a send failed. */
+static int send_due(struct client *cs, uint64_t t)
+{
+    for (int i = 0; i < opt.conns; i++) {
+        struct client *c = &cs[i];
+        if (!c->idle || c->fd < 0 || c->next > t)
+            continue;
+        c->idle = 0;
+        c->t0 = t;
+        if (pump_out(c) < 0) {
+            fprintf(stderr, "loadgen: connection %u failed: %s\n", c->id, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* How long epoll may wait: 100 ms, or until the next paced batch. */
+static struct timespec *wait_for(const struct client *cs, uint64_t t)
+{
+    static struct timespec ts;
+    uint64_t w = 100000000ull;
+    for (int i = 0; opt.rate > 0 && i < opt.conns; i++)
+        if (cs[i].idle && cs[i].fd >= 0)
+            w = cs[i].next <= t ? 0 : cs[i].next - t < w ? cs[i].next - t : w;
+    ts.tv_sec = (time_t)(w / 1000000000ull);
+    ts.tv_nsec = (long)(w % 1000000000ull);
+    return &ts;
+}
+
 static int pingpong(void)
 {
     int ep = epoll_create1(0);
@@ -318,7 +351,7 @@ static int pingpong(void)
         tls_attach(c);
         c->out = malloc(opt.size * (size_t)opt.depth);
         fill_batch(c);
-        c->t0 = now_ns();
+        c->t0 = c->next = now_ns();
         struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c };
         epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
     }
@@ -340,9 +373,13 @@ static int pingpong(void)
         }
         if (t >= end)
             break;
-        int n = epoll_wait(ep, evs, 256, 100);
+        if (opt.rate > 0 && send_due(cs, t) < 0)
+            goto done;
+        int n = epoll_pwait2(ep, evs, 256, wait_for(cs, t), NULL);
         for (int i = 0; i < n; i++) {
             struct client *c = evs[i].data.ptr;
+            if (c->idle)
+                continue; /* nothing asked: its batch waits for its time */
             int h = handshake(c);
             if (h < 0)
                 goto broken;
@@ -361,6 +398,14 @@ static int pingpong(void)
                 }
                 c->seq += (uint64_t)opt.depth;
                 fill_batch(c);
+                if (opt.rate > 0) { /* paced: each connection at rate / conns */
+                    c->next += (uint64_t)(1e9 * opt.conns / opt.rate);
+                    if (c->next > tn) {
+                        c->idle = 1;
+                        continue;
+                    }
+                    c->next = tn; /* behind: no burst to catch up */
+                }
                 c->t0 = tn;
                 if (pump_out(c) < 0)
                     goto broken;
@@ -374,6 +419,7 @@ static int pingpong(void)
             c->fd = -1;
         }
     }
+done:;
     double el = (double)(now_ns() - t_meas) / 1e9;
     double cpu = opt.server_pid ? cpu_secs(opt.server_pid) - cpu0 : -1;
     qsort(lat, nlat, sizeof *lat, cmp_u64);
@@ -457,7 +503,7 @@ int main(int argc, char **argv)
                                         { "tls", no_argument, NULL, 't' },
                                         { NULL, 0, NULL, 0 } };
     int ch;
-    while ((ch = getopt_long(argc, argv, "H:p:c:s:P:d:W:S:", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "H:p:c:s:P:d:W:S:r:", lo, NULL)) != -1) {
         switch (ch) {
         case 'H': opt.host = optarg; break;
         case 'p': opt.port = atoi(optarg); break;
@@ -470,9 +516,10 @@ int main(int argc, char **argv)
         case 'n': opt.churn = atoi(optarg); break;
         case 'v': opt.waves = 1; break;
         case 't': opt.tls = 1; break;
+        case 'r': opt.rate = atof(optarg); break;
         default:
             fprintf(stderr, "usage: loadgen -p PORT [-H HOST] [-c CONNS] [-s SIZE] "
-                            "[-P DEPTH] [-d SECS] [-W SECS] [-S PID] [--churn N [--waves]] [--tls]\n");
+                            "[-P DEPTH] [-d SECS] [-W SECS] [-S PID] [-r RATE] [--churn N [--waves]] [--tls]\n");
             return 2;
         }
     }
