@@ -9,8 +9,8 @@
 # the versions and the exact commands; the rest of that file is prose.
 #
 # usage: scripts/bench.sh    settings from the environment, with their defaults:
-#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 SHARED_N=2000000
-#   ONLY="echo http https tls hits redis churn idle udp shared"
+#   ROUNDS=5 SECS=3 WRK_SECS=10 IDLE_CONNS=10000 SHARED_N=2000000 MIXED_MB=1024
+#   ONLY="echo http https tls hits redis churn idle udp shared files mixed aof"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +19,8 @@ SECS=${SECS:-3}              # seconds per echo measurement, after 1 s of warm-u
 WRK_SECS=${WRK_SECS:-10}     # seconds per wrk measurement
 IDLE_CONNS=${IDLE_CONNS:-10000}
 SHARED_N=${SHARED_N:-2000000} # gets or sets per loop of the shared workload
-ALL="echo http https tls hits redis churn idle udp shared"
+MIXED_MB=${MIXED_MB:-1024}  # the uncached download of the mixed workload
+ALL="echo http https tls hits redis churn idle udp shared files mixed aof"
 ONLY=${ONLY:-$ALL}           # which workloads
 OUT=${OUT:-BENCHMARKS.md}
 SCPU=0 CCPU=1                # server core, client core
@@ -488,7 +489,10 @@ bench_udp() {
     fi
     stop
     echo "bench: udp round $r of $ROUNDS done" >&2
-# 6. Shared dictionaries: a Lua loop of SHARED_N gets, then sets, of
+  done
+}
+
+# 7. Shared dictionaries: a Lua loop of SHARED_N gets, then sets, of
 # 100-byte values over 1,000 keys, timed inside the handler: moonring's
 # mr.shared (tests/bench/shared_bench.lua) against nginx's ngx.shared.DICT
 # (tests/bench/nginx_shared.conf), with one worker, then with two running
@@ -550,6 +554,130 @@ bench_shared() {
       for w in 1 2; do "shared_$s" "$w"; done
     done
     echo "bench: shared round $r of $ROUNDS done" >&2
+# 8. Files: examples/files.lua (http.static, bytes sent with send_file)
+# against nginx with sendfile and open_file_cache, the same files: a 4 KiB
+# file (requests/s, CPU per request) and a 1 MiB file (bytes/s).
+files_dir() { # the files every file workload serves, made once
+  [ -d "$work/files" ] && return 0
+  mkdir -p "$work/files"
+  head -c 4096 /dev/urandom >"$work/files/4k.bin"
+  head -c 1048576 /dev/urandom >"$work/files/1m.bin"
+  echo "hello from moonring" >"$work/files/small.txt"
+}
+files_conf() { # nginx serving $work/files as a file server would
+  mkdir -p "$work/nginx/logs"
+  { nginx_head files; cat <<EOF
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  include /etc/nginx/mime.types;
+  sendfile on;
+  tcp_nopush on;
+  open_file_cache max=1000 inactive=60s;
+  open_file_cache_valid 60s;
+  server {
+    listen 127.0.0.1:\$PORT reuseport;
+    root $work/files;
+  }
+}
+EOF
+  } >"$work/nginx/files.conf"
+}
+start_files() { # start_files moonring|nginx: sets spid, the serving process
+  if [ "$1" = moonring ]; then
+    start ./moonring -p '$PORT' --log-level warn examples/files.lua "$work/files"
+  else
+    sed "s/\\\$PORT/$((PORT + 1))/" "$work/nginx/files.conf" >"$work/nginx/run-files.conf"
+    start nginx -p "$work/nginx" -c "$work/nginx/run-files.conf"
+  fi
+  spid=$pid
+  [ "$1" = moonring ] || spid=$(nginx_worker)
+}
+bench_files() {
+  local servers=(moonring) r s spid
+  files_dir
+  [ $have_nginx = 1 ] && { files_conf; servers+=(nginx); }
+  for r in $(seq "$ROUNDS"); do
+    for s in $(rotate "$r" "${servers[@]}"); do
+      start_files "$s"
+      wrk_record "files.4k.$s" "$spid" "Non-2xx\|Socket errors" 'http://127.0.0.1:$PORT/4k.bin'
+      wrk_record "files.1m.$s" "$spid" "Non-2xx\|Socket errors" 'http://127.0.0.1:$PORT/1m.bin'
+      stop
+    done
+    echo "bench: files round $r of $ROUNDS done" >&2
+  done
+}
+
+# 9. The mixed case: 50 clients get a small file while one more
+# downloads a file of MIXED_MB MiB that is not in the page cache, from the
+# same worker: the small GETs' p99 with and without the download. nginx
+# reads the file with sendfile, in its worker.
+uncache() { # drop a file from the page cache
+  python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY); os.fdatasync(fd)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$1"
+}
+p99_ms() { # the 99% line of wrk --latency, in ms
+  awk '$1 == "99%" { v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u);
+       printf "%.3f", v * (u == "s" ? 1000 : u == "us" ? 0.001 : 1) }' <<<"$1"
+}
+bench_mixed() {
+  local servers=(moonring) r s spid out dl big="$work/files/big.bin" t0 t1
+  files_dir
+  [ -f "$big" ] || head -c $((MIXED_MB * 1048576)) /dev/zero >"$big"
+  [ $have_nginx = 1 ] && { files_conf; servers+=(nginx); }
+  for r in $(seq "$ROUNDS"); do
+    for s in $(rotate "$r" "${servers[@]}"); do
+      start_files "$s"
+      out=$(client wrk -t1 -c50 -d"${WRK_SECS}s" --latency 'http://127.0.0.1:$PORT/small.txt')
+      record "mixed.alone.$s" "$(p99_ms "$out")"
+      uncache "$big"
+      note_cmd taskset -c $CCPU curl -s -o /dev/null -w '%{size_download}' 'http://127.0.0.1:$PORT/big.bin'
+      t0=$(date +%s.%N)
+      taskset -c $CCPU curl -s -o /dev/null -w '%{size_download}' \
+        "http://127.0.0.1:$PORT/big.bin" >"$work/dl.got" & dl=$!
+      out=$(client wrk -t1 -c50 -d"${WRK_SECS}s" --latency 'http://127.0.0.1:$PORT/small.txt')
+      wait "$dl"
+      t1=$(date +%s.%N)
+      [ "$(cat "$work/dl.got")" = $((MIXED_MB * 1048576)) ] ||
+        { echo "bench: mixed $s: the download got $(cat "$work/dl.got") bytes" >&2; exit 1; }
+      if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
+        echo "bench: mixed $s: $out" >&2; exit 1
+      fi
+      record "mixed.download.$s" "$(p99_ms "$out")"
+      record "mixed.dlsecs.$s" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
+      stop
+    done
+    echo "bench: mixed round $r of $ROUNDS done" >&2
+  done
+}
+
+# 10. examples/redis.lua with its append-only file (written through mr.fs,
+# fsync every second) against redis-server with appendonly yes and
+# appendfsync everysec: SET, without pipelining and 16 deep.
+bench_aof() {
+  local r s p n out t0
+  for r in $(seq "$ROUNDS"); do
+    for s in $(rotate "$r" moonring redis); do
+      rm -rf "$work/aof"; mkdir -p "$work/aof"
+      case $s in
+        moonring) start ./moonring -p '$PORT' --log-level warn examples/redis.lua \
+                    --aof "$work/aof/moonring.aof" ;;
+        redis)    start redis-server --port '$PORT' --bind 127.0.0.1 --save '' \
+                    --dir "$work/aof" --appendonly yes --appendfsync everysec --logfile '' ;;
+      esac
+      for p in 1 16; do
+        n=$((p == 1 ? 200000 : 2000000))
+        t0=$(ticks "$pid")
+        out=$(client redis-benchmark -p '$PORT' -t set -r 100000 -c 50 -n "$n" -P "$p" -q |
+              tr '\r' '\n' | grep 'requests per second' | sort -u)
+        record "aof.P$p.$s" "$(awk -F: '{print $2}' <<<"$out" | awk '{print $1}')"
+        record "aof.P$p.cpu.$s" "$(cpu_per_req "$pid" "$t0" "$n")"
+      done
+      stop
+    done
+    echo "bench: aof round $r of $ROUNDS done" >&2
   done
 }
 
@@ -741,6 +869,46 @@ table_udp() {
   echo "|---|---|---|"
   echo "| udpgen --dns -c 8 -w 16 | $(k "$(median udp.dns.udpgen.rate)") | $(median udp.dns.udpgen.cpu) |"
   echo "| dnsperf -c 8 -q 128 | $(k "$(median udp.dns.dnsperf.rate)") | $(median udp.dns.dnsperf.cpu) |"
+table_files() {
+  local m v r
+  echo "**Static files**, \`wrk -t1 -c50 -d${WRK_SECS}s\`: \`examples/files.lua\` (\`http.static\`, bytes sent with \`send_file\`) against nginx with \`sendfile on\` and \`open_file_cache\`, one worker each, the same files (requests/s; server CPU µs per request)"
+  echo
+  echo "| | moonring | nginx | moonring ÷ nginx | target | met |"
+  echo "|---|---|---|---|---|---|"
+  m=$(median files.4k.moonring.rps); v=$(median files.4k.nginx.rps); r=$(ratio "$m" "$v")
+  echo "| 4 KiB file, requests/s | $(k "$m") | $(k "$v") | $r | ≥ 1.0 | $(meets "$r" '>=' 1.0) |"
+  m=$(median files.4k.moonring.cpu); v=$(median files.4k.nginx.cpu); r=$(ratio "$m" "$v")
+  echo "| 4 KiB file, CPU µs per request | $m | $v | $r | ≤ 0.9 | $(meets "$r" '<=' 0.9) |"
+  m=$(median files.1m.moonring.rps); v=$(median files.1m.nginx.rps); r=$(ratio "$m" "$v")
+  echo "| 1 MiB file, MiB/s | $m | $v | $r | ≥ 1.0 | $(meets "$r" '>=' 1.0) |"
+  m=$(median files.1m.moonring.cpu); v=$(median files.1m.nginx.cpu)
+  echo "| 1 MiB file, CPU µs per request | $m | $v | $(ratio "$m" "$v") | | |"
+}
+
+table_mixed() {
+  local s a d diff
+  echo "**The mixed case**: \`wrk -t1 -c50 --latency\` getting a 20-byte file while \`curl\` downloads a ${MIXED_MB} MiB file that is not in the page cache, from the same worker (p99 of the small GETs, ms; target: at most 1 ms above the run without the download)"
+  echo
+  echo "| server | p99 alone | p99 beside the download | difference | target ≤ 1 ms | download took (s) |"
+  echo "|---|---|---|---|---|---|"
+  for s in moonring nginx; do
+    a=$(median "mixed.alone.$s"); d=$(median "mixed.download.$s")
+    [ "$a" = - ] && continue
+    diff=$(awk -v a="$a" -v d="$d" 'BEGIN { printf "%.3f", d - a }')
+    echo "| $s | $a | $d | $diff | $([ $s = moonring ] && meets "$diff" '<=' 1 || echo -) | $(median "mixed.dlsecs.$s") |"
+  done
+}
+
+table_aof() {
+  local p m v r
+  echo "**Redis with an append-only file**, \`redis-benchmark -t set -r 100000 -c 50\`: \`examples/redis.lua --aof FILE\` (written through \`mr.fs\`, fsync every second) against redis-server with \`appendonly yes\` and \`appendfsync everysec\` (requests/s)"
+  echo
+  echo "| test | moonring | redis-server | ÷ redis-server | target ≥ | met | moonring CPU µs | redis-server CPU µs |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for p in 1 16; do
+    m=$(median "aof.P$p.moonring"); v=$(median "aof.P$p.redis"); r=$(ratio "$m" "$v")
+    echo "| SET$([ $p = 16 ] && echo ', -P 16') | $(k "$m") | $(k "$v") | $r | 0.9 | $(meets "$r" '>=' 0.9) | $(median "aof.P$p.cpu.moonring") | $(median "aof.P$p.cpu.redis") |"
+  done
 }
 
 about() { # the machine, the versions, the commands
