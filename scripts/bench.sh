@@ -554,6 +554,9 @@ bench_shared() {
       for w in 1 2; do "shared_$s" "$w"; done
     done
     echo "bench: shared round $r of $ROUNDS done" >&2
+  done
+}
+
 # 8. Files: examples/files.lua (http.static, bytes sent with send_file)
 # against nginx with sendfile and open_file_cache, the same files: a 4 KiB
 # file (requests/s, CPU per request) and a 1 MiB file (bytes/s).
@@ -869,6 +872,8 @@ table_udp() {
   echo "|---|---|---|"
   echo "| udpgen --dns -c 8 -w 16 | $(k "$(median udp.dns.udpgen.rate)") | $(median udp.dns.udpgen.cpu) |"
   echo "| dnsperf -c 8 -q 128 | $(k "$(median udp.dns.dnsperf.rate)") | $(median udp.dns.dnsperf.cpu) |"
+}
+
 table_files() {
   local m v r
   echo "**Static files**, \`wrk -t1 -c50 -d${WRK_SECS}s\`: \`examples/files.lua\` (\`http.static\`, bytes sent with \`send_file\`) against nginx with \`sendfile on\` and \`open_file_cache\`, one worker each, the same files (requests/s; server CPU µs per request)"
