@@ -43,17 +43,17 @@ local floor, huge = math.floor, math.huge
 local state = mr.keep("redis", { db = {}, exp = {}, size = 0 })
 local shared = mr.shared.redis
 
--- Arguments: --aof FILE [--appendfsync everysec|no]
+-- Arguments: --aof FILE [--appendfsync everysec|always|no]
 local AOF_PATH, FSYNC = nil, "everysec"
 do
   local i = 1
   while arg[i] do
     local a, v = arg[i], arg[i + 1]
     if a == "--aof" and v then AOF_PATH = v
-    elseif a == "--appendfsync" and (v == "everysec" or v == "no") then FSYNC = v
+    elseif a == "--appendfsync" and (v == "everysec" or v == "always" or v == "no") then FSYNC = v
     else
       error("redis.lua: bad argument '" .. a .. "' (usage: redis.lua [--aof FILE "
-        .. "[--appendfsync everysec|no]])", 0)
+        .. "[--appendfsync everysec|always|no]])", 0)
     end
     i = i + 2
   end
@@ -62,7 +62,7 @@ end
 -- encoded records not yet written: n pieces), the writer coroutine and
 -- whether it is parked (waiting for work, resumable by the command path),
 -- loaded (the replay is done), dirty (written since the last fsync).
-local aof = AOF_PATH and mr.keep("redis_aof", { pending = {}, n = 0, loaded = false,
+local aof = AOF_PATH and mr.keep("redis_aof", { pending = {}, n = 0, replies = {}, nr = 0, loaded = false,
   parked = false, dirty = false, held = {}, error = nil })
 -- The key, in a shared dictionary, that says the file has been replayed
 -- into it: a worker that restarts finds the data there and must not
@@ -242,12 +242,12 @@ local SYNTAX = err("ERR syntax error")
 -- the pieces waiting for the writer (see below); logging is on once the
 -- file has been replayed (and never while it is).
 local logging = false
-local LEN = {}   -- "$N\r\n" of the short lengths, made once
-for i = 0, 64 do LEN[i] = "$" .. i .. "\r\n" end
+local LEN, ARGC = {}, {}   -- "$N\r\n" and "*N\r\n" of the small numbers, made once
+for i = 0, 64 do LEN[i], ARGC[i] = "$" .. i .. "\r\n", "*" .. i .. "\r\n" end
 local function record(a)
   local p, n = aof.pending, aof.n
   n = n + 1
-  p[n] = "*" .. #a .. "\r\n"
+  p[n] = ARGC[#a] or "*" .. #a .. "\r\n"
   for i = 1, #a do
     local s = a[i]
     p[n + 1], p[n + 2], p[n + 3] = LEN[#s] or "$" .. #s .. "\r\n", s, "\r\n"
@@ -608,6 +608,14 @@ local function new_state()
 end
 
 local hold, wake   -- the append-only file's (below)
+-- With --appendfsync always, replies wait for the fsync of the records
+-- before them: answer queues one (and a close after it) for the writer.
+local ALWAYS = aof and FSYNC == "always"
+local function answer(conn, data, close)
+  local r, n = aof.replies, aof.nr
+  r[n + 1], r[n + 2], r[n + 3] = conn, data, close or false
+  aof.nr = n + 3
+end
 
 local function on_data(conn, data)
   if aof and not aof.loaded then return hold(conn, data) end
@@ -633,9 +641,9 @@ local function on_data(conn, data)
   while pos <= len or st.args do
     local args, nxt, need, line = parse(st, buf, pos)
     if args == false then
-      conn:send(first or "", out and concat(out, "", 2) or "",
-        err("ERR Protocol error: " .. nxt))
-      conn:close()
+      local last = concat({ first or "", out and concat(out, "", 2) or "",
+        err("ERR Protocol error: " .. nxt) })
+      if ALWAYS then answer(conn, last, true) else conn:send(last); conn:close() end
       if aof then wake() end
       return
     end
@@ -652,8 +660,8 @@ local function on_data(conn, data)
       elseif nout == 2 then out = { first, reply }
       else out[nout] = reply end
       if name == "QUIT" then
-        conn:send(nout == 1 and first or concat(out))
-        conn:close()
+        local last = nout == 1 and first or concat(out)
+        if ALWAYS then answer(conn, last, true) else conn:send(last); conn:close() end
         if aof then wake() end
         return
       end
@@ -665,7 +673,9 @@ local function on_data(conn, data)
     local rest = pos == 1 and buf or sub(buf, pos)
     st.parts[1], st.n, st.have = rest, 1, #rest
   end
-  if nout == 1 then conn:send(first) elseif nout > 1 then conn:send(concat(out)) end
+  if ALWAYS then
+    if nout > 0 then answer(conn, nout == 1 and first or concat(out)) end
+  elseif nout == 1 then conn:send(first) elseif nout > 1 then conn:send(concat(out)) end
   if aof then wake() end   -- after the replies: they go out in the same submission
 end
 
@@ -684,7 +694,7 @@ end
 local CHUNK = 1024 * 1024   -- bytes read at a time when replaying
 
 function wake()
-  if aof.parked and (aof.n > 0 or aof.sync_due) then
+  if aof.parked and (aof.n > 0 or aof.nr > 0 or aof.sync_due) then
     aof.parked = false
     local ok, e = coroutine.resume(aof.co)
     if not ok then mr.log("error", "redis.lua: the AOF writer failed: " .. tostring(e)) end
@@ -820,16 +830,35 @@ local function writer()
   logging = true
   release()
   while true do
-    if aof.n > 0 then
-      local buf = concat(aof.pending, "", 1, aof.n)
-      aof.pending, aof.n = {}, 0
-      local ok, e = f:write(buf)
-      while not ok do   -- a full disk: keep the records and try again
-        mr.log("error", "redis.lua: writing the AOF " .. AOF_PATH .. ": " .. e .. "; retrying in 1 s")
-        mr.sleep(1)
-        ok, e = f:write(buf)
+    if aof.n > 0 or aof.nr > 0 then
+      local replies, nr = aof.replies, aof.nr   -- always: what waits for this batch
+      aof.replies, aof.nr = {}, 0
+      if aof.n > 0 then
+        -- the table is used again (not grown afresh each time); pieces
+        -- past n are stale and are overwritten by the next records
+        local buf = concat(aof.pending, "", 1, aof.n)
+        aof.n = 0
+        local ok, e = f:write(buf)
+        while not ok do   -- a full disk: keep the records and try again
+          mr.log("error", "redis.lua: writing the AOF " .. AOF_PATH .. ": " .. e .. "; retrying in 1 s")
+          mr.sleep(1)
+          ok, e = f:write(buf)
+        end
+        aof.dirty = true
+        if ALWAYS then
+          ok, e = f:sync()
+          if not ok then   -- as Redis: what was promised cannot be kept
+            mr.log("error", "redis.lua: fsync of the AOF " .. AOF_PATH .. " failed under "
+              .. "--appendfsync always (" .. e .. "): exiting")
+            os.exit(1)
+          end
+        end
       end
-      aof.dirty = true
+      for i = 1, nr, 3 do
+        local conn = replies[i]
+        conn:send(replies[i + 1])
+        if replies[i + 2] then conn:close() end
+      end
     elseif aof.sync_due then
       aof.sync_due = false
       local ok, e = f:sync()
