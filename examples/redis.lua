@@ -1,8 +1,8 @@
 -- redis.lua: a Redis-compatible (RESP2) in-memory store.
 --   moonring examples/redis.lua        then: redis-cli -p 7000
 --
--- PING ECHO SET (EX PX NX XX) GET DEL EXISTS INCR DECR INCRBY MGET MSET
--- EXPIRE TTL KEYS DBSIZE FLUSHALL, plus what redis-cli and
+-- PING ECHO SET (EX PX EXAT PXAT NX XX) GET DEL EXISTS INCR DECR INCRBY
+-- DECRBY MGET MSET EXPIRE PEXPIREAT TTL KEYS DBSIZE FLUSHALL, plus what redis-cli and
 -- redis-benchmark send when they start (COMMAND, CONFIG GET, CLIENT,
 -- SELECT, INFO), QUIT, and inline commands ("PING\r\n" from telnet).
 -- The data lives in moonring.keep, so it survives hot reloads; or, given
@@ -24,6 +24,34 @@
 -- costs time linear in its size. Parsing it again from its start on every
 -- read would make a long command of short arguments quadratic: one of a
 -- million one-byte arguments took 27 s of CPU that way, and 0.1 s now.
+--
+-- Persistence, off by default: an append-only file, as Redis's AOF.
+--   moonring examples/redis.lua --aof FILE [--appendfsync everysec|always|no]
+-- Every command that changed the data (SET, DEL, INCR/DECR/INCRBY/DECRBY,
+-- MSET, EXPIRE, PEXPIREAT, FLUSHALL/FLUSHDB) is appended to FILE in RESP
+-- once it has run, with its times to live as absolute wall-clock times
+-- (SET key value PXAT ms, PEXPIREAT key ms; an INCR as INCRBY, which
+-- keeps the TTL; a SET NX/XX that was done as a plain SET), so that a
+-- replay neither extends nor loses them. At start the file is replayed,
+-- 1 MiB at a time, with the parser below, before any command is answered:
+-- what clients send meanwhile waits and runs after it. A last command cut
+-- short (a kill -9 during a write) is dropped with a warning and cut off
+-- the file; any other bad record stops the server with its byte offset.
+-- The writes go through mr.fs from one coroutine, one write per turn of
+-- the loop with what that turn's commands recorded. What a crash loses:
+--   everysec (default): fsync once a second. After kill -9 nothing that
+--     was written is lost (it is in the page cache), that is every reply
+--     but those of the last turn or so; after a power loss or a kernel
+--     crash, up to about the last second of acknowledged writes.
+--   always: fsync after each write, and every reply waits for the fsync
+--     of the records before it, so an acknowledged write is on disk (the
+--     price: a round trip to the disk per batch). A failing fsync exits.
+--   no: no fsync; the kernel writes back when it likes (about 30 s).
+-- It needs one worker (-w 1, the default): under -w 2 each worker would
+-- write its records in its own order, so worker 2 and later refuse every
+-- connection with an error. With --shared redis:SIZE (one worker) the
+-- data is in the dictionary, and a worker that restarts after a crash
+-- finds a flag there that says the file is replayed already.
 local mr = require "moonring"
 
 -- Limits. Redis allows 1024 * 1024 arguments too (before 7.0) and
@@ -59,11 +87,14 @@ do
   end
 end
 -- The append-only file's state, kept across reloads: pending (the
--- encoded records not yet written: n pieces), the writer coroutine and
+-- encoded records not yet written: n pieces), replies (with always: nr/3
+-- replies waiting for the next fsync), the writer coroutine (co) and
 -- whether it is parked (waiting for work, resumable by the command path),
--- loaded (the replay is done), dirty (written since the last fsync).
-local aof = AOF_PATH and mr.keep("redis_aof", { pending = {}, n = 0, replies = {}, nr = 0, loaded = false,
-  parked = false, dirty = false, held = {}, error = nil })
+-- loaded (the replay is done), dirty (written since the last fsync),
+-- sync_due (the timer asks for an fsync), held (connections whose input
+-- waits for the replay).
+local aof = AOF_PATH and mr.keep("redis_aof", { pending = {}, n = 0, replies = {}, nr = 0,
+  loaded = false, parked = false, dirty = false, sync_due = false, held = {} })
 -- The key, in a shared dictionary, that says the file has been replayed
 -- into it: a worker that restarts finds the data there and must not
 -- replay the file over it again.
@@ -239,9 +270,8 @@ local NOT_INT = err("ERR value is not an integer or out of range")
 local SYNTAX = err("ERR syntax error")
 
 -- The append-only file: record(args) adds a command's RESP encoding to
--- the pieces waiting for the writer (see below); logging is on once the
--- file has been replayed (and never while it is).
-local logging = false
+-- the pieces waiting for the writer (see below), once the file has been
+-- replayed (aof.loaded; never while it is).
 local LEN, ARGC = {}, {}   -- "$N\r\n" and "*N\r\n" of the small numbers, made once
 for i = 0, 64 do LEN[i], ARGC[i] = "$" .. i .. "\r\n", "*" .. i .. "\r\n" end
 local function record(a)
@@ -260,7 +290,7 @@ local function incr(key, by)
   if not by then return NOT_INT end
   local n = store.incr(key, by)
   if not n then return NOT_INT end
-  if logging then record({ "INCRBY", key, format("%d", by) }) end   -- keeps the key's TTL
+  if aof and aof.loaded then record({ "INCRBY", key, format("%d", by) }) end   -- keeps the key's TTL
   return int(n)
 end
 
@@ -343,7 +373,7 @@ commands.SET = function(a)
   if ok == false then return NIL end
   if not ok then return err("OOM " .. e) end
   if ttl and ttl <= 0 then store.del(key) end   -- an EXAT/PXAT in the past
-  if logging then
+  if aof and aof.loaded then
     -- NX/XX did their work: what is left to replay is a plain SET, with
     -- the time to live as an absolute time, so that a replay keeps it
     if at then record({ "SET", key, value, "PXAT", format("%d", floor(at * 1000 + 0.5)) })
@@ -363,7 +393,7 @@ commands.DEL = function(a)
   if #a < 2 then return arity("del") end
   local n = 0
   for i = 2, #a do n = n + del(a[i]) end
-  if logging and n > 0 then record(a) end
+  if aof and aof.loaded and n > 0 then record(a) end
   return int(n)
 end
 
@@ -397,11 +427,11 @@ commands.MSET = function(a)
   for i = 2, #a, 2 do
     local ok, e = store.set(a[i], a[i + 1])
     if not ok then
-      if logging and i > 2 then record({ "MSET", unpack(a, 2, i - 1) }) end   -- those set
+      if aof and aof.loaded and i > 2 then record({ "MSET", unpack(a, 2, i - 1) }) end   -- those set
       return err("OOM " .. e)
     end
   end
-  if logging then record(a) end
+  if aof and aof.loaded then record(a) end
   return OK
 end
 
@@ -410,7 +440,7 @@ end
 local function expire_at(key, at)
   local now = mr.now()
   if not store.expire(key, at - now) then return int(0) end
-  if logging then
+  if aof and aof.loaded then
     if at <= now then record({ "DEL", key })
     else record({ "PEXPIREAT", key, format("%d", floor(at * 1000 + 0.5)) }) end
   end
@@ -452,7 +482,7 @@ commands.DBSIZE = function(a) return #a == 1 and int(store.size()) or arity("dbs
 
 commands.FLUSHALL = function()
   store.flush()
-  if logging then record({ "FLUSHALL" }) end
+  if aof and aof.loaded then record({ "FLUSHALL" }) end
   return OK
 end
 commands.FLUSHDB = commands.FLUSHALL
@@ -827,10 +857,13 @@ local function writer()
   end
   local f = assert(mr.fs.open(AOF_PATH, "a"))
   aof.file, aof.loaded = f, true
-  logging = true
   release()
   while true do
-    if aof.n > 0 or aof.nr > 0 then
+    if aof.sync_due then   -- first: under a steady load there is always a write to do
+      aof.sync_due = false
+      local ok, e = f:sync()
+      if not ok then mr.log("error", "redis.lua: fsync of the AOF " .. AOF_PATH .. ": " .. e) end
+    elseif aof.n > 0 or aof.nr > 0 then
       local replies, nr = aof.replies, aof.nr   -- always: what waits for this batch
       aof.replies, aof.nr = {}, 0
       if aof.n > 0 then
@@ -859,10 +892,6 @@ local function writer()
         conn:send(replies[i + 1])
         if replies[i + 2] then conn:close() end
       end
-    elseif aof.sync_due then
-      aof.sync_due = false
-      local ok, e = f:sync()
-      if not ok then mr.log("error", "redis.lua: fsync of the AOF " .. AOF_PATH .. ": " .. e) end
     else
       aof.parked = true
       coroutine.yield()   -- until wake()
@@ -881,15 +910,14 @@ if aof then
       conn:send(err("ERR redis.lua --aof works with one worker only (moonring -w 1)"))
       conn:close()
     end
-  elseif aof.co then   -- a reload: the writer runs already, with the old code
-    logging = aof.loaded
-  else
+  elseif not aof.co then   -- (on a reload, the writer runs already, with the old code)
     aof.co = mr.spawn(function()
       aof.co = coroutine.running()
-      local ok, e = pcall(writer)
-      -- a file that cannot be replayed: stop, rather than serve without its data
+      local _, e = pcall(writer)   -- returns only by an error
+      -- a file that cannot be replayed, or a writer that broke: stop,
+      -- rather than serve without the data or without keeping it
       mr.log("error", tostring(e))
-      if not aof.loaded then os.exit(1) end
+      os.exit(1)
     end)
   end
   if aof then
