@@ -30,11 +30,12 @@ static char *aof_path(void)
     return path;
 }
 
-/* Start examples/redis.lua --aof path (s may hold a stopped server). */
+/* Start examples/redis.lua --aof path; s is zeroed or holds a stopped
+ * server, whose log goes. */
 static void start(struct h_server *s, const char *path)
 {
-    if (s->pid)   /* stopped: its log goes */
-        free(s->log);
+    free(s->log);
+    s->log = NULL;
     const char *argv[] = { "examples/redis.lua", "--aof", path, NULL };
     h_start(s, argv);
 }
