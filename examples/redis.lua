@@ -49,9 +49,8 @@
 --   no: no fsync; the kernel writes back when it likes (about 30 s).
 -- It needs one worker (-w 1, the default): under -w 2 each worker would
 -- write its records in its own order, so worker 2 and later refuse every
--- connection with an error. With --shared redis:SIZE (one worker) the
--- data is in the dictionary, and a worker that restarts after a crash
--- finds a flag there that says the file is replayed already.
+-- connection with an error. With --shared redis:SIZE (and one worker)
+-- the replay fills the dictionary.
 local mr = require "moonring"
 
 -- Limits. Redis allows 1024 * 1024 arguments too (before 7.0) and
@@ -95,10 +94,6 @@ end
 -- waits for the replay).
 local aof = AOF_PATH and mr.keep("redis_aof", { pending = {}, n = 0, replies = {}, nr = 0,
   loaded = false, parked = false, dirty = false, sync_due = false, held = {} })
--- The key, in a shared dictionary, that says the file has been replayed
--- into it: a worker that restarts finds the data there and must not
--- replay the file over it again.
-local LOADED_KEY = "\0redis.lua:aof-loaded"
 
 -- Keys with a time to live: remove them when touched after their time,
 -- and sample a few every 100 ms so that unread ones go too.
@@ -237,20 +232,9 @@ if shared then
     if t == nil then return nil end
     return t > 0 and t or false
   end
-  function store.keys()
-    local keys = d:keys(0)
-    if aof then   -- without the replay's flag
-      for i = 1, #keys do
-        if keys[i] == LOADED_KEY then keys[i] = keys[#keys]; keys[#keys] = nil; break end
-      end
-    end
-    return keys
-  end
-  function store.size() return #store.keys() end
-  function store.flush()
-    d:flush_all()
-    if aof and aof.loaded then d:set(LOADED_KEY, 1) end
-  end
+  function store.keys() return d:keys(0) end
+  function store.size() return #d:keys(0) end
+  function store.flush() d:flush_all() end
 end
 
 local get, del = store.get, store.del
@@ -848,13 +832,10 @@ local function replay(path)
 end
 
 local function writer()
-  if not (shared and shared:get(LOADED_KEY)) then
-    local t0 = mr.now()
-    local count, size = replay(AOF_PATH)
-    if shared then shared:set(LOADED_KEY, 1) end
-    mr.log("info", format("redis.lua: replayed %d commands (%d bytes) from %s in %.3f s",
-      count, size or 0, AOF_PATH, mr.now() - t0))
-  end
+  local t0 = mr.now()
+  local count, size = replay(AOF_PATH)
+  mr.log("info", format("redis.lua: replayed %d commands (%d bytes) from %s in %.3f s",
+    count, size or 0, AOF_PATH, mr.now() - t0))
   local f = assert(mr.fs.open(AOF_PATH, "a"))
   aof.file, aof.loaded = f, true
   release()
@@ -928,8 +909,6 @@ if aof then
           aof.dirty, aof.sync_due = false, true
           wake()
         end
-        -- the replay's flag again, if FLUSHALL or the LRU removed it
-        if shared and aof.loaded and not shared:get(LOADED_KEY) then shared:set(LOADED_KEY, 1) end
       end)
     end
   end

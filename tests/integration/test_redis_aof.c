@@ -460,6 +460,35 @@ static void test_aof_always(void **state)
     free(path);
 }
 
+/* With --shared redis:SIZE (one worker) the data lives in the dictionary:
+ * the same records, and the replay fills it, TTLs and INCR included. */
+static void test_aof_shared(void **state)
+{
+    (void)state;
+    char *path = aof_path();
+    struct h_server s = { 0 };
+    const char *argv[] = { "--shared", "redis:8m", "examples/redis.lua", "--aof", path, NULL };
+    h_start(&s, argv);
+    IS("OK\n", "SET", "n", "41", "EX", "100");
+    IS("42\n", "INCR", "n");
+    IS("OK\n", "SET", "s", "x");
+    IS("1\n", "DEL", "s");
+    IS("OK\n", "SET", "t", "y");
+    assert_int_equal(h_stop(&s, SIGTERM), 0);
+    free(s.log);
+    h_start(&s, argv);
+    assert_true(h_log_wait(&s, "replayed 5 commands", H_WAIT_MS));
+    IS("42\n", "GET", "n");
+    long ttl = cli_num(&s, "TTL", "n");
+    assert_true(ttl >= 95 && ttl <= 100);
+    IS("\n", "GET", "s");
+    IS("y\n", "GET", "t");
+    IS("2\n", "DBSIZE");
+    h_finish(&s, NULL);
+    unlink(path);
+    free(path);
+}
+
 /* With several workers the records of each would reach the file in its
  * own order: worker 2 refuses, and says so. */
 static void test_aof_workers(void **state)
@@ -487,6 +516,7 @@ int main(void)
         cmocka_unit_test(test_aof_replay_speed),
         cmocka_unit_test(test_aof_commands_during_replay),
         cmocka_unit_test(test_aof_always),
+        cmocka_unit_test(test_aof_shared),
         cmocka_unit_test(test_aof_workers),
     };
     return cmocka_run_group_tests_name("redis_aof", tests, NULL, NULL);
