@@ -1,8 +1,8 @@
 -- redis.lua: a Redis-compatible (RESP2) in-memory store.
 --   moonring examples/redis.lua        then: redis-cli -p 7000
 --
--- PING ECHO SET (EX PX NX XX) GET DEL EXISTS INCR DECR INCRBY MGET MSET
--- EXPIRE TTL KEYS DBSIZE FLUSHALL, plus what redis-cli and
+-- PING ECHO SET (EX PX EXAT PXAT NX XX) GET DEL EXISTS INCR DECR INCRBY
+-- DECRBY MGET MSET EXPIRE PEXPIREAT TTL KEYS DBSIZE FLUSHALL, plus what redis-cli and
 -- redis-benchmark send when they start (COMMAND, CONFIG GET, CLIENT,
 -- SELECT, INFO), QUIT, and inline commands ("PING\r\n" from telnet).
 -- The data lives in moonring.keep, so it survives hot reloads; or, given
@@ -24,6 +24,33 @@
 -- costs time linear in its size. Parsing it again from its start on every
 -- read would make a long command of short arguments quadratic: one of a
 -- million one-byte arguments took 27 s of CPU that way, and 0.1 s now.
+--
+-- Persistence, off by default: an append-only file, as Redis's AOF.
+--   moonring examples/redis.lua --aof FILE [--appendfsync everysec|always|no]
+-- Every command that changed the data (SET, DEL, INCR/DECR/INCRBY/DECRBY,
+-- MSET, EXPIRE, PEXPIREAT, FLUSHALL/FLUSHDB) is appended to FILE in RESP
+-- once it has run, with its times to live as absolute wall-clock times
+-- (SET key value PXAT ms, PEXPIREAT key ms; an INCR as INCRBY, which
+-- keeps the TTL; a SET NX/XX that was done as a plain SET), so that a
+-- replay neither extends nor loses them. At start the file is replayed,
+-- 1 MiB at a time, with the parser below, before any command is answered:
+-- what clients send meanwhile waits and runs after it. A last command cut
+-- short (a kill -9 during a write) is dropped with a warning and cut off
+-- the file; any other bad record stops the server with its byte offset.
+-- The writes go through mr.fs from one coroutine, one write per turn of
+-- the loop with what that turn's commands recorded. What a crash loses:
+--   everysec (default): fsync once a second. After kill -9 nothing that
+--     was written is lost (it is in the page cache), that is every reply
+--     but those of the last turn or so; after a power loss or a kernel
+--     crash, up to about the last second of acknowledged writes.
+--   always: fsync after each write, and every reply waits for the fsync
+--     of the records before it, so an acknowledged write is on disk (the
+--     price: a round trip to the disk per batch). A failing fsync exits.
+--   no: no fsync; the kernel writes back when it likes (about 30 s).
+-- It needs one worker (-w 1, the default): under -w 2 each worker would
+-- write its records in its own order, so worker 2 and later refuse every
+-- connection with an error. With --shared redis:SIZE (and one worker)
+-- the replay fills the dictionary.
 local mr = require "moonring"
 
 -- Limits. Redis allows 1024 * 1024 arguments too (before 7.0) and
@@ -42,6 +69,31 @@ local floor, huge = math.floor, math.huge
 
 local state = mr.keep("redis", { db = {}, exp = {}, size = 0 })
 local shared = mr.shared.redis
+
+-- Arguments: --aof FILE [--appendfsync everysec|always|no]
+local AOF_PATH, FSYNC = nil, "everysec"
+do
+  local i = 1
+  while arg[i] do
+    local a, v = arg[i], arg[i + 1]
+    if a == "--aof" and v then AOF_PATH = v
+    elseif a == "--appendfsync" and (v == "everysec" or v == "always" or v == "no") then FSYNC = v
+    else
+      error("redis.lua: bad argument '" .. a .. "' (usage: redis.lua [--aof FILE "
+        .. "[--appendfsync everysec|always|no]])", 0)
+    end
+    i = i + 2
+  end
+end
+-- The append-only file's state, kept across reloads: pending (the
+-- encoded records not yet written: n pieces), replies (with always: nr/3
+-- replies waiting for the next fsync), the writer coroutine (co) and
+-- whether it is parked (waiting for work, resumable by the command path),
+-- loaded (the replay is done), dirty (written since the last fsync),
+-- sync_due (the timer asks for an fsync), held (connections whose input
+-- waits for the replay).
+local aof = AOF_PATH and mr.keep("redis_aof", { pending = {}, n = 0, replies = {}, nr = 0,
+  loaded = false, parked = false, dirty = false, sync_due = false, held = {} })
 
 -- Keys with a time to live: remove them when touched after their time,
 -- and sample a few every 100 ms so that unread ones go too.
@@ -201,10 +253,29 @@ local function arity(name) return err("ERR wrong number of arguments for '" .. n
 local NOT_INT = err("ERR value is not an integer or out of range")
 local SYNTAX = err("ERR syntax error")
 
+-- The append-only file: record(args) adds a command's RESP encoding to
+-- the pieces waiting for the writer (see below), once the file has been
+-- replayed (aof.loaded; never while it is).
+local LEN, ARGC = {}, {}   -- "$N\r\n" and "*N\r\n" of the small numbers, made once
+for i = 0, 64 do LEN[i], ARGC[i] = "$" .. i .. "\r\n", "*" .. i .. "\r\n" end
+local function record(a)
+  local p, n = aof.pending, aof.n
+  n = n + 1
+  p[n] = ARGC[#a] or "*" .. #a .. "\r\n"
+  for i = 1, #a do
+    local s = a[i]
+    p[n + 1], p[n + 2], p[n + 3] = LEN[#s] or "$" .. #s .. "\r\n", s, "\r\n"
+    n = n + 3
+  end
+  aof.n = n
+end
+
 local function incr(key, by)
   if not by then return NOT_INT end
   local n = store.incr(key, by)
-  return n and int(n) or NOT_INT
+  if not n then return NOT_INT end
+  if aof and aof.loaded then record({ "INCRBY", key, format("%d", by) }) end   -- keeps the key's TTL
+  return int(n)
 end
 
 -- KEYS pattern: glob matching (* ? [abc] [^a-z] \x) in O(pattern x key)
@@ -267,22 +338,32 @@ commands.ECHO = function(a) return #a == 2 and bulk(a[2]) or arity("echo") end
 
 commands.SET = function(a)
   if #a < 3 then return arity("set") end
-  local key, value, ttl, nx, xx = a[2], a[3], nil, false, false
+  local key, value, at, nx, xx = a[2], a[3], nil, false, false
   local i = 4
   while i <= #a do
     local opt = upper(a[i])
-    if (opt == "EX" or opt == "PX") and not ttl and i < #a then
+    if (opt == "EX" or opt == "PX" or opt == "EXAT" or opt == "PXAT") and not at and i < #a then
       local n = to_int(a[i + 1])
       if not n or n <= 0 then return err("ERR invalid expire time in 'set' command") end
-      ttl = opt == "EX" and n or n / 1000
+      if opt == "PX" or opt == "PXAT" then n = n / 1000 end
+      at = (opt == "EX" or opt == "PX") and mr.now() + n or n   -- when, in wall-clock seconds
       i = i + 2
     elseif opt == "NX" and not xx then nx = true; i = i + 1
     elseif opt == "XX" and not nx then xx = true; i = i + 1
     else return SYNTAX end
   end
-  local ok, e = store.set(key, value, ttl, nx, xx)
+  local ttl = at and at - mr.now()
+  local ok, e = store.set(key, value, ttl and (ttl > 0 and ttl or 1), nx, xx)
   if ok == false then return NIL end
   if not ok then return err("OOM " .. e) end
+  if ttl and ttl <= 0 then store.del(key) end   -- an EXAT/PXAT in the past
+  if aof and aof.loaded then
+    -- NX/XX did their work: what is left to replay is a plain SET, with
+    -- the time to live as an absolute time, so that a replay keeps it
+    if at then record({ "SET", key, value, "PXAT", format("%d", floor(at * 1000 + 0.5)) })
+    elseif #a == 3 then record(a)
+    else record({ "SET", key, value }) end
+  end
   return OK
 end
 
@@ -296,6 +377,7 @@ commands.DEL = function(a)
   if #a < 2 then return arity("del") end
   local n = 0
   for i = 2, #a do n = n + del(a[i]) end
+  if aof and aof.loaded and n > 0 then record(a) end
   return int(n)
 end
 
@@ -328,16 +410,39 @@ commands.MSET = function(a)
   if #a < 3 or #a % 2 == 0 then return arity("mset") end
   for i = 2, #a, 2 do
     local ok, e = store.set(a[i], a[i + 1])
-    if not ok then return err("OOM " .. e) end
+    if not ok then
+      if aof and aof.loaded and i > 2 then record({ "MSET", unpack(a, 2, i - 1) }) end   -- those set
+      return err("OOM " .. e)
+    end
   end
+  if aof and aof.loaded then record(a) end
   return OK
+end
+
+-- Expire key at wall-clock time at (seconds); written as PEXPIREAT, or
+-- as DEL when that time has passed already.
+local function expire_at(key, at)
+  local now = mr.now()
+  if not store.expire(key, at - now) then return int(0) end
+  if aof and aof.loaded then
+    if at <= now then record({ "DEL", key })
+    else record({ "PEXPIREAT", key, format("%d", floor(at * 1000 + 0.5)) }) end
+  end
+  return int(1)
 end
 
 commands.EXPIRE = function(a)
   if #a ~= 3 then return arity("expire") end
   local s = to_int(a[3])
   if not s then return NOT_INT end
-  return int(store.expire(a[2], s) and 1 or 0)
+  return expire_at(a[2], mr.now() + s)
+end
+
+commands.PEXPIREAT = function(a)
+  if #a ~= 3 then return arity("pexpireat") end
+  local ms = to_int(a[3])
+  if not ms then return NOT_INT end
+  return expire_at(a[2], ms / 1000)
 end
 
 commands.TTL = function(a)
@@ -361,6 +466,7 @@ commands.DBSIZE = function(a) return #a == 1 and int(store.size()) or arity("dbs
 
 commands.FLUSHALL = function()
   store.flush()
+  if aof and aof.loaded then record({ "FLUSHALL" }) end
   return OK
 end
 commands.FLUSHDB = commands.FLUSHALL
@@ -515,7 +621,18 @@ local function new_state()
            args = nil, argc = 0, nargs = 0, bulk = -1, size = 0 }
 end
 
+local hold, wake   -- the append-only file's (below)
+-- With --appendfsync always, replies wait for the fsync of the records
+-- before them: answer queues one (and a close after it) for the writer.
+local ALWAYS = aof and FSYNC == "always"
+local function answer(conn, data, close)
+  local r, n = aof.replies, aof.nr
+  r[n + 1], r[n + 2], r[n + 3] = conn, data, close or false
+  aof.nr = n + 3
+end
+
 local function on_data(conn, data)
+  if aof and not aof.loaded then return hold(conn, data) end
   local st = conn.st
   if not st then   -- a connection opened before a reload to this version
     st = new_state()
@@ -538,9 +655,10 @@ local function on_data(conn, data)
   while pos <= len or st.args do
     local args, nxt, need, line = parse(st, buf, pos)
     if args == false then
-      conn:send(first or "", out and concat(out, "", 2) or "",
-        err("ERR Protocol error: " .. nxt))
-      conn:close()
+      local last = concat({ first or "", out and concat(out, "", 2) or "",
+        err("ERR Protocol error: " .. nxt) })
+      if ALWAYS then answer(conn, last, true) else conn:send(last); conn:close() end
+      if aof then wake() end
       return
     end
     pos = nxt
@@ -556,8 +674,9 @@ local function on_data(conn, data)
       elseif nout == 2 then out = { first, reply }
       else out[nout] = reply end
       if name == "QUIT" then
-        conn:send(nout == 1 and first or concat(out))
-        conn:close()
+        local last = nout == 1 and first or concat(out)
+        if ALWAYS then answer(conn, last, true) else conn:send(last); conn:close() end
+        if aof then wake() end
         return
       end
     end
@@ -568,7 +687,231 @@ local function on_data(conn, data)
     local rest = pos == 1 and buf or sub(buf, pos)
     st.parts[1], st.n, st.have = rest, 1, #rest
   end
-  if nout == 1 then conn:send(first) elseif nout > 1 then conn:send(concat(out)) end
+  if ALWAYS then
+    if nout > 0 then answer(conn, nout == 1 and first or concat(out)) end
+  elseif nout == 1 then conn:send(first) elseif nout > 1 then conn:send(concat(out)) end
+  if aof then wake() end   -- after the replies: they go out in the same submission
+end
+
+-- The append-only file (--aof FILE). Every command that changed the data
+-- is recorded (record, above) once it has run, in RESP as Redis's AOF,
+-- TTLs as absolute times (SET ... PXAT ms, PEXPIREAT key ms). The writer
+-- coroutine first replays the file, then writes what the commands left
+-- in aof.pending: all of it in one write, joined once. When it has nothing
+-- to do it parks (a plain coroutine.yield, which the loop takes as a
+-- wait for nothing), and the end of on_data, after its replies have been
+-- queued, resumes it if something was recorded: so the records of one
+-- turn of the loop go out in the same submission as its replies, at no
+-- cost when idle, and while a write is in flight the next ones gather
+-- for the write after it. fsync is once a second (everysec) by a timer
+-- that asks the writer for it, or never (no).
+local CHUNK = 1024 * 1024   -- bytes read at a time when replaying
+
+function wake()
+  if aof.parked and (aof.n > 0 or aof.nr > 0 or aof.sync_due) then
+    aof.parked = false
+    local ok, e = coroutine.resume(aof.co)
+    if not ok then mr.log("error", "redis.lua: the AOF writer failed: " .. tostring(e)) end
+  end
+end
+
+-- Before the replay is done, what clients send waits, in order, in
+-- conn.held (up to MAX_HELD bytes a connection), for hold's release.
+local MAX_HELD = 16 * 1024 * 1024
+function hold(conn, data)
+  local h = conn.held
+  if not h then
+    h = { bytes = 0 }
+    conn.held = h
+    aof.held[#aof.held + 1] = conn
+  end
+  h.bytes = h.bytes + #data
+  if h.bytes > MAX_HELD then
+    conn:send(err("LOADING Redis is loading the dataset in memory"))
+    conn:close()
+    return
+  end
+  h[#h + 1] = data
+end
+
+local function release()
+  local conns = aof.held
+  aof.held = {}
+  for _, conn in ipairs(conns) do
+    local h = conn.held
+    conn.held = nil
+    for i = 1, #h do on_data(conn, h[i]) end
+  end
+end
+
+-- The commands a file may hold, as this example writes them and as Redis
+-- may (SELECT 0 aside, which it writes first).
+local REPLAY = { SET = true, DEL = true, INCR = true, DECR = true, INCRBY = true,
+  DECRBY = true, MSET = true, EXPIRE = true, PEXPIREAT = true, FLUSHALL = true,
+  FLUSHDB = true, SELECT = true }
+
+-- Copy the first len bytes of path to a new file and rename it over
+-- path: how a truncated last record is cut off (mr.fs has no ftruncate),
+-- so that the next records do not follow a broken one.
+local function cut(path, len)
+  local tmp = path .. ".cut-" .. mr.worker()
+  local src = assert(mr.fs.open(path, "r"))
+  local dst = assert(mr.fs.open(tmp, "w"))
+  local off = 0
+  while off < len do
+    local d = assert(src:read(math.min(CHUNK, len - off), off))
+    if d == "" then break end
+    assert(dst:write(d))
+    off = off + #d
+  end
+  assert(dst:sync())
+  dst:close(); src:close()
+  assert(mr.fs.rename(tmp, path))
+end
+
+-- Replay path: read it CHUNK bytes at a time and run its commands. A
+-- command cut off at the end (a write that a kill -9 interrupted) is
+-- dropped with a log line, as Redis's aof-load-truncated; anything else
+-- that is not a command stops the worker with the offset of the record.
+-- Pieces are kept and joined as on_data does, so it is linear in the
+-- file's size however the records fall across the chunks.
+local function replay(path)
+  local f, e = mr.fs.open(path, "r")
+  if not f then
+    if e == "No such file or directory" then return 0 end
+    error("redis.lua: cannot open the AOF " .. path .. ": " .. e, 0)
+  end
+  local st, parts, np, have, need, line = new_state(), {}, 0, 0, 0, false
+  local off, base, good, count = 0, 0, 0, 0   -- base: the offset of parts[1]
+  local function corrupt(why)
+    error(format("redis.lua: bad record in the AOF %s at byte %d (%s): fix or remove the "
+      .. "file (redis-check-aof --fix %s)", path, good, why, path), 0)
+  end
+  while true do
+    local data, re = f:read(CHUNK)
+    if not data then error("redis.lua: reading the AOF " .. path .. ": " .. re, 0) end
+    if data == "" then break end
+    if np == 0 then base = off end
+    off = off + #data
+    have = have + #data
+    np = np + 1
+    parts[np] = data
+    if have >= need or (line and find(data, "\n", 1, true)) then
+      local buf = np == 1 and data or concat(parts, "", 1, np)
+      parts, np, have = {}, 0, 0
+      local len, pos = #buf, 1
+      need, line = 0, false
+      while pos <= len or st.args do
+        if not st.args and byte(buf, pos) ~= 42 then corrupt("not a '*' array") end
+        local args, nxt, nd, ln = parse(st, buf, pos)
+        if args == false then corrupt(nxt) end
+        pos = nxt
+        if args == nil then need, line = nd, ln; break end
+        if args ~= NOTHING then
+          local name = upper(args[1])
+          if not REPLAY[name] then corrupt("not a write command: " .. sub(args[1], 1, 64)) end
+          local reply = commands[name](args)
+          if byte(reply) == 45 then corrupt(name .. " failed: " .. sub(reply, 2, -3)) end
+          count = count + 1
+        end
+        good = base + pos - 1
+      end
+      if pos <= len then
+        local rest = pos == 1 and buf or sub(buf, pos)
+        parts[1], np, have, base = rest, 1, #rest, base + pos - 1
+      end
+    end
+  end
+  f:close()
+  if good < off then
+    mr.log("warn", format("redis.lua: the AOF %s ends with a truncated command (%d bytes "
+      .. "from byte %d), dropped and cut off the file", path, off - good, good))
+    cut(path, good)
+  end
+  return count, off
+end
+
+local function writer()
+  local t0 = mr.now()
+  local count, size = replay(AOF_PATH)
+  mr.log("info", format("redis.lua: replayed %d commands (%d bytes) from %s in %.3f s",
+    count, size or 0, AOF_PATH, mr.now() - t0))
+  local f = assert(mr.fs.open(AOF_PATH, "a"))
+  aof.file, aof.loaded = f, true
+  release()
+  while true do
+    if aof.sync_due then   -- first: under a steady load there is always a write to do
+      aof.sync_due = false
+      local ok, e = f:sync()
+      if not ok then mr.log("error", "redis.lua: fsync of the AOF " .. AOF_PATH .. ": " .. e) end
+    elseif aof.n > 0 or aof.nr > 0 then
+      local replies, nr = aof.replies, aof.nr   -- always: what waits for this batch
+      aof.replies, aof.nr = {}, 0
+      if aof.n > 0 then
+        -- the table is used again (not grown afresh each time); pieces
+        -- past n are stale and are overwritten by the next records
+        local buf = concat(aof.pending, "", 1, aof.n)
+        aof.n = 0
+        local ok, e = f:write(buf)
+        while not ok do   -- a full disk: keep the records and try again
+          mr.log("error", "redis.lua: writing the AOF " .. AOF_PATH .. ": " .. e .. "; retrying in 1 s")
+          mr.sleep(1)
+          ok, e = f:write(buf)
+        end
+        aof.dirty = true
+        if ALWAYS then
+          ok, e = f:sync()
+          if not ok then   -- as Redis: what was promised cannot be kept
+            mr.log("error", "redis.lua: fsync of the AOF " .. AOF_PATH .. " failed under "
+              .. "--appendfsync always (" .. e .. "): exiting")
+            os.exit(1)
+          end
+        end
+      end
+      for i = 1, nr, 3 do
+        local conn = replies[i]
+        conn:send(replies[i + 1])
+        if replies[i + 2] then conn:close() end
+      end
+    else
+      aof.parked = true
+      coroutine.yield()   -- until wake()
+    end
+  end
+end
+
+if aof then
+  if mr.worker() > 1 then
+    -- Each worker would write its own records in its own order, and the
+    -- file would not replay to what clients saw: refuse (see the README).
+    mr.log("error", "redis.lua: --aof works with one worker only: worker " .. mr.worker()
+      .. " refuses every connection; run moonring with -w 1")
+    aof = nil
+    on_data = function(conn)
+      conn:send(err("ERR redis.lua --aof works with one worker only (moonring -w 1)"))
+      conn:close()
+    end
+  elseif not aof.co then   -- (on a reload, the writer runs already, with the old code)
+    aof.co = mr.spawn(function()
+      aof.co = coroutine.running()
+      local _, e = pcall(writer)   -- returns only by an error
+      -- a file that cannot be replayed, or a writer that broke: stop,
+      -- rather than serve without the data or without keeping it
+      mr.log("error", tostring(e))
+      os.exit(1)
+    end)
+  end
+  if aof then
+    if aof.syncer then aof.syncer:cancel(); aof.syncer = nil end
+    if FSYNC == "everysec" then
+      aof.syncer = mr.every(1, function()
+        if aof.dirty then
+          aof.dirty, aof.sync_due = false, true
+          wake()
+        end
+      end)
+    end
+  end
 end
 
 return {
