@@ -178,6 +178,7 @@ struct core {
     struct core_op udp_send_op; /* where a failed send's completion goes */
     struct udp_tx *udp_spare;  /* send buffers of small datagrams, for reuse */
     unsigned udp_nspare;
+    bool udp_sendmsg;          /* the kernel's send takes no address: sendmsg */
 };
 
 /* A datagram socket: a listener of -l udp://, or one the layer above

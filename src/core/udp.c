@@ -14,8 +14,11 @@
  * (the receive ends with ENOBUFS and is made again after the turn)
  * while the turn's other completions, the TCP connections', are served.
  *
- * Sending is one sendmsg per datagram, with the peer's address, from a
- * copy of its bytes; several may be in flight on one socket (datagrams
+ * Sending is one send per datagram, with the peer's address, from a
+ * copy of its bytes (IORING_OP_SEND with the address in the SQE, which
+ * spares the kernel copying a msghdr and an iovec; a kernel that refuses
+ * the address fails the first such send with EINVAL, and sendmsg is used
+ * from then on); several may be in flight on one socket (datagrams
  * have no order to keep). MSG_DONTWAIT: a send completes while it is
  * submitted, and a socket whose buffer is full drops the datagram, as
  * the network may. A send that succeeds posts no completion
@@ -247,6 +250,10 @@ static void on_send_error(struct core *k, struct core_op *op,
                           const struct io_uring_cqe *cqe)
 {
     (void)op;
+    if (!k->udp_sendmsg && (cqe->res == -EINVAL || cqe->res == -EDESTADDRREQ)) {
+        k->udp_sendmsg = true; /* a kernel before send with an address */
+        log_debug("udp send: %s; using sendmsg", strerror(-cqe->res));
+    }
     k->stats.dgrams_dropped++;
     k->stats.dgrams_out--;
     log_debug("udp send: %s", strerror(-cqe->res));
@@ -307,18 +314,27 @@ int core_sendto(struct core *k, struct core_udp *u, const struct sockaddr *addr,
     t->u = u;
     t->len = n;
     memcpy(t->data, p, n);
-    t->iov = (struct iovec){ .iov_base = t->data, .iov_len = n };
-    t->msg = (struct msghdr){ .msg_iov = &t->iov, .msg_iovlen = 1 };
-    if (addr) {
+    if (addr)
         memcpy(&t->to, addr, alen);
-        t->msg.msg_name = &t->to;
-        t->msg.msg_namelen = alen;
-    }
     /* no completion on success: half the CQEs of an echo; the buffer
      * goes back after the next wait (udp_sent) */
     k->udp_send_op.done = on_send_error;
     struct io_uring_sqe *sqe = core_op_sqe(k, &k->udp_send_op);
-    io_uring_prep_sendmsg(sqe, u->fd, &t->msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (!k->udp_sendmsg) {
+        /* a send with the address: the kernel copies no msghdr */
+        io_uring_prep_send(sqe, u->fd, t->data, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (addr)
+            io_uring_prep_send_set_addr(sqe, (struct sockaddr *)&t->to,
+                                        (__u16)alen);
+    } else {
+        t->iov = (struct iovec){ .iov_base = t->data, .iov_len = n };
+        t->msg = (struct msghdr){ .msg_iov = &t->iov, .msg_iovlen = 1 };
+        if (addr) {
+            t->msg.msg_name = &t->to;
+            t->msg.msg_namelen = alen;
+        }
+        io_uring_prep_sendmsg(sqe, u->fd, &t->msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
     t->next = k->udp_sending;
     k->udp_sending = t;

@@ -4,6 +4,7 @@
 
 #include "core.h"
 #include "lua_host.h"
+#include "lua_pool.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -59,6 +60,7 @@ struct lua_host {
     size_t mem;        /* bytes of Lua heap */
     lua_Alloc base_alloc; /* LuaJIT's own allocator, which host_alloc wraps */
     void *base_ud;
+    struct lua_pool pool; /* small blocks freed, for the next of their size */
     size_t mem_limit;  /* --lua-memory, 0 for none */
     bool guarded;      /* a handler runs: the limit applies */
     bool closing;      /* lua_close runs: no more GC pacing */
@@ -78,6 +80,7 @@ struct lua_host {
     unsigned nlsn_names;
     char **udp_names;  /* what dgram:listener() says, by datagram socket */
     unsigned nudp_names;
+    const void *dgram_mt[2]; /* the dgram metatables, as lua_topointer gives them */
     bool streams, datagrams; /* the listeners it serves (lua_host_config) */
     struct shdict **shared; /* --shared dictionaries, the server's */
     int nshared;

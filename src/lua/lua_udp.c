@@ -70,16 +70,16 @@ void lua_udp_name_listeners(struct lua_host *h)
     }
 }
 
-/* The dgram at index 1: its metatable is one of the two, upvalues 2 and
- * 3 of every dgram method (no registry lookup on the hot path). */
-static struct lua_dgram *to_dgram(lua_State *L)
+/* The dgram at index 1: its metatable must be one of the two. Compared
+ * by address (h->dgram_mt): two rawequal calls were a third of
+ * dgram:reply's own instructions (callgrind). */
+static struct lua_dgram *to_dgram(lua_State *L, const struct lua_host *h)
 {
     struct lua_dgram *d = lua_touserdata(L, 1);
     if (d && lua_getmetatable(L, 1)) {
-        bool ok = lua_rawequal(L, -1, lua_upvalueindex(2)) ||
-                  lua_rawequal(L, -1, lua_upvalueindex(3));
+        const void *mt = lua_topointer(L, -1);
         lua_pop(L, 1);
-        if (ok)
+        if (mt == h->dgram_mt[0] || mt == h->dgram_mt[1])
             return d;
     }
     luaL_typerror(L, 1, "dgram");
@@ -119,7 +119,7 @@ static const char *send_error(int err)
 static int l_reply(lua_State *L)
 {
     struct lua_host *h = HOST(L);
-    struct lua_dgram *d = to_dgram(L);
+    struct lua_dgram *d = to_dgram(L, h);
     size_t n;
     const char *p = payload(L, 2, &n);
     struct core *k = h->k;
@@ -149,7 +149,7 @@ static int push_addr(lua_State *L, const void *sa, socklen_t len)
 /* dgram:peer(): the sender's address and port, as conn:peer(). */
 static int l_dgram_peer(lua_State *L)
 {
-    struct lua_dgram *d = to_dgram(L);
+    struct lua_dgram *d = to_dgram(L, HOST(L));
     return push_addr(L, &d->peer, d->plen);
 }
 
@@ -157,7 +157,7 @@ static int l_dgram_peer(lua_State *L)
 static int l_dgram_listener(lua_State *L)
 {
     struct lua_host *h = HOST(L);
-    struct lua_dgram *d = to_dgram(L);
+    struct lua_dgram *d = to_dgram(L, h);
     if (d->index < h->nudp_names && h->udp_names[d->index])
         lua_pushstring(L, h->udp_names[d->index]);
     else
@@ -473,22 +473,22 @@ static const luaL_Reg udp_methods[] = {
     { NULL, NULL },
 };
 
-/* The two metatables of dgrams, into their slots: their __index tables
- * hold the methods (with the host and both metatables as upvalues), and
- * the truncated one's truncated = true. */
+/* The two metatables of dgrams, into their slots (and their addresses
+ * into h->dgram_mt): their __index tables hold the methods (with the host
+ * as upvalue), and the truncated one's truncated = true. */
 static void dgram_mts(lua_State *L, struct lua_host *h)
 {
     luaL_newmetatable(L, DGRAM_MT);
     lua_replace(L, LS_DGRAM_MT);
     luaL_newmetatable(L, DGRAM_TRUNC_MT);
     lua_replace(L, LS_DGRAM_TRUNC_MT);
+    h->dgram_mt[0] = lua_topointer(L, LS_DGRAM_MT);
+    h->dgram_mt[1] = lua_topointer(L, LS_DGRAM_TRUNC_MT);
     for (int trunc = 0; trunc < 2; trunc++) {
         int mt = trunc ? LS_DGRAM_TRUNC_MT : LS_DGRAM_MT;
         lua_newtable(L);
         lua_pushlightuserdata(L, h);
-        lua_pushvalue(L, LS_DGRAM_MT);
-        lua_pushvalue(L, LS_DGRAM_TRUNC_MT);
-        luaL_openlib(L, NULL, dgram_methods, 3);
+        luaL_openlib(L, NULL, dgram_methods, 1);
         if (trunc) {
             lua_pushboolean(L, 1);
             lua_setfield(L, -2, "truncated");

@@ -170,11 +170,12 @@ static ssize_t turn_recv(struct rec *r, int fd, char *buf, size_t cap)
     return -1;
 }
 
-static void echo_sizes(bool v6)
+static void echo_sizes(bool v6, bool sendmsg)
 {
     static const size_t sizes[] = { 1, 2, 64, 1472, 9000, 65507 };
     struct rec *r = make(0, 0);
     r->echo = true;
+    r->k.udp_sendmsg = sendmsg; /* as after a kernel refused a send's address */
     int port = listen_udp(r, v6 ? "::1" : "127.0.0.1");
     struct sockaddr_storage to;
     socklen_t tl;
@@ -206,8 +207,37 @@ static void echo_sizes(bool v6)
     done(r);
 }
 
-static void test_echo_v4(void **state) { (void)state; echo_sizes(false); }
-static void test_echo_v6(void **state) { (void)state; echo_sizes(true); }
+static void test_echo_v4(void **state) { (void)state; echo_sizes(false, false); }
+static void test_echo_v6(void **state) { (void)state; echo_sizes(true, false); }
+static void test_echo_sendmsg_v4(void **state) { (void)state; echo_sizes(false, true); }
+static void test_echo_sendmsg_v6(void **state) { (void)state; echo_sizes(true, true); }
+
+/* A send whose address the kernel refuses (EINVAL: here a length too
+ * short for AF_INET) is counted dropped and makes the core use sendmsg
+ * from then on; the echo goes on through it. */
+static void test_send_fallback(void **state)
+{
+    (void)state;
+    struct rec *r = make(0, 0);
+    int port = listen_udp(r, "127.0.0.1");
+    struct sockaddr_storage to;
+    socklen_t tl;
+    int fd = client(false, port, &to, &tl);
+    struct core_udp *u = r->k.udp[0];
+    assert_false(r->k.udp_sendmsg);
+    assert_int_equal(core_sendto(&r->k, u, (struct sockaddr *)&to, 4, "x", 1), 0);
+    for (int i = 0; i < 10 && !r->k.udp_sendmsg; i++)
+        one_turn(r);
+    assert_true(r->k.udp_sendmsg);
+    assert_int_equal(r->k.stats.dgrams_dropped, 1);
+    r->echo = true;
+    char in[8];
+    assert_int_equal(sendto(fd, "hello", 5, 0, (struct sockaddr *)&to, tl), 5);
+    assert_int_equal(turn_recv(r, fd, in, sizeof in), 5);
+    assert_memory_equal(in, "hello", 5);
+    close(fd);
+    done(r);
+}
 
 /* Longer than the buffer: the start of it, flagged, counted. */
 static void test_truncated(void **state)
@@ -332,6 +362,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_echo_v4, setup),
         cmocka_unit_test_setup(test_echo_v6, setup),
+        cmocka_unit_test_setup(test_echo_sendmsg_v4, setup),
+        cmocka_unit_test_setup(test_echo_sendmsg_v6, setup),
+        cmocka_unit_test_setup(test_send_fallback, setup),
         cmocka_unit_test_setup(test_truncated, setup),
         cmocka_unit_test_setup(test_turn_bound, setup),
         cmocka_unit_test_setup(test_connected, setup),
