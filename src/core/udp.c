@@ -366,6 +366,13 @@ void udp_rearm(struct core *k)
 
 void udp_free(struct core *k)
 {
+    /* the ring is gone: nothing is in flight. The sends of the last turn
+     * go first, and without udp_sent, which would touch their sockets */
+    while (k->udp_sending) {
+        struct udp_tx *t = k->udp_sending;
+        k->udp_sending = t->next;
+        free(t);
+    }
     for (unsigned i = 0; i < k->nudp; i++) {
         struct core_udp *u = k->udp[i];
         if (!u)
@@ -377,8 +384,6 @@ void udp_free(struct core *k)
     free(k->udp);
     k->udp = NULL;
     k->nudp = k->udp_cap = 0;
-    udp_sent(k, k->udp_sending); /* the ring is gone: nothing is in flight */
-    k->udp_sending = NULL;
     while (k->udp_spare) {
         struct udp_tx *t = k->udp_spare;
         k->udp_spare = t->next;

@@ -357,6 +357,27 @@ static void test_send_bound(void **state)
     done(r);
 }
 
+/* A datagram queued in the last turn, then the core torn down at once:
+ * its send buffer is freed without touching the socket freed before it
+ * (the sanitizer build saw a use after free here). */
+static void test_send_at_destroy(void **state)
+{
+    (void)state;
+    struct rec *r = make(0, 0);
+    int port = listen_udp(r, "127.0.0.1");
+    struct sockaddr_storage to;
+    socklen_t tl;
+    int fd = client(false, port, &to, &tl);
+    struct core_udp *u = r->k.udp[0];
+    assert_int_equal(core_sendto(&r->k, u, (struct sockaddr *)&to, tl, "late", 4), 0);
+    core_shutdown(&r->k);
+    core_finish(&r->k);
+    core_destroy(&r->k);
+    free(r);
+    close(fd);
+    assert_int_equal(count_fds(), fds_before);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -369,6 +390,7 @@ int main(void)
         cmocka_unit_test_setup(test_turn_bound, setup),
         cmocka_unit_test_setup(test_connected, setup),
         cmocka_unit_test_setup(test_send_bound, setup),
+        cmocka_unit_test_setup(test_send_at_destroy, setup),
     };
     return cmocka_run_group_tests_name("udp", tests, NULL, NULL);
 }
