@@ -194,6 +194,7 @@ struct core_udp {
     bool armed;                /* the receive is with the kernel */
     bool closing;              /* core_udp_close ran: freed when idle */
     bool failed;               /* its receive failed for good: not re-armed */
+    uint64_t warned_s;         /* a listener: the second of its last receive warning */
     unsigned inflight;         /* sends with the kernel */
     int err;                   /* the error of the last error event */
     uint64_t user;             /* the layer above's */

@@ -233,13 +233,25 @@ static void on_recv(struct core *k, struct core_op *op, const struct io_uring_cq
         k->stats.enobufs++; /* the datagrams wait in the socket */
     } else if (cqe->res < 0 && cqe->res != -ECANCELED && !u->closing) {
         u->err = cqe->res;
-        if (!transient(cqe->res)) {
-            log_warn("udp receive: %s; this socket receives no more",
-                     strerror(-cqe->res));
-            u->failed = true;
+        if (u->listener) {
+            /* a listener serves many peers: one's error is no reason to
+             * stop, nor a datagram for the handler; it is re-armed */
+            uint64_t sec = k->now / 1000000000ull;
+            if (sec != u->warned_s) {
+                u->warned_s = sec;
+                log_warn("udp receive: %s", strerror(-cqe->res));
+            }
+            if (!transient(cqe->res))
+                u->failed = true; /* again a second later (udp_rearm) */
+        } else {
+            if (!transient(cqe->res)) {
+                log_warn("udp receive: %s; this socket receives no more",
+                         strerror(-cqe->res));
+                u->failed = true;
+            }
+            if (k->ev->datagram)
+                k->ev->datagram(k->ev_ctx, u, NULL, 0, NULL, 0, 0);
         }
-        if (k->ev->datagram)
-            k->ev->datagram(k->ev_ctx, u, NULL, 0, NULL, 0, 0);
     }
     maybe_free(k, u);
 }
@@ -357,6 +369,13 @@ void udp_rearm(struct core *k)
         struct core_udp *u = k->udp[i];
         if (!u)
             continue;
+        if (u->failed && u->listener && u->fd >= 0 && !u->closing) {
+            if (k->now / 1000000000ull <= u->warned_s) {
+                k->udp_rearm = true; /* not yet: look again next turn */
+                continue;
+            }
+            u->failed = false;
+        }
         if (u->closing)
             maybe_free(k, u);
         else if (!u->armed && !u->failed && u->fd >= 0)
