@@ -207,11 +207,12 @@ testssl: deps-test
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the binary, the Lua
 # library it requires from, the man page and the README.
 install: moonring
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moonring/lua/moonring \
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moonring/lua/moonring/http \
 	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/doc/moonring/examples
 	install -m 755 moonring $(DESTDIR)$(PREFIX)/bin/moonring
 	install -m 644 lua/*.lua $(DESTDIR)$(PREFIX)/share/moonring/lua/
 	install -m 644 lua/moonring/*.lua $(DESTDIR)$(PREFIX)/share/moonring/lua/moonring/
+	install -m 644 lua/moonring/http/*.lua $(DESTDIR)$(PREFIX)/share/moonring/lua/moonring/http/
 	install -m 644 moonring.1 $(DESTDIR)$(PREFIX)/share/man/man1/moonring.1
 	install -m 644 README.md scripts/moonring.service $(DESTDIR)$(PREFIX)/share/doc/moonring/
 	install -m 644 examples/*.lua $(DESTDIR)$(PREFIX)/share/doc/moonring/examples/

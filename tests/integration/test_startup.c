@@ -226,7 +226,8 @@ static void test_install(void **state)
     snprintf(destdir, sizeof destdir, "DESTDIR=%s", dir);
     /* a make of its own, not the sanitizer settings of the one running us */
     const char *mk[] = { "env", "-u", "MAKEFLAGS", "-u", "MFLAGS", "-u", "MAKELEVEL",
-                         "make", "-s", "install", destdir, "PREFIX=/opt/mr", NULL };
+                         "-u", "SANITIZE", "make", "-s", "install", destdir,
+                         "PREFIX=/opt/mr", NULL };
     char *out;
     int st = h_exec(mk, NULL, &out, 60000, true);
     if (st)
@@ -237,6 +238,8 @@ static void test_install(void **state)
     assert_int_equal(access(path, R_OK), 0);
     char *script = h_write_file(NULL, "s.lua",
         "local stream = require 'moonring.stream'\n"
+        "local http = require 'moonring.http'\n"   /* and its own modules */
+        "http.static('/tmp')\n"
         "return stream.handler(function(s, conn) end)\n");
     snprintf(path, sizeof path, "%s/opt/mr/bin/moonring", dir);
     const char *run[] = { path, "-t", script, NULL };
