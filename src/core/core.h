@@ -199,8 +199,6 @@ struct core_udp {
     int err;                   /* the error of the last error event */
     uint64_t user;             /* the layer above's */
     struct msghdr msg;         /* what the recvmsg keeps: name room */
-    struct fs_req *fs_reqs;    /* file requests in flight (fs.h) */
-    unsigned fs_files;         /* fds the file module holds */
 };
 
 /* Set up the ring, buffers and connection table. Returns 0, or -1 with

@@ -45,7 +45,12 @@ struct udp_msg {
 struct lua_udp {                    /* mr.udp's socket */
     struct core_udp *u;             /* NULL once closed */
     lua_State *waiter;              /* the coroutine in receive */
-    uint64_t wait_id;               /* its timer's, in waits */
+    /* One timer entry at a time serves every receive: the entry (key
+     * timer_id, in waits) is reused while its time is no later than a
+     * receive's deadline, and when it comes early it is queued again for
+     * the deadline, so a fast loop of receives does not fill the heap */
+    uint64_t deadline;              /* the waiting receive's */
+    uint64_t timer_id, timer_due;   /* the entry queued, 0: none */
     int err;                        /* an error no receive has seen yet */
     unsigned head, count;           /* the queue */
     struct udp_msg *q[UDP_QUEUE];
@@ -209,14 +214,7 @@ static void drop_queue(struct lua_udp *s)
 static void wake(struct lua_host *h, struct lua_udp *s, int nargs)
 {
     lua_State *co = s->waiter;
-    s->waiter = NULL;
-    if (s->wait_id) { /* its timer finds nothing */
-        lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->waits_ref);
-        lua_pushnil(h->L);
-        lua_rawseti(h->L, -2, (int)s->wait_id);
-        lua_pop(h->L, 1);
-        s->wait_id = 0;
-    }
+    s->waiter = NULL; /* its timer entry stays, for the next receive */
     lua_xmove(h->L, co, nargs);
     lua_co_resume(h, co, nargs);
 }
@@ -266,15 +264,45 @@ void lua_udp_event(void *ctx, struct core_udp *u, const struct sockaddr *peer,
         outbound_datagram(h, u, p, n);
 }
 
+/* Queue s's timer entry for due; the socket object is at idx of L. */
+static int queue_timer(struct lua_host *h, lua_State *L, int idx,
+                       struct lua_udp *s, uint64_t due)
+{
+    uint64_t id = h->next_wait_id++;
+    if (core_timer_add(h->k, due, KEY_UDP | id))
+        return -1;
+    if (idx < 0)
+        idx = lua_gettop(L) + idx + 1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->waits_ref);
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, -2, (int)id);   /* waits[id] = the socket, for its timer */
+    lua_pop(L, 1);
+    s->timer_id = id;
+    s->timer_due = due;
+    return 0;
+}
+
 void lua_udp_timer(struct lua_host *h, uint64_t id)
 {
     lua_State *L = h->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->waits_ref);
     lua_rawgeti(L, -1, (int)id);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, (int)id);
     struct lua_udp *s = lua_touserdata(L, -1);
-    lua_pop(L, 2);
-    if (s && s->wait_id == id && s->waiter)
-        wake_err(h, s, "timeout");
+    if (s && s->timer_id == id) {
+        s->timer_id = 0;
+        if (s->waiter && s->deadline > timer_now() &&
+            queue_timer(h, L, -1, s, s->deadline) == 0) {
+            lua_pop(L, 2); /* came early: again, for the deadline */
+            return;
+        }
+        lua_pop(L, 2);
+        if (s->waiter)
+            wake_err(h, s, "timeout");
+        return;
+    }
+    lua_pop(L, 2); /* an entry another one replaced */
 }
 
 /* A new socket for addr, pushed on L; NULL and why when it cannot be. */
@@ -414,15 +442,11 @@ static int l_receive(lua_State *L)
     if (s->waiter)
         return lua_sock_fail(L, "socket busy reading");
     lua_co_check(L, h, "udp:receive");
-    uint64_t id = h->next_wait_id++;
-    if (core_timer_add(h->k, timer_now() + (uint64_t)(t * 1e9), KEY_UDP | id))
+    s->deadline = timer_now() + (uint64_t)(t * 1e9);
+    if ((!s->timer_id || s->timer_due > s->deadline) &&
+        queue_timer(h, L, 1, s, s->deadline))
         return lua_sock_fail(L, "out of memory");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->waits_ref);
-    lua_pushvalue(L, 1);
-    lua_rawseti(L, -2, (int)id);   /* waits[id] = the socket, for its timer */
-    lua_pop(L, 1);
     s->waiter = L;
-    s->wait_id = id;
     return lua_yield(L, 0);
 }
 
