@@ -446,16 +446,33 @@ static void *big_alloc(size_t n)
 }
 
 /* Room for more: a file whose size said 0 (as in /proc) grows by
- * doubling, so that reading it stays linear. */
+ * doubling, so that reading it stays linear, up to FS_READ_FILE_MAX:
+ * -EFBIG beyond (/dev/zero never ends). */
 static int read_file_grow(struct fs_req *r)
 {
+    if (r->n >= FS_READ_FILE_MAX)
+        return -EFBIG;
     size_t cap = r->n ? r->n * 2 : 64u << 10;
+    if (cap > FS_READ_FILE_MAX)
+        cap = FS_READ_FILE_MAX;
     char *b = realloc(r->buf, cap);
     if (!b)
         return -ENOMEM;
     r->buf = b;
     r->n = cap;
     return 0;
+}
+
+/* The statx told the size: the buffer for it, or for a first guess. */
+static int read_file_size(struct fs_req *r)
+{
+    r->cap = r->stx.stx_size; /* 0: the size is unknown */
+    if (r->stx.stx_size > FS_READ_FILE_MAX)
+        return -EFBIG;
+    if (!r->cap)
+        return read_file_grow(r);
+    r->n = r->cap;
+    return (r->buf = big_alloc(r->n)) ? 0 : -ENOMEM;
 }
 
 static void read_file_step(struct core *k, struct fs_req *r, int res)
@@ -476,30 +493,27 @@ static void read_file_step(struct core *k, struct fs_req *r, int res)
                             STATX_SIZE, &r->stx);
         return;
     case 1:
-        r->cap = r->stx.stx_size; /* 0: the size is unknown */
-        r->n = r->cap ? r->cap : 0;
-        if (!r->cap && (res = read_file_grow(r)) < 0)
+        if ((res = read_file_size(r)) < 0)
             break;
-        if (r->cap && !(r->buf = big_alloc(r->n))) {
-            res = -ENOMEM;
-            break;
-        }
         r->step = 2;
         prep_read(k, r, r->fd);
         return;
     case 2:
         r->got += (size_t)res;
         r->cold = false; /* the next chunk may be in the cache */
-        if (res > 0 && r->got == r->n && !r->cap)
-            res = read_file_grow(r);
-        if (res < 0)
-            break;
-        if (res > 0 && r->got < r->n) {
+        /* the end: a read of 0, or all the size said (a file that grew
+         * meanwhile is read as it was) */
+        if (res > 0 && (r->got < r->n || !r->cap)) {
+            int grown = r->got == r->n ? read_file_grow(r) : 0;
+            if (grown < 0) {
+                res = grown;
+                break;
+            }
             prep_read(k, r, r->fd);
             return;
         }
         r->len = r->got;
-        res = r->got > INT32_MAX ? INT32_MAX : (int)r->got;
+        res = (int)r->got; /* at most FS_READ_FILE_MAX */
         break;
     }
     finish(k, r, res);

@@ -106,7 +106,12 @@ int fs_mkdir(struct core *k, struct fs_req *r, const char *path, mode_t mode);
 
 /* The whole of a file into r->buf: open, statx, reads of up to 8 MiB at
  * increasing offsets into one buffer of the file's size, close. res is
- * the byte count (what the size said, or less if it shrank). */
+ * the byte count (what the size said, or less if it shrank). A file
+ * whose size says 0 (as in /proc) is read until a read gives 0, in a
+ * buffer that doubles. Beyond FS_READ_FILE_MAX bytes (what one Lua
+ * string can hold, a little under 2 GiB): -EFBIG. */
+#define FS_READ_FILE_MAX 0x7ffff000u
+
 int fs_read_file(struct core *k, struct fs_req *r, const char *path);
 /* Replace path with the n bytes of p, atomically: a new file beside it
  * (path.tmp-<pid>-<n>), write, fsync, rename over path, fsync the

@@ -141,8 +141,43 @@ static void push_list(lua_State *L, const char *p, size_t len, int n)
     }
 }
 
+/* A big string is made in a protected call on the main state and moved
+ * to co: made on co, suspended outside any pcall, a failure to allocate
+ * it would be a panic that ends the worker. */
+struct bytes_push {
+    lua_State *co;
+    const char *p;
+    size_t n;
+};
+
+static int push_bytes_p(lua_State *L)
+{
+    struct bytes_push *b = lua_touserdata(L, 1);
+    lua_pushlstring(L, b->p, b->n);
+    lua_xmove(L, b->co, 1);
+    return 0;
+}
+
+static int push_bytes(struct lua_host *h, lua_State *co, const char *p,
+                      size_t n)
+{
+    struct bytes_push b = { co, p ? p : "", n };
+    if (n < (1u << 20)) {
+        lua_pushlstring(co, b.p, n);
+        return 1;
+    }
+    if (lua_cpcall(h->L, push_bytes_p, &b)) {
+        lua_pop(h->L, 1); /* the error: out of memory */
+        lua_pushnil(co);
+        lua_pushliteral(co, "not enough memory");
+        return 2;
+    }
+    return 1;
+}
+
 /* Push on co what the request of kind gives; returns the count. */
-static int push_result(lua_State *co, struct fs_req *r, int res)
+static int push_result(struct lua_host *h, lua_State *co, struct fs_req *r,
+                       int res)
 {
     if (res < 0) {
         lua_pushnil(co);
@@ -156,8 +191,7 @@ static int push_result(lua_State *co, struct fs_req *r, int res)
     case LK_READ:
         if (r->tag & TAG_ADVANCE)
             r->file->pos += (uint64_t)res;
-        lua_pushlstring(co, r->buf ? r->buf : "", (size_t)res);
-        return 1;
+        return push_bytes(h, co, r->buf, (size_t)res);
     case LK_WRITE:
         lua_pushnumber(co, (lua_Number)r->n);
         return 1;
@@ -165,8 +199,7 @@ static int push_result(lua_State *co, struct fs_req *r, int res)
         push_stat(co, &r->stx);
         return 1;
     case LK_BYTES:
-        lua_pushlstring(co, r->buf ? r->buf : "", r->len);
-        return 1;
+        return push_bytes(h, co, r->buf, r->len);
     case LK_LIST:
         push_list(co, r->buf, r->len, res);
         return 1;
@@ -214,7 +247,7 @@ static void on_done(struct core *k, struct fs_req *r, int res)
             fs_close(k, r->file); /* nobody to hand it to */
         return;
     }
-    int n = push_result(co, r, res);
+    int n = push_result(h, co, r, res);
     lua_co_resume(h, co, n);
 }
 

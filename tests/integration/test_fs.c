@@ -151,6 +151,12 @@ static const char cases_lua[] =
     "  collectgarbage()\n"
     "  return j(n, err, rf, again, fs.open(dir .. '/lim') ~= nil)\n"
     "end\n"
+    "T.sizes = function()\n"
+    "  local a = assert(fs.read_file('/proc/kallsyms'))\n"
+    "  local f = assert(io.open('/proc/kallsyms')) local b = f:read('*a') f:close()\n"
+    "  return j(#a > 65536, #a == #b, fs.read_file(dir .. '/sparse')) .. '|' ..\n"
+    "         j(fs.read_file('/dev/zero')) .. '|' .. #assert(fs.read_file(dir .. '/r.txt'))\n"
+    "end\n"
     "return function(sock)\n"
     "  local name = sock:receive('*l')\n"
     "  local ok, res = pcall(T[name], sock)\n"
@@ -247,6 +253,26 @@ static void test_errors(void **state)
              "false,bad argument #2 to '?' (\"r\", \"w\", \"a\", \"r+\", \"w+\" or \"a+\" expected)|"
              "false,bad argument #1 to '?' (string expected, got no value)|"
              "nil,No such file or directory");
+}
+
+/* read_file of a file whose size says 0, beyond its first 64 KiB; of a
+ * file bigger than a Lua string can be (sparse, 2.5 GiB), and of one
+ * that never ends: nil, "File too large", and the worker goes on. */
+static void test_read_file_sizes(void **state)
+{
+    (void)state;
+    char *p = path_in("sparse");
+    int fd = open(p, O_CREAT | O_WRONLY, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 5ll << 29), 0);
+    close(fd);
+    free(p);
+    p = path_in("r.txt");
+    fd = open(p, O_CREAT | O_WRONLY, 0644);
+    assert_int_equal(write(fd, "hello", 5), 5);
+    close(fd);
+    free(p);
+    run_case("sizes", "true,true,nil,File too large|nil,File too large|5");
 }
 
 /* mkdir with a mode, list (2,000 names: beyond one getdents64 batch),
@@ -801,6 +827,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_errors, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_paths, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_read_file_sizes, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_permission, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_outside_coroutine, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_beneath, mk_dir, rm_dir),
