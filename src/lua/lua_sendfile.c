@@ -291,6 +291,8 @@ int lua_sendfile(lua_State *L)
     bool is_file = lua_fs_is_file(L, 2);
     if (!is_file && !lua_isstring(L, 2))
         return luaL_argerror(L, 2, "a file or a path expected");
+    if (!is_file)
+        lua_fs_check_path(L, 2);
     int64_t off = opt_count(L, 3, 0);
     int64_t len = opt_count(L, 4, -1);
     bool splice = want_splice(L, 5);

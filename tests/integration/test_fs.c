@@ -157,6 +157,16 @@ static const char cases_lua[] =
     "  return j(#a > 65536, #a == #b, fs.read_file(dir .. '/sparse')) .. '|' ..\n"
     "         j(fs.read_file('/dev/zero')) .. '|' .. #assert(fs.read_file(dir .. '/r.txt'))\n"
     "end\n"
+    "T.badargs = function(sock)\n"
+    "  local function nul(f, ...) local ok, e = pcall(f, ...)\n"
+    "    return not ok and e:find('without NUL bytes', 1, true) ~= nil end\n"
+    "  local s = dir .. '/secret\\0.html'\n"
+    "  local ok, e = pcall(fs.open, dir, '')\n"
+    "  return j(ok, e) .. '|' .. j(nul(fs.open, s), nul(fs.stat, s), nul(fs.lstat, s),\n"
+    "    nul(fs.read_file, s), nul(fs.write_file, s, 'x'), nul(fs.list, s), nul(fs.mkdir, s),\n"
+    "    nul(fs.remove, s), nul(fs.rename, dir .. '/secret', s), nul(fs.rename, s, dir .. '/x'),\n"
+    "    nul(fs.open, 'x', 'r', { beneath = s }), nul(sock.send_file, sock, s))\n"
+    "end\n"
     "return function(sock)\n"
     "  local name = sock:receive('*l')\n"
     "  local ok, res = pcall(T[name], sock)\n"
@@ -273,6 +283,16 @@ static void test_read_file_sizes(void **state)
     close(fd);
     free(p);
     run_case("sizes", "true,true,nil,File too large|nil,File too large|5");
+}
+
+/* An empty mode, and a path with a NUL byte in every call that takes
+ * one (the kernel would see only what comes before it): raise. */
+static void test_bad_args(void **state)
+{
+    (void)state;
+    run_case("badargs", "false,bad argument #2 to '?' (\"r\", \"w\", \"a\", "
+                        "\"r+\", \"w+\" or \"a+\" expected)|true,true,true,true,"
+                        "true,true,true,true,true,true,true,true");
 }
 
 /* mkdir with a mode, list (2,000 names: beyond one getdents64 batch),
@@ -828,6 +848,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_errors, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_paths, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_read_file_sizes, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_bad_args, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_permission, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_outside_coroutine, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_beneath, mk_dir, rm_dir),
