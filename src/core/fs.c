@@ -27,6 +27,8 @@
 #define WRITE_MAX  (1u << 30)   /* bytes per write SQE (the kernel caps at 2 GiB) */
 #define LIST_CHUNK (32u << 10)  /* bytes of entries per getdents64 */
 
+enum { SPLICE_IN = 1, SPLICE_OUT = 2 }; /* splice's completions to come */
+
 enum kind {
     FK_OPEN, FK_READ, FK_WRITE, FK_FSYNC, FK_FSTAT, FK_STAT, FK_RENAME,
     FK_UNLINK, FK_MKDIR, FK_READ_FILE, FK_WRITE_FILE, FK_LIST, FK_SPLICE,
@@ -73,6 +75,39 @@ static void close_fd(struct core *k, int fd)
         close(fd);
     }
     release(k, 1);
+}
+
+int fs_dup(struct core *k, int fd)
+{
+    int ret = reserve(k, 1);
+    if (ret)
+        return ret;
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0) {
+        ret = -errno;
+        release(k, 1);
+        return ret;
+    }
+    return d;
+}
+
+int fs_pipe(struct core *k, int fds[2])
+{
+    int ret = reserve(k, 2);
+    if (ret)
+        return ret;
+    if (pipe2(fds, O_CLOEXEC)) {
+        ret = -errno;
+        release(k, 2);
+        return ret;
+    }
+    return 0;
+}
+
+void fs_fd_close(struct core *k, int fd)
+{
+    if (fd >= 0)
+        close_fd(k, fd);
 }
 
 struct fs_req *fs_req_new(struct core *k, fs_done_fn done, void *data)
@@ -698,6 +733,20 @@ static void list_step(struct core *k, struct fs_req *r, int res)
 
 /* --- splice: file -> pipe -> socket ------------------------------------ */
 
+static void on_splice_out(struct core *k, struct core_op *op,
+                          const struct io_uring_cqe *cqe);
+
+/* The splice out of the pipe, on its own op: its completion is told
+ * apart from the file's by where it comes, not by its order. */
+static struct io_uring_sqe *splice_out(struct core *k, struct fs_req *r,
+                                       size_t n)
+{
+    struct io_uring_sqe *sqe = core_op_sqe(k, &r->op_out);
+    io_uring_prep_splice(sqe, (int)r->how.flags, -1, (int)r->cap, -1,
+                         (unsigned)n, SPLICE_F_MOVE);
+    return sqe;
+}
+
 int fs_splice(struct core *k, struct fs_req *r, struct fs_file *f, int64_t off,
               size_t n, int pipe_w, int pipe_r, int sock_fd)
 {
@@ -707,46 +756,63 @@ int fs_splice(struct core *k, struct fs_req *r, struct fs_file *f, int64_t off,
     r->off = off;
     r->src = NULL;
     r->cap = (size_t)sock_fd;
-    started(k, r, FK_SPLICE, f);
-    struct io_uring_sqe *sqe = sqe_of(k, r);
-    io_uring_prep_splice(sqe, f->fd, off, pipe_w, -1, (unsigned)n, SPLICE_F_MOVE);
-    sqe->flags |= IOSQE_IO_LINK;
     /* the pipe's ends are the caller's: kept in fields finish leaves alone */
     r->how.flags = (uint64_t)pipe_r;
     r->dirfd = -1;
     r->fd = -1;
-    io_uring_prep_splice(sqe_of(k, r), pipe_r, -1, sock_fd, -1, (unsigned)n,
-                         SPLICE_F_MOVE);
-    r->step = 0;
+    r->op_out.done = on_splice_out;
+    /* a link must not be split by core_op_sqe() submitting between its
+     * two SQEs: the first would go alone with its link dangling */
+    if (io_uring_sq_space_left(&k->loop.ring) < 2)
+        io_uring_submit(&k->loop.ring);
+    started(k, r, FK_SPLICE, f);
+    struct io_uring_sqe *sqe = sqe_of(k, r);
+    io_uring_prep_splice(sqe, f->fd, off, pipe_w, -1, (unsigned)n, SPLICE_F_MOVE);
+    sqe->flags |= IOSQE_IO_LINK;
+    splice_out(k, r, n);
+    r->step = SPLICE_IN | SPLICE_OUT; /* the completions still to come */
     return 0;
 }
 
-/* Steps: 0 the file's splice into the pipe (r->got: its bytes), 1 the
- * linked one out of it (cancelled when the first was short), 2 a splice
- * of what is left in the pipe. r->len counts what reached the socket. */
-static void splice_step(struct core *k, struct fs_req *r, int res)
+/* Both splices of the round have completed (r->got: the bytes in the
+ * pipe, r->len: what reached the socket): the end, or a splice of what
+ * the pipe still holds, after a short one. */
+static void splice_round(struct core *k, struct fs_req *r)
 {
-    int pipe_r = (int)r->how.flags;
-    if (r->step == 0) {
-        r->step = 1;
-        r->err = res < 0 ? res : 0;
-        r->got = res > 0 ? (size_t)res : 0;
-        return; /* the linked splice's completion comes next */
+    if (r->err || r->len >= r->got) {
+        finish(k, r, r->err ? r->err : (int)r->len);
+        return;
     }
+    splice_out(k, r, r->got - r->len);
+    r->step = SPLICE_OUT;
+}
+
+/* The file's splice into the pipe; the linked one out of it is
+ * cancelled when this one was short. */
+static void splice_in_done(struct core *k, struct fs_req *r, int res)
+{
+    r->step &= ~SPLICE_IN;
+    if (res < 0)
+        r->err = res;
+    r->got = res > 0 ? (size_t)res : 0;
+    if (!r->step)
+        splice_round(k, r);
+}
+
+static void on_splice_out(struct core *k, struct core_op *op,
+                          const struct io_uring_cqe *cqe)
+{
+    struct fs_req *r = core_op_owner(op, struct fs_req, op_out);
+    int res = cqe->res;
+    r->step &= ~SPLICE_OUT;
     if (res > 0)
         r->len += (size_t)res;
     else if (res < 0 && res != -ECANCELED && !r->err)
         r->err = res;
-    if (r->err || r->len >= r->got) {
-        int out = r->err ? r->err : (int)r->len;
-        finish(k, r, out);
-        return;
-    }
-    /* short: send what the pipe still holds */
-    r->dirfd = -1;
-    io_uring_prep_splice(sqe_of(k, r), pipe_r, -1, (int)r->cap, -1,
-                         (unsigned)(r->got - r->len), SPLICE_F_MOVE);
-    r->step = 2;
+    else if (res == 0 && !r->err && r->len < r->got)
+        r->err = -EPIPE; /* the socket took nothing: it will not */
+    if (!r->step)
+        splice_round(k, r);
 }
 
 /* --- completions ------------------------------------------------------ */
@@ -761,7 +827,7 @@ static void on_cqe(struct core *k, struct core_op *op,
     case FK_READ_FILE:  read_file_step(k, r, res); return;
     case FK_WRITE_FILE: write_file_step(k, r, res); return;
     case FK_LIST:       list_step(k, r, res); return;
-    case FK_SPLICE:     splice_step(k, r, res); return;
+    case FK_SPLICE:     splice_in_done(k, r, res); return;
     case FK_WRITE:
         if (!write_more(k, r, r->file->fd, &res))
             return;

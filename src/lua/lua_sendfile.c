@@ -39,6 +39,7 @@ struct lua_sendfile {
     bool busy;                 /* a request (open, read, splice) is in flight */
     bool splice;
     int pipe[2];               /* splice: its pipe, -1 for none */
+    int sock;                  /* splice: the job's own dup of the socket */
     uint64_t off, left;        /* next offset; bytes still to send */
     uint64_t sent;
     char *buf;
@@ -56,8 +57,8 @@ static void job_free(struct lua_sendfile *j)
             fs_close(k, j->f);
     }
     for (int i = 0; i < 2; i++)
-        if (j->pipe[i] >= 0)
-            close(j->pipe[i]);
+        fs_fd_close(k, j->pipe[i]);
+    fs_fd_close(k, j->sock);
     free(j->buf);
     free(j);
 }
@@ -141,7 +142,7 @@ static int submit(struct lua_sendfile *j, size_t n)
     int ret = r ? 0 : -ENOMEM;
     if (r && j->splice)
         ret = fs_splice(k, r, j->f, (int64_t)j->off, n, j->pipe[1], j->pipe[0],
-                        j->s->c->fd);
+                        j->sock);
     else if (r)
         ret = fs_read_into(k, r, j->f, j->buf, n, (int64_t)j->off);
     if (ret)
@@ -205,11 +206,21 @@ static int64_t opt_count(lua_State *L, int idx, int64_t dflt)
     return (int64_t)v;
 }
 
-/* The splice way's pipe, as big as a chunk. */
-static int make_pipe(struct lua_sendfile *j)
+/* The splice way's pipe, as big as a chunk, and its own fd of the
+ * socket (fs.h, fs_splice): all three count against the fd limit. */
+static int make_pipe(struct lua_sendfile *j, int sock_fd)
 {
-    if (pipe2(j->pipe, O_CLOEXEC))
-        return -errno;
+    struct core *k = j->h->k;
+    int ret = fs_pipe(k, j->pipe);
+    if (ret) {
+        j->pipe[0] = j->pipe[1] = -1;
+        return ret;
+    }
+    if ((j->sock = fs_dup(k, sock_fd)) < 0) {
+        ret = j->sock;
+        j->sock = -1;
+        return ret;
+    }
     if (fcntl(j->pipe[1], F_SETPIPE_SZ, SPLICE_CHUNK) < 0)
         j->cap = 64u << 10; /* what a pipe holds by default */
     else
@@ -243,11 +254,11 @@ static struct lua_sendfile *job_new(struct lua_host *h, struct lua_sock *s,
     j->s = s;
     j->off = (uint64_t)off;
     j->left = len < 0 ? UINT64_MAX : (uint64_t)len;
-    j->pipe[0] = j->pipe[1] = -1;
+    j->pipe[0] = j->pipe[1] = j->sock = -1;
     j->splice = splice;
     *err = 0;
     if (splice) {
-        *err = make_pipe(j);
+        *err = make_pipe(j, s->c->fd);
     } else {
         size_t hw = h->k->conns.high_water;
         j->cap = hw < (16u << 10) ? 16u << 10 : hw > (1u << 20) ? 1u << 20 : hw;

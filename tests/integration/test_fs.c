@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -699,6 +700,56 @@ static void test_send_file_tls(void **state)
     free(p), free(data), free(cert), free(key);
 }
 
+/* "A path": a splice send_file of path; any other first line: a
+ * connection that is never sent a byte. */
+static const char race_lua[] =
+    "return function(sock)\n"
+    "  local line = sock:receive('*l')\n"
+    "  if line and line:sub(1, 2) == 'A ' then\n"
+    "    sock:send_file(line:sub(3), 0, nil, { splice = true })\n"
+    "    return\n"
+    "  end\n"
+    "  sock:receive('*a')\n"
+    "end\n";
+
+static void make_cold(const char *p, size_t size, bool fill);
+
+/* A resets its connection while a splice of a cold file is on its way;
+ * B connects at once, likely getting A's fd number: B gets nothing of
+ * A's file (the splice's rest once went to whichever socket had the
+ * number). */
+static void test_send_file_splice_fd_reuse(void **state)
+{
+    (void)state;
+    char *p = path_in("cold64");
+    make_cold(p, 64u << 20, true);
+    struct h_server s;
+    char *path = h_serve(&s, race_lua, NULL, NULL);
+    char req[512];
+    snprintf(req, sizeof req, "A %s\n", p);
+    for (int i = 0; i < 20; i++) {
+        make_cold(p, 64u << 20, false);
+        int a = h_connect(s.port, false);
+        h_send_all(a, req, strlen(req));
+        usleep(500);
+        struct linger lg = { 1, 0 };
+        setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(a); /* a reset */
+        int b = h_connect(s.port, false);
+        h_send_all(b, "B\n", 2);
+        struct pollfd pf = { .fd = b, .events = POLLIN };
+        if (poll(&pf, 1, 150) == 1) {
+            char buf[4096];
+            ssize_t n = recv(b, buf, sizeof buf, MSG_DONTWAIT);
+            if (n > 0)
+                fail_msg("try %d: B got %zd bytes of A's file", i, n);
+        }
+        close(b);
+    }
+    h_finish(&s, path);
+    free(p);
+}
+
 /* --- the loop goes on while the disk works ------------------------------- */
 
 /* "ping" is answered "pong"; "fs PATH" or "io PATH" reads the whole file
@@ -859,6 +910,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_send_file_backpressure, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file_peer_gone, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file_tls, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_send_file_splice_fd_reuse, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_read_stall, mk_dir, rm_dir),
     };
     if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER=test_read_stall */
