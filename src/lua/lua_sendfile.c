@@ -48,6 +48,19 @@ struct lua_sendfile {
 
 static void step(struct lua_sendfile *j);
 
+/* The send timeout counts time without progress, as sock:send's does:
+ * each chunk that reaches the connection (or the socket), and each
+ * drained event, starts it again. The queued timer entry stays; when it
+ * is due, lua_sock_timer sees the later deadline and queues that. */
+static void progress(struct lua_sendfile *j)
+{
+    struct lua_sock *s = j->s;
+    if (!s->timeout_ms[T_SEND])
+        return;
+    s->wdeadline = timer_now() + (uint64_t)s->timeout_ms[T_SEND] * 1000000;
+    lua_sock_queue_timer(j->h, s, s->wdeadline);
+}
+
 static void job_free(struct lua_sendfile *j)
 {
     struct core *k = j->h->k;
@@ -124,6 +137,8 @@ static void on_data(struct core *k, struct fs_req *r, int res)
         c->active = k->now;
         k->stats.bytes_out += (uint64_t)res;
     }
+    if (res > 0)
+        progress(j);
     j->sent += (uint64_t)res;
     j->off += (uint64_t)res;
     j->left -= (uint64_t)res;
@@ -175,6 +190,8 @@ static void step(struct lua_sendfile *j)
 void lua_sendfile_drained(struct lua_sock *s)
 {
     struct lua_sendfile *j = s->sf;
+    if (j)
+        progress(j);
     if (j && !j->busy)
         step(j);
 }
@@ -335,9 +352,6 @@ int lua_sendfile(lua_State *L)
         job_free(j);
         return lua_sock_fail(L, strerror(-ret));
     }
-    if (s->timeout_ms[T_SEND]) {
-        s->wdeadline = timer_now() + (uint64_t)s->timeout_ms[T_SEND] * 1000000;
-        lua_sock_queue_timer(h, s, s->wdeadline);
-    }
+    progress(j);
     return lua_yield(L, 0);
 }

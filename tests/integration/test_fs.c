@@ -492,6 +492,7 @@ static const char send_lua[] =
     "    if not line then return end\n"
     "    local mode, path, off, len = line:match('^(%S+) (%S+) (%d+) (%-?%d+)$')\n"
     "    off, len = tonumber(off), tonumber(len)\n"
+    "    if mode:sub(1, 1) == 't' then sock:settimeouts(nil, 0.3, nil) mode = mode:sub(2) end\n"
     "    if len < 0 then len = nil end\n"
     "    local src, opts = path, mode == 'splice' and { splice = true } or nil\n"
     "    if mode == 'file' or mode == 'closed' then src = assert(mr.fs.open(path)) end\n"
@@ -650,6 +651,47 @@ static void test_send_file_peer_gone(void **state)
     assert_string_equal(h_line(fd, H_WAIT_MS), "");
     assert_string_equal(h_line(fd, H_WAIT_MS), "sent=10");
     close(fd);
+    h_finish(&s, path);
+    free(p);
+}
+
+/* A send timeout of 0.3 s, and a client that reads 8 MiB steadily in
+ * about 1.3 s: the send_file goes on as long as it makes progress (it
+ * once timed out 0.3 s after the call), by reads and by splice. */
+static void test_send_file_timeout_progress(void **state)
+{
+    (void)state;
+    char *p = path_in("zeros");
+    int f = open(p, O_CREAT | O_WRONLY, 0644);
+    size_t size = 8u << 20;
+    assert_int_equal(ftruncate(f, (off_t)size), 0);
+    close(f);
+    struct h_server s;
+    char *path = h_serve(&s, send_lua, NULL, NULL);
+    static char buf[128 << 10];
+    const char *modes[] = { "tpath", "tsplice" };
+    for (int m = 0; m < 2; m++) {
+        int fd = h_connect(s.port, false);
+        int small = 64 << 10;
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        char req[512];
+        snprintf(req, sizeof req, "%s %s 0 -1\n", modes[m], p);
+        h_send_all(fd, req, strlen(req));
+        size_t total = 0;
+        while (total < size) {
+            size_t want = size - total < sizeof buf ? size - total : sizeof buf;
+            size_t n = h_recv_exact(fd, buf, want, H_WAIT_MS);
+            if (n < want)
+                fail_msg("%s: the connection ended after %zu bytes", modes[m], total + n);
+            total += n;
+            h_sleep_ms(20);
+        }
+        assert_string_equal(h_line(fd, H_WAIT_MS), "");
+        char want[64];
+        snprintf(want, sizeof want, "sent=%zu", size);
+        assert_string_equal(h_line(fd, H_WAIT_MS), want);
+        close(fd);
+    }
     h_finish(&s, path);
     free(p);
 }
@@ -910,6 +952,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_send_file_backpressure, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file_peer_gone, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file_tls, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_send_file_timeout_progress, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file_splice_fd_reuse, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_read_stall, mk_dir, rm_dir),
     };
