@@ -12,6 +12,7 @@
  * storage should cache the listing. */
 #include "core_int.h"
 #include "fs.h"
+#include "log.h"
 #include "ud.h"
 
 #include <dirent.h>
@@ -21,11 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define READ_CHUNK (8u << 20)   /* bytes per read of fs_read_file */
 #define WRITE_MAX  (1u << 30)   /* bytes per write SQE (the kernel caps at 2 GiB) */
 #define LIST_CHUNK (32u << 10)  /* bytes of entries per getdents64 */
+#define WF_STAT    6            /* write_file's first step: the old file's mode */
 
 enum { SPLICE_IN = 1, SPLICE_OUT = 2 }; /* splice's completions to come */
 
@@ -573,10 +576,24 @@ int fs_write_file(struct core *k, struct fs_req *r, const char *path,
     r->n = n;
     r->off = 0;
     started(k, r, FK_WRITE_FILE, NULL);
-    io_uring_prep_openat(sqe_of(k, r), AT_FDCWD, r->path2,
-                         O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    r->step = 0;
+    /* the old file's mode, for the new one: a file made private stays so */
+    io_uring_prep_statx(sqe_of(k, r), AT_FDCWD, r->path, 0, STATX_MODE, &r->stx);
+    r->step = WF_STAT;
     return 0;
+}
+
+/* The temporary file, with the old file's permissions (how.mode, set
+ * exactly by fchmod at step 0, as open's mode passes through the
+ * umask), or 0644 less the umask for a new one. */
+static void open_temp(struct core *k, struct fs_req *r, int res)
+{
+    bool old = res == 0 && (r->stx.stx_mask & STATX_MODE);
+    r->how.mode = old ? (r->stx.stx_mode & 07777) : 0644;
+    r->how.flags = old; /* fchmod once open */
+    io_uring_prep_openat(sqe_of(k, r), AT_FDCWD, r->path2,
+                         O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                         (mode_t)r->how.mode);
+    r->step = 0;
 }
 
 /* The directory of r->path, for its fsync. */
@@ -608,8 +625,28 @@ static void write_file_fail(struct core *k, struct fs_req *r, int res)
     finish(k, r, res);
 }
 
+/* The new content is in place (renamed): a failure to open or fsync the
+ * directory only leaves the rename less durable, so the call succeeds
+ * and the failure is logged. */
+static void write_file_dir_failed(struct core *k, struct fs_req *r, int res)
+{
+    log_warn("write_file: fsync of the directory %s: %s", r->path,
+             strerror(-res));
+    if (r->step == 4)
+        release(k, 1);
+    finish(k, r, 0);
+}
+
 static void write_file_step(struct core *k, struct fs_req *r, int res)
 {
+    if (r->step == WF_STAT) {
+        open_temp(k, r, res);
+        return;
+    }
+    if (res < 0 && r->step >= 4) {
+        write_file_dir_failed(k, r, res);
+        return;
+    }
     if (res < 0 && r->step != 1) {
         write_file_fail(k, r, res);
         return;
@@ -617,6 +654,12 @@ static void write_file_step(struct core *k, struct fs_req *r, int res)
     switch (r->step) {
     case 0: /* the temporary file is open */
         r->fd = res;
+        /* a cheap syscall on the inode alone: io_uring has no fchmod */
+        if (r->how.flags && fchmod(r->fd, (mode_t)r->how.mode) < 0) {
+            r->step = 1;
+            write_file_fail(k, r, -errno);
+            return;
+        }
         r->step = 1;
         if (r->n) {
             prep_write(k, r, r->fd);

@@ -158,6 +158,11 @@ static const char cases_lua[] =
     "  return j(#a > 65536, #a == #b, fs.read_file(dir .. '/sparse')) .. '|' ..\n"
     "         j(fs.read_file('/dev/zero')) .. '|' .. #assert(fs.read_file(dir .. '/r.txt'))\n"
     "end\n"
+    "T.wmode = function()\n"
+    "  local function m(name) assert(fs.write_file(dir .. '/' .. name, 'new'))\n"
+    "    return ('%o'):format(fs.stat(dir .. '/' .. name).mode) end\n"
+    "  return j(m('m600'), m('m751'), m('fresh'), fs.read_file(dir .. '/m600'))\n"
+    "end\n"
     "T.badargs = function(sock)\n"
     "  local function nul(f, ...) local ok, e = pcall(f, ...)\n"
     "    return not ok and e:find('without NUL bytes', 1, true) ~= nil end\n"
@@ -284,6 +289,29 @@ static void test_read_file_sizes(void **state)
     close(fd);
     free(p);
     run_case("sizes", "true,true,nil,File too large|nil,File too large|5");
+}
+
+/* write_file keeps the permissions of the file it replaces (its new
+ * content once came in a file of 0644); a new file gets 0644 less the
+ * umask (the harness's servers inherit this process's). */
+static void test_write_file_mode(void **state)
+{
+    (void)state;
+    const char *names[] = { "m600", "m751" };
+    mode_t modes[] = { 0600, 0751 };
+    for (int i = 0; i < 2; i++) {
+        char *p = path_in(names[i]);
+        int fd = open(p, O_CREAT | O_WRONLY, 0600);
+        assert_true(fd >= 0);
+        assert_int_equal(fchmod(fd, modes[i]), 0);
+        close(fd);
+        free(p);
+    }
+    mode_t um = umask(022);
+    umask(um);
+    char want[64];
+    snprintf(want, sizeof want, "600,751,%o,new", 0644 & ~um);
+    run_case("wmode", want);
 }
 
 /* An empty mode, and a path with a NUL byte in every call that takes
@@ -942,6 +970,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_paths, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_read_file_sizes, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_bad_args, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_write_file_mode, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_permission, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_outside_coroutine, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_beneath, mk_dir, rm_dir),
