@@ -279,8 +279,8 @@ int core_connect_new(struct core *k, struct transport_conn *tp,
     if (k->stopping)
         return -ESHUTDOWN;
     struct conn *c = conn_alloc(&k->conns, -1);
-    if (!c)
-        return -ENOSPC;
+    if (!c) /* with files (fs.h) among the fds, say so */
+        return k->conns.reserved ? -EMFILE : -ENOSPC;
     c->state = CONN_CONNECTING;
     c->origin = CONN_OUTBOUND;
     c->flags |= CF_KNOWN;

@@ -270,7 +270,8 @@ int core_timer_add(struct core *k, uint64_t due, uint64_t key);
  * set). What it is sent meanwhile waits for the connection. tp, the
  * connection's transport state, may be NULL; on success the connection
  * owns it. Returns 0, or a negative errno: -ENOSPC when the connection
- * table is full, -ESHUTDOWN once core_shutdown ran. */
+ * table is full (-EMFILE when files of fs.h hold some of its slots),
+ * -ESHUTDOWN once core_shutdown ran. */
 int core_connect(struct core *k, const struct sockaddr *addr, socklen_t len,
                  struct transport_conn *tp, struct conn **out);
 

@@ -144,7 +144,7 @@ static const char cases_lua[] =
     "    files[#files + 1] = f\n"
     "  end\n"
     "  local n = #files\n"
-    "  local rf = j(fs.read_file(dir .. '/lim'))\n"
+    "  local rf = j(fs.read_file(dir .. '/lim')) .. ',' .. j(mr.tcp('127.0.0.1', 9))\n"
     "  for _, f in ipairs(files) do f:close() end\n"
     "  local again = fs.open(dir .. '/lim') ~= nil\n"
     "  files = nil\n"
@@ -502,8 +502,11 @@ static void test_fd_limit(void **state)
 {
     (void)state;
     const char *opts[] = { "--max-conns", "8", NULL };
-    /* 8 slots: the test's connection holds one, so 7 files */
-    run_case_opts("limit", "7,Too many open files,nil,Too many open files,true,true", opts);
+    /* 8 slots: the test's connection holds one, so 7 files; then an
+     * outbound connection fails as a file would (it said "too many
+     * connections") */
+    run_case_opts("limit", "7,Too many open files,nil,Too many open files,nil,Too many open "
+                           "files,true,true", opts);
 }
 
 
