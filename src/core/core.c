@@ -89,6 +89,7 @@ void core_destroy(struct core *k)
 {
     /* the ring first: after it, the kernel holds no send or receive
      * buffer of ours, even of connections a shutdown timeout cut off */
+    fs_quiesce(k);  /* the io-wq threads done with the file requests */
     loop_destroy(&k->loop);
     resolv_free(k); /* its receive buffers were the kernel's until now */
     udp_free(k);    /* and so were the datagram sockets' */

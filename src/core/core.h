@@ -165,6 +165,7 @@ struct core {
     struct resolver *resolv;   /* name lookups (resolv.h): made by the first */
     struct fs_req *fs_reqs;    /* file requests in flight (fs.h) */
     unsigned fs_files;         /* fds the file module holds */
+    bool fs_quiesced;          /* core_destroy saw their completions come */
 
     /* datagram sockets (udp.c) */
     struct core_udp **udp;     /* by index; NULL once freed */

@@ -911,8 +911,65 @@ void fs_close(struct core *k, struct fs_file *f)
 
 unsigned fs_open_files(const struct core *k) { return k->fs_files; }
 
+/* The SQEs of r still with the kernel: one, or a splice's two. */
+static unsigned pending(const struct fs_req *r)
+{
+    if (r->kind != FK_SPLICE)
+        return 1;
+    return (unsigned)__builtin_popcount((unsigned)r->step & (SPLICE_IN | SPLICE_OUT));
+}
+
+static bool is_ours(struct core *k, uint64_t ud)
+{
+    for (struct fs_req *r = k->fs_reqs; r; r = r->next)
+        if (ud == ud_make_ptr(OP_TASK, &r->op) ||
+            (r->kind == FK_SPLICE && ud == ud_make_ptr(OP_TASK, &r->op_out)))
+            return true;
+    return false;
+}
+
+/* Before the ring goes: cancel everything and wait (up to 2 s) for the
+ * completions of the file requests, without running them. The ring's
+ * exit does not wait for io-wq, whose threads could still write into a
+ * request's buffer (a cold read) or its statx after fs_free freed them.
+ * Returns whether all came; if not, fs_free leaks what is left rather
+ * than free memory the kernel may still write. */
+bool fs_quiesce(struct core *k)
+{
+    struct io_uring *ring = &k->loop.ring;
+    unsigned left = 0;
+    for (struct fs_req *r = k->fs_reqs; r; r = r->next)
+        left += pending(r);
+    if (!left || !k->loop.up)
+        return !left;
+    struct io_uring_sqe *sqe = loop_sqe(&k->loop);
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data64(sqe, 0);
+    io_uring_submit(ring);
+    for (int i = 0; i < 20 && left; i++) {
+        struct __kernel_timespec ts = { .tv_nsec = 100000000 };
+        struct io_uring_cqe *cqe;
+        if (io_uring_wait_cqe_timeout(ring, &cqe, &ts) < 0)
+            continue;
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(ring, head, cqe) {
+            if (is_ours(k, cqe->user_data))
+                left--;
+            seen++;
+        }
+        io_uring_cq_advance(ring, seen);
+    }
+    k->fs_quiesced = !left;
+    return !left;
+}
+
 void fs_free(struct core *k)
 {
+    if (k->fs_reqs && !k->fs_quiesced) {
+        /* the kernel may still use them: a deliberate leak at exit */
+        k->fs_reqs = NULL;
+        return;
+    }
     while (k->fs_reqs) {
         struct fs_req *r = k->fs_reqs;
         unlist(k, r);
