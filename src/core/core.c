@@ -89,6 +89,7 @@ void core_destroy(struct core *k)
 {
     /* the ring first: after it, the kernel holds no send or receive
      * buffer of ours, even of connections a shutdown timeout cut off */
+    fs_quiesce(k);  /* the io-wq threads done with the file requests */
     loop_destroy(&k->loop);
     resolv_free(k); /* its receive buffers were the kernel's until now */
     udp_free(k);    /* and so were the datagram sockets' */
@@ -279,8 +280,8 @@ int core_connect_new(struct core *k, struct transport_conn *tp,
     if (k->stopping)
         return -ESHUTDOWN;
     struct conn *c = conn_alloc(&k->conns, -1);
-    if (!c)
-        return -ENOSPC;
+    if (!c) /* with files (fs.h) among the fds, say so */
+        return k->conns.reserved ? -EMFILE : -ENOSPC;
     c->state = CONN_CONNECTING;
     c->origin = CONN_OUTBOUND;
     c->flags |= CF_KNOWN;

@@ -165,6 +165,7 @@ struct core {
     struct resolver *resolv;   /* name lookups (resolv.h): made by the first */
     struct fs_req *fs_reqs;    /* file requests in flight (fs.h) */
     unsigned fs_files;         /* fds the file module holds */
+    bool fs_quiesced;          /* core_destroy saw their completions come */
 
     /* datagram sockets (udp.c) */
     struct core_udp **udp;     /* by index; NULL once freed */
@@ -270,7 +271,8 @@ int core_timer_add(struct core *k, uint64_t due, uint64_t key);
  * set). What it is sent meanwhile waits for the connection. tp, the
  * connection's transport state, may be NULL; on success the connection
  * owns it. Returns 0, or a negative errno: -ENOSPC when the connection
- * table is full, -ESHUTDOWN once core_shutdown ran. */
+ * table is full (-EMFILE when files of fs.h hold some of its slots),
+ * -ESHUTDOWN once core_shutdown ran. */
 int core_connect(struct core *k, const struct sockaddr *addr, socklen_t len,
                  struct transport_conn *tp, struct conn **out);
 

@@ -43,7 +43,10 @@ void udp_sent(struct core *k, struct udp_tx *list);
 void resolv_on_timer(struct core *k, uint64_t key);
 void resolv_free(struct core *k);
 
-/* fs.c: free the file requests still in flight, once the ring is gone */
+/* fs.c: before the ring goes, cancel the file requests in flight and
+ * wait for their completions (fs_quiesce); once it is gone, free them
+ * (fs_free), or leak those the kernel may still use. */
+bool fs_quiesce(struct core *k);
 void fs_free(struct core *k);
 
 #endif

@@ -12,6 +12,7 @@
  * storage should cache the listing. */
 #include "core_int.h"
 #include "fs.h"
+#include "log.h"
 #include "ud.h"
 
 #include <dirent.h>
@@ -21,11 +22,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define READ_CHUNK (8u << 20)   /* bytes per read of fs_read_file */
 #define WRITE_MAX  (1u << 30)   /* bytes per write SQE (the kernel caps at 2 GiB) */
 #define LIST_CHUNK (32u << 10)  /* bytes of entries per getdents64 */
+#define WF_STAT    6            /* write_file's first step: the old file's mode */
+
+enum { SPLICE_IN = 1, SPLICE_OUT = 2 }; /* splice's completions to come */
 
 enum kind {
     FK_OPEN, FK_READ, FK_WRITE, FK_FSYNC, FK_FSTAT, FK_STAT, FK_RENAME,
@@ -73,6 +78,39 @@ static void close_fd(struct core *k, int fd)
         close(fd);
     }
     release(k, 1);
+}
+
+int fs_dup(struct core *k, int fd)
+{
+    int ret = reserve(k, 1);
+    if (ret)
+        return ret;
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0) {
+        ret = -errno;
+        release(k, 1);
+        return ret;
+    }
+    return d;
+}
+
+int fs_pipe(struct core *k, int fds[2])
+{
+    int ret = reserve(k, 2);
+    if (ret)
+        return ret;
+    if (pipe2(fds, O_CLOEXEC)) {
+        ret = -errno;
+        release(k, 2);
+        return ret;
+    }
+    return 0;
+}
+
+void fs_fd_close(struct core *k, int fd)
+{
+    if (fd >= 0)
+        close_fd(k, fd);
 }
 
 struct fs_req *fs_req_new(struct core *k, fs_done_fn done, void *data)
@@ -446,16 +484,33 @@ static void *big_alloc(size_t n)
 }
 
 /* Room for more: a file whose size said 0 (as in /proc) grows by
- * doubling, so that reading it stays linear. */
+ * doubling, so that reading it stays linear, up to FS_READ_FILE_MAX:
+ * -EFBIG beyond (/dev/zero never ends). */
 static int read_file_grow(struct fs_req *r)
 {
+    if (r->n >= FS_READ_FILE_MAX)
+        return -EFBIG;
     size_t cap = r->n ? r->n * 2 : 64u << 10;
+    if (cap > FS_READ_FILE_MAX)
+        cap = FS_READ_FILE_MAX;
     char *b = realloc(r->buf, cap);
     if (!b)
         return -ENOMEM;
     r->buf = b;
     r->n = cap;
     return 0;
+}
+
+/* The statx told the size: the buffer for it, or for a first guess. */
+static int read_file_size(struct fs_req *r)
+{
+    r->cap = r->stx.stx_size; /* 0: the size is unknown */
+    if (r->stx.stx_size > FS_READ_FILE_MAX)
+        return -EFBIG;
+    if (!r->cap)
+        return read_file_grow(r);
+    r->n = r->cap;
+    return (r->buf = big_alloc(r->n)) ? 0 : -ENOMEM;
 }
 
 static void read_file_step(struct core *k, struct fs_req *r, int res)
@@ -476,30 +531,27 @@ static void read_file_step(struct core *k, struct fs_req *r, int res)
                             STATX_SIZE, &r->stx);
         return;
     case 1:
-        r->cap = r->stx.stx_size; /* 0: the size is unknown */
-        r->n = r->cap ? r->cap : 0;
-        if (!r->cap && (res = read_file_grow(r)) < 0)
+        if ((res = read_file_size(r)) < 0)
             break;
-        if (r->cap && !(r->buf = big_alloc(r->n))) {
-            res = -ENOMEM;
-            break;
-        }
         r->step = 2;
         prep_read(k, r, r->fd);
         return;
     case 2:
         r->got += (size_t)res;
         r->cold = false; /* the next chunk may be in the cache */
-        if (res > 0 && r->got == r->n && !r->cap)
-            res = read_file_grow(r);
-        if (res < 0)
-            break;
-        if (res > 0 && r->got < r->n) {
+        /* the end: a read of 0, or all the size said (a file that grew
+         * meanwhile is read as it was) */
+        if (res > 0 && (r->got < r->n || !r->cap)) {
+            int grown = r->got == r->n ? read_file_grow(r) : 0;
+            if (grown < 0) {
+                res = grown;
+                break;
+            }
             prep_read(k, r, r->fd);
             return;
         }
         r->len = r->got;
-        res = r->got > INT32_MAX ? INT32_MAX : (int)r->got;
+        res = (int)r->got; /* at most FS_READ_FILE_MAX */
         break;
     }
     finish(k, r, res);
@@ -524,10 +576,24 @@ int fs_write_file(struct core *k, struct fs_req *r, const char *path,
     r->n = n;
     r->off = 0;
     started(k, r, FK_WRITE_FILE, NULL);
-    io_uring_prep_openat(sqe_of(k, r), AT_FDCWD, r->path2,
-                         O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    r->step = 0;
+    /* the old file's mode, for the new one: a file made private stays so */
+    io_uring_prep_statx(sqe_of(k, r), AT_FDCWD, r->path, 0, STATX_MODE, &r->stx);
+    r->step = WF_STAT;
     return 0;
+}
+
+/* The temporary file, with the old file's permissions (how.mode, set
+ * exactly by fchmod at step 0, as open's mode passes through the
+ * umask), or 0644 less the umask for a new one. */
+static void open_temp(struct core *k, struct fs_req *r, int res)
+{
+    bool old = res == 0 && (r->stx.stx_mask & STATX_MODE);
+    r->how.mode = old ? (r->stx.stx_mode & 07777) : 0644;
+    r->how.flags = old; /* fchmod once open */
+    io_uring_prep_openat(sqe_of(k, r), AT_FDCWD, r->path2,
+                         O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                         (mode_t)r->how.mode);
+    r->step = 0;
 }
 
 /* The directory of r->path, for its fsync. */
@@ -559,8 +625,28 @@ static void write_file_fail(struct core *k, struct fs_req *r, int res)
     finish(k, r, res);
 }
 
+/* The new content is in place (renamed): a failure to open or fsync the
+ * directory only leaves the rename less durable, so the call succeeds
+ * and the failure is logged. */
+static void write_file_dir_failed(struct core *k, struct fs_req *r, int res)
+{
+    log_warn("write_file: fsync of the directory %s: %s", r->path,
+             strerror(-res));
+    if (r->step == 4)
+        release(k, 1);
+    finish(k, r, 0);
+}
+
 static void write_file_step(struct core *k, struct fs_req *r, int res)
 {
+    if (r->step == WF_STAT) {
+        open_temp(k, r, res);
+        return;
+    }
+    if (res < 0 && r->step >= 4) {
+        write_file_dir_failed(k, r, res);
+        return;
+    }
     if (res < 0 && r->step != 1) {
         write_file_fail(k, r, res);
         return;
@@ -568,6 +654,12 @@ static void write_file_step(struct core *k, struct fs_req *r, int res)
     switch (r->step) {
     case 0: /* the temporary file is open */
         r->fd = res;
+        /* a cheap syscall on the inode alone: io_uring has no fchmod */
+        if (r->how.flags && fchmod(r->fd, (mode_t)r->how.mode) < 0) {
+            r->step = 1;
+            write_file_fail(k, r, -errno);
+            return;
+        }
         r->step = 1;
         if (r->n) {
             prep_write(k, r, r->fd);
@@ -684,6 +776,20 @@ static void list_step(struct core *k, struct fs_req *r, int res)
 
 /* --- splice: file -> pipe -> socket ------------------------------------ */
 
+static void on_splice_out(struct core *k, struct core_op *op,
+                          const struct io_uring_cqe *cqe);
+
+/* The splice out of the pipe, on its own op: its completion is told
+ * apart from the file's by where it comes, not by its order. */
+static struct io_uring_sqe *splice_out(struct core *k, struct fs_req *r,
+                                       size_t n)
+{
+    struct io_uring_sqe *sqe = core_op_sqe(k, &r->op_out);
+    io_uring_prep_splice(sqe, (int)r->how.flags, -1, (int)r->cap, -1,
+                         (unsigned)n, SPLICE_F_MOVE);
+    return sqe;
+}
+
 int fs_splice(struct core *k, struct fs_req *r, struct fs_file *f, int64_t off,
               size_t n, int pipe_w, int pipe_r, int sock_fd)
 {
@@ -693,46 +799,63 @@ int fs_splice(struct core *k, struct fs_req *r, struct fs_file *f, int64_t off,
     r->off = off;
     r->src = NULL;
     r->cap = (size_t)sock_fd;
-    started(k, r, FK_SPLICE, f);
-    struct io_uring_sqe *sqe = sqe_of(k, r);
-    io_uring_prep_splice(sqe, f->fd, off, pipe_w, -1, (unsigned)n, SPLICE_F_MOVE);
-    sqe->flags |= IOSQE_IO_LINK;
     /* the pipe's ends are the caller's: kept in fields finish leaves alone */
     r->how.flags = (uint64_t)pipe_r;
     r->dirfd = -1;
     r->fd = -1;
-    io_uring_prep_splice(sqe_of(k, r), pipe_r, -1, sock_fd, -1, (unsigned)n,
-                         SPLICE_F_MOVE);
-    r->step = 0;
+    r->op_out.done = on_splice_out;
+    /* a link must not be split by core_op_sqe() submitting between its
+     * two SQEs: the first would go alone with its link dangling */
+    if (io_uring_sq_space_left(&k->loop.ring) < 2)
+        io_uring_submit(&k->loop.ring);
+    started(k, r, FK_SPLICE, f);
+    struct io_uring_sqe *sqe = sqe_of(k, r);
+    io_uring_prep_splice(sqe, f->fd, off, pipe_w, -1, (unsigned)n, SPLICE_F_MOVE);
+    sqe->flags |= IOSQE_IO_LINK;
+    splice_out(k, r, n);
+    r->step = SPLICE_IN | SPLICE_OUT; /* the completions still to come */
     return 0;
 }
 
-/* Steps: 0 the file's splice into the pipe (r->got: its bytes), 1 the
- * linked one out of it (cancelled when the first was short), 2 a splice
- * of what is left in the pipe. r->len counts what reached the socket. */
-static void splice_step(struct core *k, struct fs_req *r, int res)
+/* Both splices of the round have completed (r->got: the bytes in the
+ * pipe, r->len: what reached the socket): the end, or a splice of what
+ * the pipe still holds, after a short one. */
+static void splice_round(struct core *k, struct fs_req *r)
 {
-    int pipe_r = (int)r->how.flags;
-    if (r->step == 0) {
-        r->step = 1;
-        r->err = res < 0 ? res : 0;
-        r->got = res > 0 ? (size_t)res : 0;
-        return; /* the linked splice's completion comes next */
+    if (r->err || r->len >= r->got) {
+        finish(k, r, r->err ? r->err : (int)r->len);
+        return;
     }
+    splice_out(k, r, r->got - r->len);
+    r->step = SPLICE_OUT;
+}
+
+/* The file's splice into the pipe; the linked one out of it is
+ * cancelled when this one was short. */
+static void splice_in_done(struct core *k, struct fs_req *r, int res)
+{
+    r->step &= ~SPLICE_IN;
+    if (res < 0)
+        r->err = res;
+    r->got = res > 0 ? (size_t)res : 0;
+    if (!r->step)
+        splice_round(k, r);
+}
+
+static void on_splice_out(struct core *k, struct core_op *op,
+                          const struct io_uring_cqe *cqe)
+{
+    struct fs_req *r = core_op_owner(op, struct fs_req, op_out);
+    int res = cqe->res;
+    r->step &= ~SPLICE_OUT;
     if (res > 0)
         r->len += (size_t)res;
     else if (res < 0 && res != -ECANCELED && !r->err)
         r->err = res;
-    if (r->err || r->len >= r->got) {
-        int out = r->err ? r->err : (int)r->len;
-        finish(k, r, out);
-        return;
-    }
-    /* short: send what the pipe still holds */
-    r->dirfd = -1;
-    io_uring_prep_splice(sqe_of(k, r), pipe_r, -1, (int)r->cap, -1,
-                         (unsigned)(r->got - r->len), SPLICE_F_MOVE);
-    r->step = 2;
+    else if (res == 0 && !r->err && r->len < r->got)
+        r->err = -EPIPE; /* the socket took nothing: it will not */
+    if (!r->step)
+        splice_round(k, r);
 }
 
 /* --- completions ------------------------------------------------------ */
@@ -747,7 +870,7 @@ static void on_cqe(struct core *k, struct core_op *op,
     case FK_READ_FILE:  read_file_step(k, r, res); return;
     case FK_WRITE_FILE: write_file_step(k, r, res); return;
     case FK_LIST:       list_step(k, r, res); return;
-    case FK_SPLICE:     splice_step(k, r, res); return;
+    case FK_SPLICE:     splice_in_done(k, r, res); return;
     case FK_WRITE:
         if (!write_more(k, r, r->file->fd, &res))
             return;
@@ -788,8 +911,65 @@ void fs_close(struct core *k, struct fs_file *f)
 
 unsigned fs_open_files(const struct core *k) { return k->fs_files; }
 
+/* The SQEs of r still with the kernel: one, or a splice's two. */
+static unsigned pending(const struct fs_req *r)
+{
+    if (r->kind != FK_SPLICE)
+        return 1;
+    return (unsigned)__builtin_popcount((unsigned)r->step & (SPLICE_IN | SPLICE_OUT));
+}
+
+static bool is_ours(struct core *k, uint64_t ud)
+{
+    for (struct fs_req *r = k->fs_reqs; r; r = r->next)
+        if (ud == ud_make_ptr(OP_TASK, &r->op) ||
+            (r->kind == FK_SPLICE && ud == ud_make_ptr(OP_TASK, &r->op_out)))
+            return true;
+    return false;
+}
+
+/* Before the ring goes: cancel everything and wait (up to 2 s) for the
+ * completions of the file requests, without running them. The ring's
+ * exit does not wait for io-wq, whose threads could still write into a
+ * request's buffer (a cold read) or its statx after fs_free freed them.
+ * Returns whether all came; if not, fs_free leaks what is left rather
+ * than free memory the kernel may still write. */
+bool fs_quiesce(struct core *k)
+{
+    struct io_uring *ring = &k->loop.ring;
+    unsigned left = 0;
+    for (struct fs_req *r = k->fs_reqs; r; r = r->next)
+        left += pending(r);
+    if (!left || !k->loop.up)
+        return !left;
+    struct io_uring_sqe *sqe = loop_sqe(&k->loop);
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data64(sqe, 0);
+    io_uring_submit(ring);
+    for (int i = 0; i < 20 && left; i++) {
+        struct __kernel_timespec ts = { .tv_nsec = 100000000 };
+        struct io_uring_cqe *cqe;
+        if (io_uring_wait_cqe_timeout(ring, &cqe, &ts) < 0)
+            continue;
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(ring, head, cqe) {
+            if (is_ours(k, cqe->user_data))
+                left--;
+            seen++;
+        }
+        io_uring_cq_advance(ring, seen);
+    }
+    k->fs_quiesced = !left;
+    return !left;
+}
+
 void fs_free(struct core *k)
 {
+    if (k->fs_reqs && !k->fs_quiesced) {
+        /* the kernel may still use them: a deliberate leak at exit */
+        k->fs_reqs = NULL;
+        return;
+    }
     while (k->fs_reqs) {
         struct fs_req *r = k->fs_reqs;
         unlist(k, r);

@@ -42,6 +42,7 @@ typedef void (*fs_done_fn)(struct core *k, struct fs_req *r, int res);
 
 struct fs_req {
     struct core_op op;
+    struct core_op op_out;     /* fs_splice: the splice out of the pipe */
     fs_done_fn done;
     void *data;                /* the caller's */
     uint64_t tag;              /* the caller's */
@@ -106,7 +107,12 @@ int fs_mkdir(struct core *k, struct fs_req *r, const char *path, mode_t mode);
 
 /* The whole of a file into r->buf: open, statx, reads of up to 8 MiB at
  * increasing offsets into one buffer of the file's size, close. res is
- * the byte count (what the size said, or less if it shrank). */
+ * the byte count (what the size said, or less if it shrank). A file
+ * whose size says 0 (as in /proc) is read until a read gives 0, in a
+ * buffer that doubles. Beyond FS_READ_FILE_MAX bytes (what one Lua
+ * string can hold, a little under 2 GiB): -EFBIG. */
+#define FS_READ_FILE_MAX 0x7ffff000u
+
 int fs_read_file(struct core *k, struct fs_req *r, const char *path);
 /* Replace path with the n bytes of p, atomically: a new file beside it
  * (path.tmp-<pid>-<n>), write, fsync, rename over path, fsync the
@@ -125,9 +131,24 @@ int fs_list(struct core *k, struct fs_req *r, const char *path);
  * splice pipe (pipe_r) -> socket, and a splice of the rest when either
  * was short. The pipe must be empty and hold n bytes (F_SETPIPE_SZ);
  * nothing else may write to the socket meanwhile. res: the bytes that
- * reached the socket, 0 at end of file. */
+ * reached the socket, 0 at end of file.
+ *
+ * sock_fd is looked up by the kernel when each splice runs, so it must
+ * stay the caller's until done: a fd of fs_dup's, not the connection's
+ * own (which its close frees for the next accept, and the rest of a
+ * short round would go to that new client). The connection's close
+ * cancels the splices all the same: a cancel by fd finds the requests
+ * on the same socket, whatever their fd number. */
 int fs_splice(struct core *k, struct fs_req *r, struct fs_file *f, int64_t off,
               size_t n, int pipe_w, int pipe_r, int sock_fd);
+
+/* fds of the caller's, counted against the connection table's limit as
+ * files are: a dup of fd (the fd, or a negative errno: -EMFILE beyond
+ * the limit), a pipe (0 or a negative errno). Closed by fs_fd_close,
+ * through the ring (fd < 0: nothing). */
+int fs_dup(struct core *k, int fd);
+int fs_pipe(struct core *k, int fds[2]);
+void fs_fd_close(struct core *k, int fd);
 
 /* Keep f (a request of the caller's own, such as a send in several
  * steps): a close waits until fs_unhold. */

@@ -141,8 +141,43 @@ static void push_list(lua_State *L, const char *p, size_t len, int n)
     }
 }
 
+/* A big string is made in a protected call on the main state and moved
+ * to co: made on co, suspended outside any pcall, a failure to allocate
+ * it would be a panic that ends the worker. */
+struct bytes_push {
+    lua_State *co;
+    const char *p;
+    size_t n;
+};
+
+static int push_bytes_p(lua_State *L)
+{
+    struct bytes_push *b = lua_touserdata(L, 1);
+    lua_pushlstring(L, b->p, b->n);
+    lua_xmove(L, b->co, 1);
+    return 0;
+}
+
+static int push_bytes(struct lua_host *h, lua_State *co, const char *p,
+                      size_t n)
+{
+    struct bytes_push b = { co, p ? p : "", n };
+    if (n < (1u << 20)) {
+        lua_pushlstring(co, b.p, n);
+        return 1;
+    }
+    if (lua_cpcall(h->L, push_bytes_p, &b)) {
+        lua_pop(h->L, 1); /* the error: out of memory */
+        lua_pushnil(co);
+        lua_pushliteral(co, "not enough memory");
+        return 2;
+    }
+    return 1;
+}
+
 /* Push on co what the request of kind gives; returns the count. */
-static int push_result(lua_State *co, struct fs_req *r, int res)
+static int push_result(struct lua_host *h, lua_State *co, struct fs_req *r,
+                       int res)
 {
     if (res < 0) {
         lua_pushnil(co);
@@ -156,8 +191,7 @@ static int push_result(lua_State *co, struct fs_req *r, int res)
     case LK_READ:
         if (r->tag & TAG_ADVANCE)
             r->file->pos += (uint64_t)res;
-        lua_pushlstring(co, r->buf ? r->buf : "", (size_t)res);
-        return 1;
+        return push_bytes(h, co, r->buf, (size_t)res);
     case LK_WRITE:
         lua_pushnumber(co, (lua_Number)r->n);
         return 1;
@@ -165,8 +199,7 @@ static int push_result(lua_State *co, struct fs_req *r, int res)
         push_stat(co, &r->stx);
         return 1;
     case LK_BYTES:
-        lua_pushlstring(co, r->buf ? r->buf : "", r->len);
-        return 1;
+        return push_bytes(h, co, r->buf, r->len);
     case LK_LIST:
         push_list(co, r->buf, r->len, res);
         return 1;
@@ -214,7 +247,7 @@ static void on_done(struct core *k, struct fs_req *r, int res)
             fs_close(k, r->file); /* nobody to hand it to */
         return;
     }
-    int n = push_result(co, r, res);
+    int n = push_result(h, co, r, res);
     lua_co_resume(h, co, n);
 }
 
@@ -233,7 +266,7 @@ static int open_flags(const char *mode)
 
 static bool mode_ok(const char *m)
 {
-    if (!strchr("rwa", m[0]))
+    if (!m[0] || !strchr("rwa", m[0])) /* strchr finds the NUL too */
         return false;
     for (const char *p = m + 1; *p; p++)
         if (*p != '+' && *p != 'b')
@@ -241,11 +274,20 @@ static bool mode_ok(const char *m)
     return strlen(m) <= 3;
 }
 
+const char *lua_fs_check_path(lua_State *L, int idx)
+{
+    size_t n;
+    const char *p = luaL_checklstring(L, idx, &n);
+    if (strlen(p) != n)
+        luaL_argerror(L, idx, "a path without NUL bytes expected");
+    return p;
+}
+
 /* mr.fs.open(path [, mode [, opts]]) -> file, or nil, err */
 static int l_open(lua_State *L)
 {
     struct lua_host *h = HOST(L);
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = lua_fs_check_path(L, 1);
     const char *mode = luaL_optstring(L, 2, "r");
     if (!mode_ok(mode))
         return luaL_argerror(L, 2, "\"r\", \"w\", \"a\", \"r+\", \"w+\" or \"a+\" expected");
@@ -254,9 +296,12 @@ static int l_open(lua_State *L)
         luaL_checktype(L, 3, LUA_TTABLE);
         lua_getfield(L, 3, "beneath");
         if (!lua_isnil(L, -1)) {
+            size_t n;
             if (!lua_isstring(L, -1))
                 return luaL_argerror(L, 3, "opts.beneath: a directory expected");
-            beneath = lua_tostring(L, -1);
+            beneath = lua_tolstring(L, -1, &n);
+            if (strlen(beneath) != n)
+                return luaL_argerror(L, 3, "opts.beneath: a path without NUL bytes expected");
         }
     }
     check_wait(L, h, "mr.fs.open");
@@ -279,7 +324,7 @@ static int64_t opt_count(lua_State *L, int idx, int64_t dflt)
 static int l_stat_path(lua_State *L, bool follow, const char *what)
 {
     struct lua_host *h = HOST(L);
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = lua_fs_check_path(L, 1);
     check_wait(L, h, what);
     struct fs_req *r = new_req(L, h);
     return wait_for(L, h, r, fs_stat(h->k, r, path, follow), LK_STAT, 0, 0);
@@ -291,8 +336,8 @@ static int l_lstat(lua_State *L) { return l_stat_path(L, false, "mr.fs.lstat"); 
 static int l_rename(lua_State *L)
 {
     struct lua_host *h = HOST(L);
-    const char *from = luaL_checkstring(L, 1);
-    const char *to = luaL_checkstring(L, 2);
+    const char *from = lua_fs_check_path(L, 1);
+    const char *to = lua_fs_check_path(L, 2);
     check_wait(L, h, "mr.fs.rename");
     struct fs_req *r = new_req(L, h);
     return wait_for(L, h, r, fs_rename(h->k, r, from, to), LK_TRUE, 0, 0);
@@ -301,7 +346,7 @@ static int l_rename(lua_State *L)
 static int l_remove(lua_State *L)
 {
     struct lua_host *h = HOST(L);
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = lua_fs_check_path(L, 1);
     check_wait(L, h, "mr.fs.remove");
     struct fs_req *r = new_req(L, h);
     return wait_for(L, h, r, fs_unlink(h->k, r, path, false), LK_REMOVE, 0, 0);
@@ -310,7 +355,7 @@ static int l_remove(lua_State *L)
 static int l_mkdir(lua_State *L)
 {
     struct lua_host *h = HOST(L);
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = lua_fs_check_path(L, 1);
     int64_t mode = opt_count(L, 2, 0755);
     if (mode > 07777)
         return luaL_argerror(L, 2, "permission bits expected (e.g. 493 = 0755)");
@@ -322,7 +367,7 @@ static int l_mkdir(lua_State *L)
 static int l_list(lua_State *L)
 {
     struct lua_host *h = HOST(L);
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = lua_fs_check_path(L, 1);
     check_wait(L, h, "mr.fs.list");
     struct fs_req *r = new_req(L, h);
     return wait_for(L, h, r, fs_list(h->k, r, path), LK_LIST, 0, 0);
@@ -331,7 +376,7 @@ static int l_list(lua_State *L)
 static int l_read_file(lua_State *L)
 {
     struct lua_host *h = HOST(L);
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = lua_fs_check_path(L, 1);
     check_wait(L, h, "mr.fs.read_file");
     struct fs_req *r = new_req(L, h);
     return wait_for(L, h, r, fs_read_file(h->k, r, path), LK_BYTES, 0, 0);
@@ -340,7 +385,7 @@ static int l_read_file(lua_State *L)
 static int l_write_file(lua_State *L)
 {
     struct lua_host *h = HOST(L);
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = lua_fs_check_path(L, 1);
     size_t n;
     const char *data = luaL_checklstring(L, 2, &n);
     check_wait(L, h, "mr.fs.write_file");

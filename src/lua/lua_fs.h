@@ -11,5 +11,8 @@ void lua_fs_register(lua_State *L, struct lua_host *h);
 bool lua_fs_is_file(lua_State *L, int idx);
 /* Its core file, NULL once closed (or when it is no file). */
 struct fs_file *lua_fs_file_at(lua_State *L, int idx);
+/* The path at idx: a string without NUL bytes (the kernel would end it
+ * at the first), else it raises. */
+const char *lua_fs_check_path(lua_State *L, int idx);
 
 #endif

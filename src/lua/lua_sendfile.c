@@ -39,6 +39,7 @@ struct lua_sendfile {
     bool busy;                 /* a request (open, read, splice) is in flight */
     bool splice;
     int pipe[2];               /* splice: its pipe, -1 for none */
+    int sock;                  /* splice: the job's own dup of the socket */
     uint64_t off, left;        /* next offset; bytes still to send */
     uint64_t sent;
     char *buf;
@@ -46,6 +47,19 @@ struct lua_sendfile {
 };
 
 static void step(struct lua_sendfile *j);
+
+/* The send timeout counts time without progress, as sock:send's does:
+ * each chunk that reaches the connection (or the socket), and each
+ * drained event, starts it again. The queued timer entry stays; when it
+ * is due, lua_sock_timer sees the later deadline and queues that. */
+static void progress(struct lua_sendfile *j)
+{
+    struct lua_sock *s = j->s;
+    if (!s->timeout_ms[T_SEND])
+        return;
+    s->wdeadline = timer_now() + (uint64_t)s->timeout_ms[T_SEND] * 1000000;
+    lua_sock_queue_timer(j->h, s, s->wdeadline);
+}
 
 static void job_free(struct lua_sendfile *j)
 {
@@ -56,8 +70,8 @@ static void job_free(struct lua_sendfile *j)
             fs_close(k, j->f);
     }
     for (int i = 0; i < 2; i++)
-        if (j->pipe[i] >= 0)
-            close(j->pipe[i]);
+        fs_fd_close(k, j->pipe[i]);
+    fs_fd_close(k, j->sock);
     free(j->buf);
     free(j);
 }
@@ -123,6 +137,8 @@ static void on_data(struct core *k, struct fs_req *r, int res)
         c->active = k->now;
         k->stats.bytes_out += (uint64_t)res;
     }
+    if (res > 0)
+        progress(j);
     j->sent += (uint64_t)res;
     j->off += (uint64_t)res;
     j->left -= (uint64_t)res;
@@ -141,7 +157,7 @@ static int submit(struct lua_sendfile *j, size_t n)
     int ret = r ? 0 : -ENOMEM;
     if (r && j->splice)
         ret = fs_splice(k, r, j->f, (int64_t)j->off, n, j->pipe[1], j->pipe[0],
-                        j->s->c->fd);
+                        j->sock);
     else if (r)
         ret = fs_read_into(k, r, j->f, j->buf, n, (int64_t)j->off);
     if (ret)
@@ -174,6 +190,8 @@ static void step(struct lua_sendfile *j)
 void lua_sendfile_drained(struct lua_sock *s)
 {
     struct lua_sendfile *j = s->sf;
+    if (j)
+        progress(j);
     if (j && !j->busy)
         step(j);
 }
@@ -205,11 +223,21 @@ static int64_t opt_count(lua_State *L, int idx, int64_t dflt)
     return (int64_t)v;
 }
 
-/* The splice way's pipe, as big as a chunk. */
-static int make_pipe(struct lua_sendfile *j)
+/* The splice way's pipe, as big as a chunk, and its own fd of the
+ * socket (fs.h, fs_splice): all three count against the fd limit. */
+static int make_pipe(struct lua_sendfile *j, int sock_fd)
 {
-    if (pipe2(j->pipe, O_CLOEXEC))
-        return -errno;
+    struct core *k = j->h->k;
+    int ret = fs_pipe(k, j->pipe);
+    if (ret) {
+        j->pipe[0] = j->pipe[1] = -1;
+        return ret;
+    }
+    if ((j->sock = fs_dup(k, sock_fd)) < 0) {
+        ret = j->sock;
+        j->sock = -1;
+        return ret;
+    }
     if (fcntl(j->pipe[1], F_SETPIPE_SZ, SPLICE_CHUNK) < 0)
         j->cap = 64u << 10; /* what a pipe holds by default */
     else
@@ -243,11 +271,11 @@ static struct lua_sendfile *job_new(struct lua_host *h, struct lua_sock *s,
     j->s = s;
     j->off = (uint64_t)off;
     j->left = len < 0 ? UINT64_MAX : (uint64_t)len;
-    j->pipe[0] = j->pipe[1] = -1;
+    j->pipe[0] = j->pipe[1] = j->sock = -1;
     j->splice = splice;
     *err = 0;
     if (splice) {
-        *err = make_pipe(j);
+        *err = make_pipe(j, s->c->fd);
     } else {
         size_t hw = h->k->conns.high_water;
         j->cap = hw < (16u << 10) ? 16u << 10 : hw > (1u << 20) ? 1u << 20 : hw;
@@ -291,6 +319,8 @@ int lua_sendfile(lua_State *L)
     bool is_file = lua_fs_is_file(L, 2);
     if (!is_file && !lua_isstring(L, 2))
         return luaL_argerror(L, 2, "a file or a path expected");
+    if (!is_file)
+        lua_fs_check_path(L, 2);
     int64_t off = opt_count(L, 3, 0);
     int64_t len = opt_count(L, 4, -1);
     bool splice = want_splice(L, 5);
@@ -322,9 +352,6 @@ int lua_sendfile(lua_State *L)
         job_free(j);
         return lua_sock_fail(L, strerror(-ret));
     }
-    if (s->timeout_ms[T_SEND]) {
-        s->wdeadline = timer_now() + (uint64_t)s->timeout_ms[T_SEND] * 1000000;
-        lua_sock_queue_timer(h, s, s->wdeadline);
-    }
+    progress(j);
     return lua_yield(L, 0);
 }
