@@ -1200,6 +1200,53 @@ static void test_static_cache(void **state)
     assert_string_equal(out, "3145728 True\n");
     free(out);
     assert_int_equal(cache_fds_become(2), 2);
+    /* cut short in place while cached (a body read with the head, and
+     * one with send_file): the response falls short of its length, so
+     * it ends with the connection rather than leave the client waiting */
+    static char text[20001];
+    memset(text, 'x', sizeof text - 1);
+    text[100] = 0;
+    put_file(dir, "s.txt", text);
+    text[100] = 'x';
+    put_file(dir, "l.txt", text);
+    const char *names[] = { "s.txt", "l.txt" };
+    const char *lens[] = { "Content-Length: 100\n", "Content-Length: 20000\n" };
+    for (int i = 0; i < 2; i++) {
+        char req[128];
+        snprintf(req, sizeof req, "/cached/%s", names[i]);
+        t0 = mono_ms();
+        assert_int_equal(get_file(req, NULL, &out), 200);
+        put_file(dir, names[i], "short\n");   /* truncated, rewritten */
+        /* a keep-alive request, the socket left open for writing: the
+         * server must end it (python prints "eof"), not wait */
+        const char *ka =
+            "import socket, sys, time\n"
+            "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=3)\n"
+            "s.sendall(b'GET /cached/%s HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' % sys.argv[2].encode())\n"
+            "got = b''\n"
+            "try:\n"
+            "    while True:\n"
+            "        b = s.recv(65536)\n"
+            "        if not b: break\n"
+            "        got += b\n"
+            "    end = 'eof'\n"
+            "except socket.timeout:\n"
+            "    end = 'waiting'\n"
+            "except ConnectionResetError:\n"
+            "    end = 'eof'\n"
+            "print(got.decode().replace('\\r', ''), end)\n";
+        long sent_at = mono_ms();   /* the request within valid? */
+        const char *kav[] = { "python3", "-c", ka, port, names[i], NULL };
+        out = client(kav, NULL);
+        if (sent_at - t0 > 900) {
+            print_message("%s: too slow to see the cached stat\n", names[i]);
+            free(out);
+            continue;
+        }
+        contains(out, lens[i]);
+        contains(out, "\n\nshort\n eof\n");
+        free(out);
+    }
 }
 
 int main(void)

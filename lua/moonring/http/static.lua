@@ -18,7 +18,10 @@
 -- hex), 304 for If-None-Match or If-Modified-Since, one Range (206, or
 -- 416 when it is past the end; a list of ranges gets the whole file),
 -- If-Range, HEAD. The bytes go out with sock:send_file: read through the
--- ring and queued without passing through Lua.
+-- ring and queued without passing through Lua (a body up to 8 KiB is read
+-- into a string and sent with the head, which costs less). http.static
+-- keeps its files open, with their stat, for opts.cache.valid seconds
+-- (see "the cache of open files" below).
 local mr = require "moonring"
 local Res = require "moonring.http.response"
 
@@ -141,6 +144,13 @@ local function file_fields(st, path, ctype)
     "\r\nAccept-Ranges: bytes\r\nContent-Type: " .. ctype .. "\r\n"
 end
 
+-- Bodies up to SMALL bytes are read into a Lua string and sent with the
+-- head in one sock:send; bigger ones go with sock:send_file, never
+-- through Lua. Measured on a 4 KiB file (wrk -c50, one worker, server
+-- CPU per request): 11.5 against 13.6-15.2 us; 8 KiB: 15.8-18.0 against
+-- 18.4-20.9; 16 KiB: 17.9 against 16.3, so send_file from there.
+local SMALL = 8192
+
 -- res:send_file(path_or_file [, opts]): opts.content_type, opts.headers
 -- (more headers), opts.stat (the file's, when known). A path is opened
 -- as given. Returns the bytes of the body sent, or nil and why (the
@@ -234,13 +244,32 @@ function Res:send_file(file, opts)
   end
   self._started, self._done = true, true
   local sock = self._c.sock
-  local ok, serr = sock:send(head)
+  local ok, serr
   local sent = 0
+  if length <= SMALL and length > 0 and req.method ~= "HEAD" then
+    -- one read into a string and one send with the head: cheaper than
+    -- send_file's job for a small body (see SMALL)
+    local data = f:read(length, offset)
+    if data and #data == length then
+      ok, serr = sock:send(head .. data)
+      if own then f:close() end
+      if not ok then return nil, serr end
+      return length
+    end
+    -- short (the file shrank): send_file below finds it and cuts the response
+  end
+  ok, serr = sock:send(head)
   if ok and req.method ~= "HEAD" and length > 0 then
     sent, serr = sock:send_file(f, offset, length)
     if not sent then
       ok = false
       self._c.close = true   -- the body is cut short: the client must see it end
+    elseif sent < length then
+      -- the file shrank since its stat (changed in place, or a cached
+      -- stat): the response is short of its Content-Length, so it ends
+      -- with the connection
+      self._c.close = true
+      ok, serr = nil, "the file is shorter than its stat"
     end
   end
   if own then f:close() end
