@@ -1067,6 +1067,188 @@ static void test_static(void **state)
     free(out);
 }
 
+/* How many of the server's fds are files under root/cache. */
+static int cache_fds(void)
+{
+    char dir[64], p[600], link[600], want[300];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)srv.pid);
+    snprintf(want, sizeof want, "%s/cache/", root);
+    int n = 0;
+    for (int fd = 0; fd < 4096; fd++) {
+        snprintf(p, sizeof p, "%s/%d", dir, fd);
+        ssize_t len = readlink(p, link, sizeof link - 1);
+        if (len <= 0)
+            continue;
+        link[len] = 0;
+        if (!strncmp(link, want, strlen(want)))
+            n++;
+    }
+    return n;
+}
+
+/* Wait (up to a second) for cache_fds() to be want; returns it. */
+static int cache_fds_become(int want)
+{
+    int n = cache_fds();
+    for (int i = 0; i < 100 && n != want; i++) {
+        usleep(10000);
+        n = cache_fds();
+    }
+    return n;
+}
+
+/* Replace root/cache/name by a new file (a new inode, as deploys do). */
+static void replace_file(const char *name, const char *text)
+{
+    char dir[300], tmp[600], dst[600];
+    snprintf(dir, sizeof dir, "%s/cache", root);
+    put_file(dir, "new.tmp", text);
+    snprintf(tmp, sizeof tmp, "%s/new.tmp", dir);
+    snprintf(dst, sizeof dst, "%s/%s", dir, name);
+    assert_int_equal(rename(tmp, dst), 0);
+}
+
+/* /cached/ keeps at most two files open for a second, /nocache/ none. */
+static void test_static_cache(void **state)
+{
+    (void)state;
+    char dir[300], *out;
+    snprintf(dir, sizeof dir, "%s/cache", root);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    put_file(dir, "a.txt", "one\n");
+    put_file(dir, "b.txt", "bee\n");
+    put_file(dir, "c.txt", "sea\n");
+    assert_int_equal(cache_fds(), 0);
+    long t0 = mono_ms();
+    assert_int_equal(get_file("/cached/a.txt", NULL, &out), 200);
+    assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\none\n");
+    char etag[64] = "";
+    char *e = strstr(out, "ETag: ");
+    assert_non_null(e);
+    sscanf(e + 6, "%63[^\r]", etag);
+    assert_int_equal(cache_fds_become(1), 1);   /* held after the response */
+    /* replaced: the cache still serves the old file, its validators
+     * and ranges; without the cache the new one at once */
+    replace_file("a.txt", "two!!\n");
+    assert_int_equal(get_file("/cached/a.txt", NULL, &out), 200);
+    long t1 = mono_ms();
+    if (t1 - t0 < 900) {   /* else too slow a machine to see it */
+        assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\none\n");
+        contains(out, etag);
+        char h[128];
+        snprintf(h, sizeof h, "If-None-Match: %s\r\n", etag);
+        assert_int_equal(get_file("/cached/a.txt", h, &out), 304);
+        assert_int_equal(get_file("/cached/a.txt", "Range: bytes=1-2\r\n", &out), 206);
+        contains(out, "Content-Range: bytes 1-2/4\r\n");
+        assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\nne");
+    } else {
+        print_message("a request took %ld ms: the stale check skipped\n", t1 - t0);
+    }
+    assert_int_equal(get_file("/nocache/a.txt", NULL, &out), 200);
+    assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\ntwo!!\n");
+    /* valid passed: fresh, with a new ETag */
+    usleep(1100000);
+    assert_int_equal(get_file("/cached/a.txt", NULL, &out), 200);
+    assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\ntwo!!\n");
+    contains(out, "Content-Length: 6\r\n");
+    lacks(out, etag);
+    assert_int_equal(get_file("/cached/a.txt", "Range: bytes=-2\r\n", &out), 206);
+    assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\n!\n");
+    assert_int_equal(cache_fds_become(1), 1);   /* the old one closed */
+    /* max 2: a third file closes the least recently used */
+    assert_int_equal(get_file("/cached/b.txt", NULL, &out), 200);
+    assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\nbee\n");
+    assert_int_equal(cache_fds_become(2), 2);
+    assert_int_equal(get_file("/cached/c.txt", NULL, &out), 200);
+    assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\nsea\n");
+    assert_int_equal(cache_fds_become(2), 2);
+    assert_int_equal(get_file("/cached/nothing.txt", NULL, &out), 404);
+    assert_int_equal(cache_fds_become(2), 2);   /* a 404 is not cached */
+    assert_int_equal(get_file("/cached/", NULL, &out), 403);   /* no index */
+    assert_int_equal(cache_fds_become(1), 1);   /* a directory is an entry */
+    /* a file evicted while a slow client still reads it: the send goes
+     * on to its end (the file closes after it) */
+    char src[600], dst[600];
+    snprintf(src, sizeof src, "%s/big.bin", root);
+    snprintf(dst, sizeof dst, "%s/big.bin", dir);
+    assert_int_equal(link(src, dst), 0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", srv.port);
+    const char *py =
+        "import socket, sys, time, http.client\n"
+        "port = int(sys.argv[1])\n"
+        "want = bytes((i * 7) % 251 for i in range(3 << 20))\n"
+        "s = socket.socket()\n"
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)\n"
+        "s.settimeout(10)\n"
+        "s.connect(('127.0.0.1', port))\n"
+        "s.sendall(b'GET /cached/big.bin HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n"
+        "got = s.recv(1000)\n"
+        "for p in ('a', 'b', 'c', 'a', 'b'):\n"
+        "    c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)\n"
+        "    c.request('GET', '/cached/%s.txt' % p)\n"
+        "    assert c.getresponse().status == 200\n"
+        "    c.close()\n"
+        "while True:\n"
+        "    b = s.recv(65536)\n"
+        "    if not b: break\n"
+        "    got += b\n"
+        "body = got[got.index(b'\\r\\n\\r\\n') + 4:]\n"
+        "print(len(body), body == want)\n";
+    const char *argv[] = { "python3", "-c", py, port, NULL };
+    out = client(argv, NULL);
+    assert_string_equal(out, "3145728 True\n");
+    free(out);
+    assert_int_equal(cache_fds_become(2), 2);
+    /* cut short in place while cached (a body read with the head, and
+     * one with send_file): the response falls short of its length, so
+     * it ends with the connection rather than leave the client waiting */
+    static char text[20001];
+    memset(text, 'x', sizeof text - 1);
+    text[100] = 0;
+    put_file(dir, "s.txt", text);
+    text[100] = 'x';
+    put_file(dir, "l.txt", text);
+    const char *names[] = { "s.txt", "l.txt" };
+    const char *lens[] = { "Content-Length: 100\n", "Content-Length: 20000\n" };
+    for (int i = 0; i < 2; i++) {
+        char req[128];
+        snprintf(req, sizeof req, "/cached/%s", names[i]);
+        t0 = mono_ms();
+        assert_int_equal(get_file(req, NULL, &out), 200);
+        put_file(dir, names[i], "short\n");   /* truncated, rewritten */
+        /* a keep-alive request, the socket left open for writing: the
+         * server must end it (python prints "eof"), not wait */
+        const char *ka =
+            "import socket, sys, time\n"
+            "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=3)\n"
+            "s.sendall(b'GET /cached/%s HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' % sys.argv[2].encode())\n"
+            "got = b''\n"
+            "try:\n"
+            "    while True:\n"
+            "        b = s.recv(65536)\n"
+            "        if not b: break\n"
+            "        got += b\n"
+            "    end = 'eof'\n"
+            "except socket.timeout:\n"
+            "    end = 'waiting'\n"
+            "except ConnectionResetError:\n"
+            "    end = 'eof'\n"
+            "print(got.decode().replace('\\r', ''), end)\n";
+        long sent_at = mono_ms();   /* the request within valid? */
+        const char *kav[] = { "python3", "-c", ka, port, names[i], NULL };
+        out = client(kav, NULL);
+        if (sent_at - t0 > 900) {
+            print_message("%s: too slow to see the cached stat\n", names[i]);
+            free(out);
+            continue;
+        }
+        contains(out, lens[i]);
+        contains(out, "\n\nshort\n eof\n");
+        free(out);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1085,6 +1267,7 @@ int main(void)
         cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_traversal),
         cmocka_unit_test(test_static),
+        cmocka_unit_test(test_static_cache),
     };
     return cmocka_run_group_tests_name("http_lib", tests, setup, teardown);
 }

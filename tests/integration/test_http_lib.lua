@@ -99,6 +99,9 @@ end)
 
 app:get("/files/*", http.static(root))
 app:get("/follow/*", http.static(root, { follow_symlinks = true }))
+-- the cache: two files, for a second (test_static_cache); and none
+app:get("/cached/*", http.static(root .. "/cache", { cache = { max = 2, valid = 1 } }))
+app:get("/nocache/*", http.static(root .. "/cache", { cache = false }))
 
 app:fallback(function(req, res) res:send(404, "no route\n") end)
 

@@ -192,6 +192,18 @@ local function full_head(res, status, headers, length, ctype)
 end
 Res.full_head = full_head
 
+-- The head of a file's response when nothing else joins it (no headers
+-- set with set_header): the status line, Server, Date, fields (the
+-- file's, ready made and checked) and the framing.
+function Res.file_head(res, status, fields, length)
+  local app = res._c.app
+  cache(app)
+  local close = closing(res)
+  return status_line(app, status) .. fields .. "Content-Length: " .. length .. "\r\n" ..
+    (close and "Connection: close\r\n\r\n" or
+      (res._req._ka10 and "Connection: keep-alive\r\n\r\n" or "\r\n"))
+end
+
 local function no_body(status) return status < 200 or status == 204 or status == 304 end
 
 -- A whole response of body with Content-Type ctype (unless headers name one).
