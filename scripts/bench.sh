@@ -905,7 +905,7 @@ table_files() {
 table_mixed() {
   local a v
   a=$(median mixed.alone.p99)
-  echo "**The mixed case**: 50 echo clients (\`build/loadgen -r $MIXED_RATE\`: 64-byte messages, $MIXED_RATE a second in all) while one more client downloads a ${MIXED_MB} MiB file that is not in the page cache from the same worker, at $MIXED_LIMIT/s (`curl --limit-rate`) (\`tests/bench/mixed.lua\`) (echo p99, µs; target: at most 1 ms above the run without the download)"
+  echo "**The mixed case**: 50 echo clients (\`build/loadgen -r $MIXED_RATE\`: 64-byte messages, $MIXED_RATE a second in all) while one more client downloads a ${MIXED_MB} MiB file that is not in the page cache from the same worker, at $MIXED_LIMIT/s (\`curl --limit-rate\`) (\`tests/bench/mixed.lua\`) (echo p99, µs; target: at most 1 ms above the run without the download)"
   echo
   echo "| download | echo p99 µs | above alone, µs | target ≤ 1000 | met | echo messages/s |"
   echo "|---|---|---|---|---|---|"
