@@ -48,8 +48,8 @@
 --     price: a round trip to the disk per batch). A failing fsync exits.
 --   no: no fsync; the kernel writes back when it likes (about 30 s).
 -- It needs one worker (-w 1, the default): under -w 2 each worker would
--- write its records in its own order, so worker 2 and later refuse every
--- connection with an error. With --shared redis:SIZE (and one worker)
+-- write its records in its own order, so the script does not load with
+-- more than one (mr.workers()) and the start stops. With --shared redis:SIZE (and one worker)
 -- the replay fills the dictionary.
 local mr = require "moonring"
 
@@ -881,16 +881,11 @@ local function writer()
 end
 
 if aof then
-  if mr.worker() > 1 then
+  if mr.workers() > 1 then
     -- Each worker would write its own records in its own order, and the
     -- file would not replay to what clients saw: refuse (see the README).
-    mr.log("error", "redis.lua: --aof works with one worker only: worker " .. mr.worker()
-      .. " refuses every connection; run moonring with -w 1")
-    aof = nil
-    on_data = function(conn)
-      conn:send(err("ERR redis.lua --aof works with one worker only (moonring -w 1)"))
-      conn:close()
-    end
+    error("redis.lua: --aof works with one worker only: run moonring with -w 1 ("
+      .. mr.workers() .. " workers asked for)", 0)
   elseif not aof.co then   -- (on a reload, the writer runs already, with the old code)
     aof.co = mr.spawn(function()
       aof.co = coroutine.running()

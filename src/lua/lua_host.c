@@ -147,6 +147,7 @@ struct lua_host *lua_host_new(const struct lua_host_config *cfg, char *err,
     h->name = strdup(cfg->script ? cfg->script : "echo (built-in)");
     h->next_timer_id = 1;
     h->worker = cfg->worker;
+    h->workers = cfg->workers > 0 ? cfg->workers : 1;
     h->streams = cfg->streams;
     h->datagrams = cfg->datagrams;
     if (cfg->nshared && (h->shared = calloc((size_t)cfg->nshared, sizeof *h->shared)))

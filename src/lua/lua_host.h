@@ -18,6 +18,7 @@ struct lua_host_config {
     char **argv;
     unsigned memory_mib;       /* Lua heap limit while handlers run; 0: none */
     int worker;                /* this worker's number, from 1 */
+    int workers;               /* how many the server runs */
     /* the listeners it serves: a stream one needs on_data (or a
      * function), a udp:// one on_datagram */
     bool streams, datagrams;

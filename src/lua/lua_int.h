@@ -57,6 +57,7 @@ struct lua_host {
     char read[512];    /* files read by the last (re)load, for the log */
     uint64_t next_timer_id;
     int worker;        /* this worker's number, from 1 */
+    int workers;       /* how many the server runs (mr.workers()) */
     size_t mem;        /* bytes of Lua heap */
     lua_Alloc base_alloc; /* LuaJIT's own allocator, which host_alloc wraps */
     void *base_ud;

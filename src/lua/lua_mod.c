@@ -57,6 +57,12 @@ static int l_worker(lua_State *L)
     return 1;
 }
 
+static int l_workers(lua_State *L)
+{
+    lua_pushinteger(L, HOST(L)->workers);
+    return 1;
+}
+
 static void set_num(lua_State *L, const char *k, double v)
 {
     lua_pushnumber(L, v);
@@ -237,6 +243,7 @@ static const luaL_Reg funcs[] = {
     { "log", l_log },
     { "now", l_now },
     { "worker", l_worker },
+    { "workers", l_workers },
     { "stats", l_stats },
     { "after", l_after },
     { "every", l_every },

@@ -233,6 +233,7 @@ int main(int argc, char **argv)
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         n = cpus > 0 ? (int)cpus : 1;
     }
+    o.workers = n; /* what mr.workers() says */
 
     if (make_shared(&o, err, sizeof err))
         return fail(err);

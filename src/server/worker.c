@@ -263,7 +263,7 @@ struct lua_host *worker_load(const struct cli_opts *o, int index, char *err,
         shared[i] = o->shared[i].dict;
     struct lua_host_config lc = {
         .script = o->script, .argc = o->script_argc, .argv = o->script_argv,
-        .memory_mib = o->lua_memory, .worker = index,
+        .memory_mib = o->lua_memory, .worker = index, .workers = o->workers,
         .shared = shared, .nshared = o->nshared,
     };
     for (int l = 0; l < o->nlisten; l++) /* what the handlers must serve */
