@@ -352,10 +352,13 @@ bool h_wait_closed(int fd, int ms)
 {
     char buf[4096];
     long end = now_ms() + ms;
-    for (;;) {
+    for (bool first = true;; first = false) {
+        /* poll at least once, even with no time left: a 1 ms wait whose
+         * millisecond ran out before the first poll saw no EOF that was
+         * already there */
         long left = end - now_ms();
         struct pollfd pfd = { fd, POLLIN, 0 };
-        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+        if ((left <= 0 && !first) || poll(&pfd, 1, left > 0 ? (int)left : 0) <= 0)
             return false;
         ssize_t r = recv(fd, buf, sizeof buf, 0);
         if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
