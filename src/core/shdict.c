@@ -501,6 +501,17 @@ static int check_key(size_t klen)
     return klen == 0 || klen > SHDICT_KEY_MAX ? SHD_BAD_KEY : 0;
 }
 
+/* Where key lives, its shard locked: what every change starts with.
+ * SHD_BAD_KEY (nothing locked) for a key of no or too many bytes. */
+static int lock_key(struct shdict *d, const char *key, size_t klen, struct where *w)
+{
+    if (check_key(klen))
+        return SHD_BAD_KEY;
+    locate(d, key, klen, w);
+    w->s = lock(d, w->shard);
+    return SHD_OK;
+}
+
 /* ---- the API ---------------------------------------------------------- */
 
 enum { RETRY = -100 };          /* what a reader saw was being changed */
@@ -659,13 +670,11 @@ int shdict_store(struct shdict *d, enum shdict_mode mode, const char *key,
                  size_t klen, const struct shdict_val *v, double ttl,
                  bool *evicted)
 {
-    if (check_key(klen))
-        return SHD_BAD_KEY;
     if (evicted)
         *evicted = false;
     struct where w;
-    locate(d, key, klen, &w);
-    w.s = lock(d, w.shard);
+    if (lock_key(d, key, klen, &w))
+        return SHD_BAD_KEY;
     int ret = store_locked(d, &w, mode, key, klen, v, ttl, evicted);
     unlock(w.s);
     return ret;
@@ -674,11 +683,9 @@ int shdict_store(struct shdict *d, enum shdict_mode mode, const char *key,
 int shdict_incr(struct shdict *d, const char *key, size_t klen, double by,
                 const double *init, double init_ttl, double *out)
 {
-    if (check_key(klen))
-        return SHD_BAD_KEY;
     struct where w;
-    locate(d, key, klen, &w);
-    w.s = lock(d, w.shard);
+    if (lock_key(d, key, klen, &w))
+        return SHD_BAD_KEY;
     uint64_t now = 0;
     uint32_t off = find_live(&w, key, klen, &now);
     if (!off) {
@@ -710,11 +717,9 @@ int shdict_incr(struct shdict *d, const char *key, size_t klen, double by,
 
 int shdict_delete(struct shdict *d, const char *key, size_t klen)
 {
-    if (check_key(klen))
-        return SHD_BAD_KEY;
     struct where w;
-    locate(d, key, klen, &w);
-    w.s = lock(d, w.shard);
+    if (lock_key(d, key, klen, &w))
+        return SHD_BAD_KEY;
     uint64_t now = 0;
     uint32_t *link, off = find(&w, key, klen, &link);
     bool live = off && !expired(ENT(w.s, off), &now);
@@ -728,11 +733,9 @@ int shdict_delete(struct shdict *d, const char *key, size_t klen)
 
 int shdict_ttl(struct shdict *d, const char *key, size_t klen, double *left)
 {
-    if (check_key(klen))
-        return SHD_BAD_KEY;
     struct where w;
-    locate(d, key, klen, &w);
-    w.s = lock(d, w.shard);
+    if (lock_key(d, key, klen, &w))
+        return SHD_BAD_KEY;
     uint64_t now = 0;
     uint32_t off = find_live(&w, key, klen, &now);
     if (off) {
@@ -745,11 +748,9 @@ int shdict_ttl(struct shdict *d, const char *key, size_t klen, double *left)
 
 int shdict_expire(struct shdict *d, const char *key, size_t klen, double ttl)
 {
-    if (check_key(klen))
-        return SHD_BAD_KEY;
     struct where w;
-    locate(d, key, klen, &w);
-    w.s = lock(d, w.shard);
+    if (lock_key(d, key, klen, &w))
+        return SHD_BAD_KEY;
     uint64_t now = 0;
     uint32_t off = find_live(&w, key, klen, &now);
     if (off) {
