@@ -10,6 +10,7 @@
  * most recently returned last. */
 #include "lua_sock.h"
 #include "log.h"
+#include "net.h"
 #include "resolv.h"
 #include "tls.h"
 
@@ -306,11 +307,8 @@ static void push_addrs(lua_State *L, const struct resolv_result *r)
     lua_createtable(L, r->count, 0);
     for (int i = 0; i < r->count; i++) {
         char text[64];
-        const struct sockaddr_storage *a = &r->addr[i];
-        const void *bytes = a->ss_family == AF_INET6
-            ? (const void *)&((const struct sockaddr_in6 *)a)->sin6_addr
-            : (const void *)&((const struct sockaddr_in *)a)->sin_addr;
-        inet_ntop(a->ss_family, bytes, text, sizeof text);
+        int port;
+        net_addr_text(&r->addr[i], r->len[i], text, sizeof text, &port);
         lua_pushstring(L, text);
         lua_rawseti(L, -2, i + 1);
     }
