@@ -506,6 +506,23 @@ int h_exec(const char *const *argv, const char *input, char **out, int ms,
     return st == 126 ? -1 : st;
 }
 
+char *h_client(const char *const *argv, const char *input)
+{
+    char *out;
+    int st = h_exec(argv, input, &out, H_WAIT_MS, false);
+    if (st == -1)
+        fail_msg("%s is not installed (make test installs it)", argv[0]);
+    if (st != 0)
+        fail_msg("%s exited with %d:\n%s", argv[0], st, out);
+    return out;
+}
+
+void h_contains(const char *out, const char *needle)
+{
+    if (!strstr(out, needle))
+        fail_msg("expected '%s' in:\n%s", needle, out);
+}
+
 pid_t h_spawn(const char *const *argv)
 {
     pid_t pid = fork();

@@ -68,6 +68,14 @@ int h_run(const char *const *argv, char **err);
 int h_exec(const char *const *argv, const char *input, char **out, int ms,
            bool with_stderr);
 
+/* The same for a client the test needs: its stdout, which must come
+ * with exit status 0 (else the test fails, saying so, and whether the
+ * program is missing). */
+char *h_client(const char *const *argv, const char *input);
+
+/* Fail the test unless out contains needle. */
+void h_contains(const char *out, const char *needle);
+
 /* Start another program in the background, output to /dev/null; stop it
  * with h_kill. */
 pid_t h_spawn(const char *const *argv);

@@ -30,24 +30,6 @@ static void start_example(struct h_server *s, const char *name, const char *a1,
     h_start(s, argv);
 }
 
-/* Run a client; its output must contain every needle. */
-static char *client(const char *const *argv, const char *input)
-{
-    char *out;
-    int st = h_exec(argv, input, &out, H_WAIT_MS, false);
-    if (st == -1)
-        fail_msg("%s is not installed (make test installs it)", argv[0]);
-    if (st != 0)
-        fail_msg("%s exited with %d:\n%s", argv[0], st, out);
-    return out;
-}
-
-static void contains(const char *out, const char *needle)
-{
-    if (!strstr(out, needle))
-        fail_msg("expected '%s' in:\n%s", needle, out);
-}
-
 static char url[128];
 static const char *at(struct h_server *s, const char *path)
 {
@@ -198,7 +180,7 @@ static int http_response(int fd, char *body, size_t cap, int ms)
 static void still_serves_http(struct h_server *s)
 {
     const char *c[] = { "curl", "-s", at(s, "/"), NULL };
-    char *out = client(c, NULL);
+    char *out = h_client(c, NULL);
     assert_string_equal(out, "hello from moonring\n");
     free(out);
 }
@@ -209,24 +191,24 @@ static void test_http_curl(void **state)
     struct h_server s;
     start_example(&s, "examples/http.lua", NULL, NULL);
     const char *c1[] = { "curl", "-s", "-i", at(&s, "/"), NULL };
-    char *out = client(c1, NULL);
-    contains(out, "HTTP/1.1 200 OK\r\n");
-    contains(out, "Server: moonring\r\n");
-    contains(out, "Date: ");
-    contains(out, "\r\n\r\nhello from moonring\n");
+    char *out = h_client(c1, NULL);
+    h_contains(out, "HTTP/1.1 200 OK\r\n");
+    h_contains(out, "Server: moonring\r\n");
+    h_contains(out, "Date: ");
+    h_contains(out, "\r\n\r\nhello from moonring\n");
     free(out);
     const char *c2[] = { "curl", "-s", "--data-binary", "@-", at(&s, "/echo"), NULL };
-    out = client(c2, "posted body\n");
+    out = h_client(c2, "posted body\n");
     assert_string_equal(out, "posted body\n");
     free(out);
     const char *c3[] = { "curl", "-s", "-H", "Transfer-Encoding: chunked",
                          "--data-binary", "@-", at(&s, "/echo"), NULL };
-    out = client(c3, "chunked body");
+    out = h_client(c3, "chunked body");
     assert_string_equal(out, "chunked body");
     free(out);
     const char *c4[] = { "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                          at(&s, "/nowhere"), NULL };
-    out = client(c4, NULL);
+    out = h_client(c4, NULL);
     assert_string_equal(out, "404");
     free(out);
     /* keep-alive: the second request reuses the connection */
@@ -234,7 +216,7 @@ static void test_http_curl(void **state)
     snprintf(u2, sizeof u2, "%s", at(&s, "/"));
     const char *c5[] = { "curl", "-s", "-o", "/dev/null", "-o", "/dev/null", "-w",
                          "%{num_connects} ", u2, u2, NULL };
-    out = client(c5, NULL);
+    out = h_client(c5, NULL);
     assert_string_equal(out, "1 0 ");
     free(out);
     h_finish(&s, NULL);
@@ -259,7 +241,7 @@ static void test_http_python(void **state)
         "r = c.getresponse()\n"
         "print(r.status, r.getheader('Server'), r.read().decode().strip())\n";
     const char *argv[] = { "python3", "-c", py, port, NULL };
-    char *out = client(argv, NULL);
+    char *out = h_client(argv, NULL);
     assert_string_equal(out, "200 moonring hello from moonring\n");
     free(out);
     h_finish(&s, NULL);
@@ -271,15 +253,15 @@ static void test_http_wrk(void **state)
     struct h_server s;
     start_example(&s, "examples/http.lua", NULL, NULL);
     const char *w1[] = { "wrk", "-t1", "-c20", "-d1s", at(&s, "/"), NULL };
-    char *out = client(w1, NULL);
-    contains(out, "Requests/sec:");
+    char *out = h_client(w1, NULL);
+    h_contains(out, "Requests/sec:");
     assert_null(strstr(out, "Non-2xx"));
     assert_null(strstr(out, "Socket errors"));
     free(out);
     const char *w2[] = { "wrk", "-t1", "-c20", "-d1s", "-s",
                          "tests/clients/wrk-pipeline.lua", at(&s, "/"), "--", "16", NULL };
-    out = client(w2, NULL);
-    contains(out, "Requests/sec:");
+    out = h_client(w2, NULL);
+    h_contains(out, "Requests/sec:");
     assert_null(strstr(out, "Non-2xx"));
     assert_null(strstr(out, "Socket errors"));
     free(out);
@@ -291,19 +273,19 @@ static void test_http_bad_input(void **state)
     (void)state;
     struct h_server s;
     start_example(&s, "examples/http.lua", "1", NULL);
-    contains(raws(s.port, "GARBAGE\r\n\r\n"), "HTTP/1.1 400 ");
-    contains(raws(s.port, "GET / HTTP/2.0\r\n\r\n"), "HTTP/1.1 505 ");
-    contains(raws(s.port, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+    h_contains(raws(s.port, "GARBAGE\r\n\r\n"), "HTTP/1.1 400 ");
+    h_contains(raws(s.port, "GET / HTTP/2.0\r\n\r\n"), "HTTP/1.1 505 ");
+    h_contains(raws(s.port, "POST /echo HTTP/1.1\r\nHost: x\r\n"
                           "Content-Length: 99999999\r\n\r\n"), "HTTP/1.1 413 ");
-    contains(raws(s.port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+    h_contains(raws(s.port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
                           "Transfer-Encoding: chunked\r\n\r\n"), "HTTP/1.1 400 ");
-    contains(raws(s.port, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+    h_contains(raws(s.port, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
                           "\r\n\r\nzz\r\n"), "HTTP/1.1 400 ");
     static char big[12000];
     int n = snprintf(big, sizeof big, "GET / HTTP/1.1\r\nX: ");
     memset(big + n, 'a', 10000);
     strcpy(big + n + 10000, "\r\n\r\n");
-    contains(raws(s.port, big), "HTTP/1.1 431 ");
+    h_contains(raws(s.port, big), "HTTP/1.1 431 ");
     /* random bytes: an error or a close, never a crash */
     static unsigned char junk[65536];
     for (unsigned seed = 1; seed <= 5; seed++) {
@@ -376,7 +358,7 @@ static void test_http_framing(void **state)
     }
     /* what is allowed: a chunk extension (after spaces too), hex in either
      * case with leading zeros, HTTP/1.0 without Host, trailers */
-    contains(raws(s.port, CHUNKED "3;a=b\r\nabc\r\n00A \t;x\r\n0123456789\r\n0\r\nT: v\r\n\r\n"
+    h_contains(raws(s.port, CHUNKED "3;a=b\r\nabc\r\n00A \t;x\r\n0123456789\r\n0\r\nT: v\r\n\r\n"
                           "GET / HTTP/1.0\r\n\r\n"), "\r\n\r\nabc0123456789HTTP/1.1 200 OK\r\n");
 #undef CASE
 #undef CHUNKED
@@ -457,8 +439,8 @@ static void test_http_linear(void **state)
     memcpy(req + n - 5, "0\r\n\r\n", 5);
     char *ans;
     cpu_for(&s, "300,000 one-byte chunks", req, n, http_echo_complete, 1.0, &ans);
-    contains(ans, "HTTP/1.1 200 OK\r\n");
-    contains(ans, "Content-Length: 300000\r\n");
+    h_contains(ans, "HTTP/1.1 200 OK\r\n");
+    h_contains(ans, "Content-Length: 300000\r\n");
     const char *body = strstr(ans, "\r\n\r\n") + 4;
     assert_int_equal(strlen(body), CHUNKS);
     assert_int_equal(strspn(body, "x"), CHUNKS);
@@ -518,7 +500,7 @@ static void test_redis_cli(void **state)
         for (char *tok = strtok(cmd, " "); tok && n < 15; tok = strtok(NULL, " "))
             argv[n++] = tok;
         argv[n] = NULL;
-        char *out = client(argv, NULL);
+        char *out = h_client(argv, NULL);
         /* redis-cli follows an error with an empty line */
         bool error = strncmp(cases[i].want, "ERR", 3) == 0;
         if (error ? strncmp(out, cases[i].want, strlen(cases[i].want))
@@ -536,16 +518,16 @@ static void test_redis_benchmark(void **state)
     start_example(&s, "examples/redis.lua", NULL, NULL);
     const char *b1[] = { "redis-benchmark", "-p", port_of(&s), "-t", "ping,set,get",
                          "-c", "20", "-n", "20000", "-q", NULL };
-    char *out = client(b1, NULL);
-    contains(out, "PING_MBULK: ");
-    contains(out, "SET: ");
-    contains(out, "GET: ");
+    char *out = h_client(b1, NULL);
+    h_contains(out, "PING_MBULK: ");
+    h_contains(out, "SET: ");
+    h_contains(out, "GET: ");
     free(out);
     const char *b2[] = { "redis-benchmark", "-p", port_of(&s), "-t", "ping,set,get",
                          "-c", "20", "-n", "50000", "-P", "16", "-q", NULL };
-    out = client(b2, NULL);
-    contains(out, "SET: ");
-    contains(out, "GET: ");
+    out = h_client(b2, NULL);
+    h_contains(out, "SET: ");
+    h_contains(out, "GET: ");
     free(out);
     h_finish(&s, NULL);
 }
@@ -555,20 +537,20 @@ static void test_redis_bad_input(void **state)
     (void)state;
     struct h_server s;
     start_example(&s, "examples/redis.lua", NULL, NULL);
-    contains(raws(s.port, "*1\r\n$4\r\nPINGXX\r\n"), "-ERR Protocol error");
-    contains(raws(s.port, "*1\r\n$-5\r\n"), "-ERR Protocol error: invalid bulk length");
-    contains(raws(s.port, "*abc\r\n"), "-ERR Protocol error: invalid multibulk length");
-    contains(raws(s.port, "PING\r\n*1\r\nX"), "+PONG\r\n-ERR Protocol error: expected '$'");
+    h_contains(raws(s.port, "*1\r\n$4\r\nPINGXX\r\n"), "-ERR Protocol error");
+    h_contains(raws(s.port, "*1\r\n$-5\r\n"), "-ERR Protocol error: invalid bulk length");
+    h_contains(raws(s.port, "*abc\r\n"), "-ERR Protocol error: invalid multibulk length");
+    h_contains(raws(s.port, "PING\r\n*1\r\nX"), "+PONG\r\n-ERR Protocol error: expected '$'");
     static char longline[70000];
     memset(longline, 'a', sizeof longline - 1);
-    contains(raws(s.port, longline), "-ERR Protocol error: too big inline request");
+    h_contains(raws(s.port, longline), "-ERR Protocol error: too big inline request");
     static unsigned char junk[65536];
     for (unsigned seed = 1; seed <= 5; seed++) {
         h_fill_random(junk, sizeof junk, seed);
         raw(s.port, junk, sizeof junk, 300);
     }
     const char *argv[] = { "redis-cli", "-p", port_of(&s), "PING", NULL };
-    char *out = client(argv, NULL);
+    char *out = h_client(argv, NULL);
     assert_string_equal(out, "PONG\n");
     free(out);
     h_finish(&s, NULL);
@@ -609,10 +591,10 @@ static void test_redis_strict_lengths(void **state)
     }
     /* what is allowed: "*0" and "*-1" (the null array) are no command,
      * "$0" an empty argument */
-    contains(raws(s.port, "*0\r\n*-1\r\n*2\r\n$4\r\nECHO\r\n$0\r\n\r\n*1\r\n$4\r\nPING\r\nQUIT\r\n"),
+    h_contains(raws(s.port, "*0\r\n*-1\r\n*2\r\n$4\r\nECHO\r\n$0\r\n\r\n*1\r\n$4\r\nPING\r\nQUIT\r\n"),
              "$0\r\n\r\n+PONG\r\n+OK\r\n");
     const char *argv[] = { "redis-cli", "-p", port_of(&s), "PING", NULL };
-    char *out = client(argv, NULL);
+    char *out = h_client(argv, NULL);
     assert_string_equal(out, "PONG\n");
     free(out);
     h_finish(&s, NULL);
@@ -667,8 +649,8 @@ static void test_chat(void **state)
     char tcp[64];
     snprintf(tcp, sizeof tcp, "TCP:127.0.0.1:%d", s.port);
     const char *so[] = { "socat", "-t", "1", "-", tcp, NULL };
-    char *out = client(so, "carol\nhello from socat\n");
-    contains(out, "welcome! your nickname?\nhello carol\n");
+    char *out = h_client(so, "carol\nhello from socat\n");
+    h_contains(out, "welcome! your nickname?\nhello carol\n");
     free(out);
     assert_string_equal(h_line(a, H_WAIT_MS), "* carol joined");
     assert_string_equal(h_line(a, H_WAIT_MS), "carol: hello from socat");
@@ -680,7 +662,7 @@ static void test_chat(void **state)
     static char big[5000];
     memset(big, 'x', sizeof big);
     h_send_all(b, big, sizeof big);
-    contains(h_line(b, H_WAIT_MS), "line too long");
+    h_contains(h_line(b, H_WAIT_MS), "line too long");
     assert_true(h_wait_closed(b, H_WAIT_MS));
     assert_string_equal(h_line(a, H_WAIT_MS), "* bob left (closed)");
     /* idle: alice says nothing for a second and is let go */
@@ -723,17 +705,17 @@ static void test_proxy_redis(void **state)
     struct h_server s;
     start_example(&s, "examples/proxy.lua", target, NULL);
     const char *c1[] = { "redis-cli", "-p", port_of(&s), "SET", "via", "proxy", NULL };
-    char *out = client(c1, NULL);
+    char *out = h_client(c1, NULL);
     assert_string_equal(out, "OK\n");
     free(out);
     const char *c2[] = { "redis-cli", "-p", rp, "GET", "via", NULL };   /* straight */
-    out = client(c2, NULL);
+    out = h_client(c2, NULL);
     assert_string_equal(out, "proxy\n");
     free(out);
     const char *b[] = { "redis-benchmark", "-p", port_of(&s), "-t", "set,get", "-c", "10",
                         "-n", "20000", "-P", "16", "-q", NULL };
-    out = client(b, NULL);
-    contains(out, "GET: ");
+    out = h_client(b, NULL);
+    h_contains(out, "GET: ");
     free(out);
     h_finish(&s, NULL);
     h_kill(redis);
@@ -751,14 +733,14 @@ static void test_proxy_http(void **state)
     const char *c[] = { "curl", "-s", "--data-binary", "@-", at(&s, "/echo"), NULL };
     static char body[200000];
     memset(body, 'b', sizeof body - 1);
-    char *out = client(c, body);
+    char *out = h_client(c, body);
     assert_string_equal(out, body);
     free(out);
     /* random bytes through the proxy: the upstream's answer (a 4xx and a
      * close) comes back, and the proxy closes the client too */
     static unsigned char junk[65536];
     h_fill_random(junk, sizeof junk, 77);
-    contains(raw(s.port, junk, sizeof junk, H_WAIT_MS), "HTTP/1.1 4");
+    h_contains(raw(s.port, junk, sizeof junk, H_WAIT_MS), "HTTP/1.1 4");
     still_serves_http(&s);
     /* an upstream that is down: the client is closed, the proxy lives */
     int http_port = http.port;
@@ -822,18 +804,18 @@ static void test_files(void **state)
     struct h_server s;
     start_example(&s, "examples/files.lua", dir, NULL);
     const char *c1[] = { "curl", "-s", "-i", at(&s, "/"), NULL };
-    char *out = client(c1, NULL);
-    contains(out, "HTTP/1.1 200 OK\r\n");
-    contains(out, "Content-Type: text/html; charset=utf-8\r\n");
-    contains(out, "\r\n\r\n<p>files</p>\n");
+    char *out = h_client(c1, NULL);
+    h_contains(out, "HTTP/1.1 200 OK\r\n");
+    h_contains(out, "Content-Type: text/html; charset=utf-8\r\n");
+    h_contains(out, "\r\n\r\n<p>files</p>\n");
     free(out);
     const char *c2[] = { "curl", "-s", "-r", "3-5", at(&s, "/note.txt"), NULL };
-    out = client(c2, NULL);
+    out = h_client(c2, NULL);
     assert_string_equal(out, "345");
     free(out);
     const char *c3[] = { "curl", "-s", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}",
                          at(&s, "/../etc/passwd"), NULL };
-    out = client(c3, NULL);
+    out = h_client(c3, NULL);
     assert_string_equal(out, "403");
     free(out);
     h_finish(&s, NULL);
@@ -932,7 +914,7 @@ static long redis_cli(int port, const char *a1, const char *a2)
     char p[16];
     snprintf(p, sizeof p, "%d", port);
     const char *argv[] = { "redis-cli", "-p", p, a1, a2, NULL };
-    char *out = client(argv, NULL);
+    char *out = h_client(argv, NULL);
     long v = atol(out);
     free(out);
     return v;
@@ -955,21 +937,21 @@ static void test_hits(void **state)
     int clis = 0;   /* redis-cli connections made since */
 
     const char *c1[] = { "curl", "-s", "-i", at(&s, "/"), NULL };
-    char *out = client(c1, NULL);
-    contains(out, "HTTP/1.1 200 OK\r\n");
-    contains(out, "Content-Length: 1\r\n");
+    char *out = h_client(c1, NULL);
+    h_contains(out, "HTTP/1.1 200 OK\r\n");
+    h_contains(out, "Content-Length: 1\r\n");
     assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\n1");
     free(out);
     const char *c2[] = { "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                          at(&s, "/nowhere"), NULL };
-    out = client(c2, NULL);
+    out = h_client(c2, NULL);
     assert_string_equal(out, "404");
     free(out);
     /* keep-alive: two requests, one connection */
     char u2[128];
     snprintf(u2, sizeof u2, "%s", at(&s, "/"));
     const char *c3[] = { "curl", "-s", "-w", " %{num_connects}\n", u2, u2, NULL };
-    out = client(c3, NULL);
+    out = h_client(c3, NULL);
     assert_string_equal(out, "2 1\n3 0\n");
     free(out);
     /* Connection: close is honoured: said, and the connection closed */
@@ -978,22 +960,22 @@ static void test_hits(void **state)
     h_send_all(fd, req, strlen(req));
     char buf[512] = { 0 };
     h_recv_exact(fd, buf, sizeof buf - 1, H_WAIT_MS);    /* until it closes */
-    contains(buf, "HTTP/1.1 200 OK\r\n");
-    contains(buf, "Connection: close\r\n");
+    h_contains(buf, "HTTP/1.1 200 OK\r\n");
+    h_contains(buf, "Connection: close\r\n");
     assert_string_equal(strstr(buf, "\r\n\r\n"), "\r\n\r\n4");
     close(fd);
     long ok = 4;
     /* bad requests: an error and a close, and no count */
-    contains(raws(s.port, "GARBAGE\r\n\r\n"), "HTTP/1.1 400 ");
-    contains(raws(s.port, "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+    h_contains(raws(s.port, "GARBAGE\r\n\r\n"), "HTTP/1.1 400 ");
+    h_contains(raws(s.port, "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
              "HTTP/1.1 501 ");
-    contains(raws(s.port, "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"),
+    h_contains(raws(s.port, "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"),
              "HTTP/1.1 413 ");
     static char big[12000];
     int bn = snprintf(big, sizeof big, "GET / HTTP/1.1\r\nX: ");
     memset(big + bn, 'a', 10000);
     strcpy(big + bn + 10000, "\r\n\r\n");
-    contains(raws(s.port, big), "HTTP/1.1 431 ");
+    h_contains(raws(s.port, big), "HTTP/1.1 431 ");
 
     /* 4 keep-alive connections, 250 requests each: every count is new */
     char port[16];
@@ -1016,7 +998,7 @@ static void test_hits(void **state)
         "for t in ts: t.join()\n"
         "print(statuses.count(200), len(statuses), len(seen))\n";
     const char *p1[] = { "python3", "-c", py, port, NULL };
-    out = client(p1, NULL);
+    out = h_client(p1, NULL);
     assert_string_equal(out, "1000 1000 1000\n");
     free(out);
     ok += 1000;
@@ -1027,7 +1009,7 @@ static void test_hits(void **state)
      * for when it stopped (one per connection at most) were counted by
      * Redis too */
     const char *w[] = { "wrk", "-t1", "-c10", "-d2s", at(&s, "/"), NULL };
-    out = client(w, NULL);
+    out = h_client(w, NULL);
     assert_null(strstr(out, "Non-2xx"));
     assert_null(strstr(out, "Socket errors"));
     char *n = strstr(out, " requests in ");

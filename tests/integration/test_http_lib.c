@@ -104,24 +104,6 @@ static const char *at(const char *path)
     return url;
 }
 
-/* Run a client; its output (stdout) must come with exit status 0. */
-static char *client(const char *const *argv, const char *input)
-{
-    char *out;
-    int st = h_exec(argv, input, &out, H_WAIT_MS, false);
-    if (st == -1)
-        fail_msg("%s is not installed (make test installs it)", argv[0]);
-    if (st != 0)
-        fail_msg("%s exited with %d:\n%s", argv[0], st, out);
-    return out;
-}
-
-static void contains(const char *out, const char *needle)
-{
-    if (!strstr(out, needle))
-        fail_msg("expected '%s' in:\n%s", needle, out);
-}
-
 static void lacks(const char *out, const char *needle)
 {
     if (strstr(out, needle))
@@ -266,57 +248,57 @@ static void test_routes(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *c[] = { "curl", "-s", at(cases[i].path), NULL };
-        char *out = client(c, NULL);
+        char *out = h_client(c, NULL);
         if (strcmp(out, cases[i].want))
             fail_msg("%s: got '%s', wanted '%s'", cases[i].path, out, cases[i].want);
         free(out);
     }
     const char *c1[] = { "curl", "-s", "-X", "PUT", at("/any"), NULL };
-    char *out = client(c1, NULL);
+    char *out = h_client(c1, NULL);
     assert_string_equal(out, "any PUT\n");
     free(out);
     /* the 404 of the fallback, 201 set by res:status, 204 without a body */
     const char *c2[] = { "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", at("/nowhere"),
                          NULL };
-    out = client(c2, NULL);
+    out = h_client(c2, NULL);
     assert_string_equal(out, "404");
     free(out);
     const char *c3[] = { "curl", "-s", "-i", at("/created"), NULL };
-    out = client(c3, NULL);
-    contains(out, "HTTP/1.1 201 Created\r\n");
-    contains(out, "\r\n\r\nmade\n");
+    out = h_client(c3, NULL);
+    h_contains(out, "HTTP/1.1 201 Created\r\n");
+    h_contains(out, "\r\n\r\nmade\n");
     free(out);
     const char *c4[] = { "curl", "-s", "-i", at("/nocontent"), NULL };
-    out = client(c4, NULL);
-    contains(out, "HTTP/1.1 204 No Content\r\n");
+    out = h_client(c4, NULL);
+    h_contains(out, "HTTP/1.1 204 No Content\r\n");
     lacks(out, "Content-Length");
     free(out);
     /* a handler that answers nothing: 200 and an empty body; one that
      * raises: 500 (and the server goes on) */
     const char *c5[] = { "curl", "-s", "-i", at("/nothing"), NULL };
-    out = client(c5, NULL);
-    contains(out, "HTTP/1.1 200 OK\r\n");
-    contains(out, "Content-Length: 0\r\n");
+    out = h_client(c5, NULL);
+    h_contains(out, "HTTP/1.1 200 OK\r\n");
+    h_contains(out, "Content-Length: 0\r\n");
     free(out);
     const char *c6[] = { "curl", "-s", "-i", at("/error"), NULL };
-    out = client(c6, NULL);
-    contains(out, "HTTP/1.1 500 Internal Server Error\r\n");
+    out = h_client(c6, NULL);
+    h_contains(out, "HTTP/1.1 500 Internal Server Error\r\n");
     free(out);
     assert_true(h_log_wait(&srv, "boom", H_WAIT_MS));
     /* HEAD: the GET route's head, its length, no body */
     const char *c7[] = { "curl", "-s", "-I", at("/hello"), NULL };
-    out = client(c7, NULL);
-    contains(out, "HTTP/1.1 200 OK\r\n");
-    contains(out, "Content-Length: 6\r\n");
+    out = h_client(c7, NULL);
+    h_contains(out, "HTTP/1.1 200 OK\r\n");
+    h_contains(out, "Content-Length: 6\r\n");
     free(out);
     enum end end;
     char *raw = xs("HEAD /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &end);
-    contains(raw, "Content-Length: 6\r\n");
+    h_contains(raw, "Content-Length: 6\r\n");
     assert_string_equal(strstr(raw, "\r\n\r\n"), "\r\n\r\n");
     assert_int_equal(end, END_EOF);
     /* HEAD of a streamed response: its head, no chunks */
     raw = xs("HEAD /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &end);
-    contains(raw, "Transfer-Encoding: chunked\r\n");
+    h_contains(raw, "Transfer-Encoding: chunked\r\n");
     assert_string_equal(strstr(raw, "\r\n\r\n"), "\r\n\r\n");
     /* the absolute form (as to a proxy) routes by its path */
     raw = xs("GET http://example.org/users/5/posts/6?q=1 HTTP/1.1\r\nHost: example.org\r\n"
@@ -340,20 +322,20 @@ static void test_method_not_allowed(void **state)
     char u[128];
     snprintf(u, sizeof u, "http://127.0.0.1:%d/thing", s.port);
     const char *c1[] = { "curl", "-s", "-i", "-X", "DELETE", u, NULL };
-    char *out = client(c1, NULL);
-    contains(out, "HTTP/1.1 405 Method Not Allowed\r\n");
-    contains(out, "Allow: GET, HEAD, PUT\r\n");
+    char *out = h_client(c1, NULL);
+    h_contains(out, "HTTP/1.1 405 Method Not Allowed\r\n");
+    h_contains(out, "Allow: GET, HEAD, PUT\r\n");
     free(out);
     snprintf(u, sizeof u, "http://127.0.0.1:%d/items/7", s.port);
     const char *c2[] = { "curl", "-s", "-i", u, NULL };
-    out = client(c2, NULL);
-    contains(out, "HTTP/1.1 405 ");
-    contains(out, "Allow: POST\r\n");
+    out = h_client(c2, NULL);
+    h_contains(out, "HTTP/1.1 405 ");
+    h_contains(out, "Allow: POST\r\n");
     free(out);
     snprintf(u, sizeof u, "http://127.0.0.1:%d/other", s.port);
     const char *c3[] = { "curl", "-s", "-i", u, NULL };
-    out = client(c3, NULL);
-    contains(out, "HTTP/1.1 404 Not Found\r\n");
+    out = h_client(c3, NULL);
+    h_contains(out, "HTTP/1.1 404 Not Found\r\n");
     free(out);
     h_finish(&s, path);
 }
@@ -362,24 +344,24 @@ static void test_query_and_headers(void **state)
 {
     (void)state;
     const char *c1[] = { "curl", "-s", at("/query?a=1&b=x%20y+z&a=2&flag&e=%3D%26"), NULL };
-    char *out = client(c1, NULL);
+    char *out = h_client(c1, NULL);
     assert_string_equal(out, "raw=a=1&b=x%20y+z&a=2&flag&e=%3D%26\n"
                              "a=1,2\nb=x y z\ne==&\nflag=\n");
     free(out);
     const char *c2[] = { "curl", "-s", "-i", "-H", "x-TEST: some value ", at("/headers"),
                          NULL };
-    out = client(c2, NULL);
-    contains(out, "X-Reply: yes\r\n");
-    contains(out, "Content-Type: text/x-test\r\n");
-    contains(out, "Server: moonring\r\n");
-    contains(out, "Date: ");
-    contains(out, "x-test=some value ua=true version=1.1 method=GET host=127.0.0.1:");
+    out = h_client(c2, NULL);
+    h_contains(out, "X-Reply: yes\r\n");
+    h_contains(out, "Content-Type: text/x-test\r\n");
+    h_contains(out, "Server: moonring\r\n");
+    h_contains(out, "Date: ");
+    h_contains(out, "x-test=some value ua=true version=1.1 method=GET host=127.0.0.1:");
     free(out);
     /* HTTP/1.0: keep-alive only when asked, and said back */
     const char *c3[] = { "curl", "-s", "-i", "--http1.0", at("/headers"), NULL };
-    out = client(c3, NULL);
-    contains(out, "version=1.0");
-    contains(out, "Connection: close\r\n");
+    out = h_client(c3, NULL);
+    h_contains(out, "version=1.0");
+    h_contains(out, "Connection: close\r\n");
     free(out);
     int fd = h_connect(srv.port, false);
     const char *ka = "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
@@ -387,7 +369,7 @@ static void test_query_and_headers(void **state)
     for (int i = 0; i < 2; i++) {
         h_send_all(fd, ka, strlen(ka));
         assert_int_equal(response(fd, head, sizeof head, body, sizeof body, H_WAIT_MS), 200);
-        contains(head, "Connection: keep-alive\r\n");
+        h_contains(head, "Connection: keep-alive\r\n");
     }
     close(fd);
 }
@@ -440,35 +422,35 @@ static void test_json(void **state)
     const char *argv[] = { "-t", script, NULL };
     char *err;
     assert_int_not_equal(h_run(argv, &err), 0);
-    contains(err, "JSON needs lua-cjson (Debian: apt-get install lua-cjson)");
+    h_contains(err, "JSON needs lua-cjson (Debian: apt-get install lua-cjson)");
     free(err);
     free(script);
     const char *c0[] = { "curl", "-s", at("/jsoninfo"), NULL };
-    char *out = client(c0, NULL);
+    char *out = h_client(c0, NULL);
     bool have = strcmp(out, "cjson\n") == 0;
     free(out);
     if (!have) {
         print_message("lua-cjson is not installed: res:json must say so\n");
         const char *c[] = { "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                             at("/users/42"), NULL };
-        out = client(c, NULL);
+        out = h_client(c, NULL);
         assert_string_equal(out, "500");
         free(out);
         assert_true(h_log_wait(&srv, "lua-cjson", H_WAIT_MS));
         return;
     }
     const char *c1[] = { "curl", "-s", "-i", at("/users/42"), NULL };
-    out = client(c1, NULL);
-    contains(out, "Content-Type: application/json\r\n");
-    contains(out, "\r\n\r\n{\"id\":\"42\"}");
+    out = h_client(c1, NULL);
+    h_contains(out, "Content-Type: application/json\r\n");
+    h_contains(out, "\r\n\r\n{\"id\":\"42\"}");
     free(out);
     const char *c2[] = { "curl", "-s", "--data-binary", "{\"n\": 21}", at("/json"), NULL };
-    out = client(c2, NULL);
+    out = h_client(c2, NULL);
     assert_string_equal(out, "{\"got\":42}");
     free(out);
     const char *c3[] = { "curl", "-s", "--data-binary", "{nope", at("/json"), NULL };
-    out = client(c3, NULL);
-    contains(out, "bad JSON");
+    out = h_client(c3, NULL);
+    h_contains(out, "bad JSON");
     free(out);
 }
 
@@ -477,19 +459,19 @@ static void test_bodies(void **state)
 {
     (void)state;
     const char *c1[] = { "curl", "-s", "--data-binary", "@-", at("/echo"), NULL };
-    char *out = client(c1, "posted body\n");
+    char *out = h_client(c1, "posted body\n");
     assert_string_equal(out, "posted body\n");
     free(out);
     const char *c2[] = { "curl", "-s", "-H", "Transfer-Encoding: chunked", "--data-binary",
                          "@-", at("/echo"), NULL };
-    out = client(c2, "chunked body");
+    out = h_client(c2, "chunked body");
     assert_string_equal(out, "chunked body");
     free(out);
     /* chunked out, on the wire */
     enum end end;
     char *raw = xs("GET /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &end);
-    contains(raw, "Transfer-Encoding: chunked\r\n");
-    contains(raw, "Content-Type: text/x-stream\r\n");
+    h_contains(raw, "Transfer-Encoding: chunked\r\n");
+    h_contains(raw, "Content-Type: text/x-stream\r\n");
     lacks(raw, "Content-Length");
     assert_string_equal(strstr(raw, "\r\n\r\n"), "\r\n\r\n1\r\na\r\n2\r\nbb\r\n3\r\nccc\r\n0\r\n\r\n");
     /* HTTP/1.0 gets it unchunked, ended by the close */
@@ -502,8 +484,8 @@ static void test_bodies(void **state)
                    "3;ext=1\r\nabc\r\n00A \t;x\r\n0123456789\r\n0\r\nTrailer-A: v\r\n"
                    "Content-Length: 99\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n"
                    "Connection: close\r\n\r\n", &end);
-    contains(raw, "Content-Length: 13\r\n\r\nabc0123456789HTTP/1.1 200 OK\r\n");
-    contains(raw, "\r\n\r\nhello\n");
+    h_contains(raw, "Content-Length: 13\r\n\r\nabc0123456789HTTP/1.1 200 OK\r\n");
+    h_contains(raw, "\r\n\r\nhello\n");
     /* 300 KB streamed through read_body and back as chunks, and counted
      * through body_pieces, by python's http.client (chunked too) */
     char port[16];
@@ -527,7 +509,7 @@ static void test_bodies(void **state)
         "assert r.read() == b'z' * 70000\n"
         "print('same connection', c.sock is not None)\n";
     const char *argv[] = { "python3", "-c", py, port, NULL };
-    out = client(argv, NULL);
+    out = h_client(argv, NULL);
     assert_string_equal(out, "200 100000 bytes\nsame connection True\n");
     free(out);
 }
@@ -541,10 +523,10 @@ static void test_continue(void **state)
     memset(big, 'k', sizeof big - 1);
     const char *c1[] = { "curl", "-s", "-i", "-H", "Expect: 100-continue", "--data-binary",
                          "@-", at("/echo"), NULL };
-    char *out = client(c1, big);
-    contains(out, "HTTP/1.1 100 Continue\r\n");
-    contains(out, "HTTP/1.1 200 OK\r\n");
-    contains(out, big);
+    char *out = h_client(c1, big);
+    h_contains(out, "HTTP/1.1 100 Continue\r\n");
+    h_contains(out, "HTTP/1.1 200 OK\r\n");
+    h_contains(out, big);
     free(out);
     /* raw: the 100 comes before the body is sent, then the answer */
     int fd = h_connect(srv.port, false);
@@ -565,8 +547,8 @@ static void test_continue(void **state)
     enum end end;
     out = exchange(ign, strlen(ign), H_WAIT_MS, &end, NULL);
     lacks(out, "100 Continue");
-    contains(out, "HTTP/1.1 200 OK\r\n");
-    contains(out, "Connection: close\r\n");
+    h_contains(out, "HTTP/1.1 200 OK\r\n");
+    h_contains(out, "Connection: close\r\n");
     assert_int_equal(end, END_EOF);
     /* python, raw: the same by hand */
     char port[16];
@@ -580,7 +562,7 @@ static void test_continue(void **state)
         "s.sendall(b'abc')\n"
         "print(s.recv(1000).split(b'\\r\\n\\r\\n')[1])\n";
     const char *argv[] = { "python3", "-c", py, port, NULL };
-    out = client(argv, NULL);
+    out = h_client(argv, NULL);
     assert_string_equal(out, "b'HTTP/1.1 100 Continue\\r\\n\\r\\n'\nb'abc'\n");
     free(out);
     const char *other = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
@@ -615,7 +597,7 @@ static void test_pipelining_keepalive(void **state)
             fail_msg("response %d (%s) missing or out of order", i, want);
         p = at_ + strlen(want);
     }
-    contains(p, "hello\n");
+    h_contains(p, "hello\n");
     /* 10,000 requests, each answered before the next, on one connection */
     int fd = h_connect(srv.port, false);
     const char *r = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -632,7 +614,7 @@ static void test_pipelining_keepalive(void **state)
     char head[1024];
     h_send_all(fd, r, strlen(r));
     assert_int_equal(response(fd, head, sizeof head, body, sizeof body, H_WAIT_MS), 200);
-    contains(head, "Connection: close\r\n");
+    h_contains(head, "Connection: close\r\n");
     assert_true(h_wait_closed(fd, H_WAIT_MS));
     close(fd);
     /* handlers that wait: two connections sleep at once, not in turn */
@@ -640,7 +622,7 @@ static void test_pipelining_keepalive(void **state)
     char u2[512];
     snprintf(u2, sizeof u2, "%s", at("/sleep"));
     const char *c2[] = { "curl", "-s", "-Z", "--parallel-immediate", u2, u2, u2, NULL };
-    out = client(c2, NULL);
+    out = h_client(c2, NULL);
     assert_string_equal(out, "slept\nslept\nslept\n");
     free(out);
     long took = mono_ms() - t0;
@@ -652,15 +634,15 @@ static void test_wrk(void **state)
 {
     (void)state;
     const char *w1[] = { "wrk", "-t1", "-c20", "-d1s", at("/hello"), NULL };
-    char *out = client(w1, NULL);
-    contains(out, "Requests/sec:");
+    char *out = h_client(w1, NULL);
+    h_contains(out, "Requests/sec:");
     lacks(out, "Non-2xx");
     lacks(out, "Socket errors");
     free(out);
     const char *w2[] = { "wrk", "-t1", "-c10", "-d1s", "-s", "tests/clients/wrk-pipeline.lua",
                          at("/hello"), "--", "16", NULL };
-    out = client(w2, NULL);
-    contains(out, "Requests/sec:");
+    out = h_client(w2, NULL);
+    h_contains(out, "Requests/sec:");
     lacks(out, "Non-2xx");
     lacks(out, "Socket errors");
     free(out);
@@ -678,7 +660,7 @@ static void test_lingering_close(void **state)
                       "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
     enum end end;
     char *out = exchange(req, strlen(req), H_WAIT_MS, &end, NULL);
-    contains(out, "Connection: close\r\n");
+    h_contains(out, "Connection: close\r\n");
     assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\nhello\n");
     if (end != END_EOF)
         fail_msg("after Connection: close: %s", end == END_RESET ? "a reset" : "no close");
@@ -693,8 +675,8 @@ static void test_lingering_close(void **state)
     memset(big + hl, 'b', n);
     size_t len;
     out = exchange(big, hl + n, H_WAIT_MS, &end, &len);
-    contains(out, "HTTP/1.1 404 Not Found\r\n");
-    contains(out, "Connection: close\r\n");
+    h_contains(out, "HTTP/1.1 404 Not Found\r\n");
+    h_contains(out, "Connection: close\r\n");
     assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\nno route\n");
     if (end != END_EOF)
         fail_msg("1 MiB to a 404: %s", end == END_RESET ? "a reset" : "no close");
@@ -704,7 +686,7 @@ static void test_lingering_close(void **state)
     memcpy(big, head, hl);
     memset(big + hl, 'b', n);
     out = exchange(big, hl + n, H_WAIT_MS, &end, &len);
-    contains(out, "HTTP/1.1 413 ");
+    h_contains(out, "HTTP/1.1 413 ");
     if (end != END_EOF)
         fail_msg("1 MiB to a 413: %s", end == END_RESET ? "a reset" : "no close");
     free(big);
@@ -813,7 +795,7 @@ static void test_smuggling(void **state)
         exchange(junk, sizeof junk, 2000, &end, NULL);
     }
     const char *c[] = { "curl", "-s", at("/hello"), NULL };
-    char *out = client(c, NULL);
+    char *out = h_client(c, NULL);
     assert_string_equal(out, "hello\n");
     free(out);
 }
@@ -827,8 +809,8 @@ static void test_body_limits(void **state)
     const char *ok = "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
                      "Connection: close\r\n\r\n0123456789";
     char *out = exchange(ok, strlen(ok), H_WAIT_MS, &end, NULL);
-    contains(out, "HTTP/1.1 200 OK\r\n");
-    contains(out, "\r\n\r\n0123456789");
+    h_contains(out, "HTTP/1.1 200 OK\r\n");
+    h_contains(out, "\r\n\r\n0123456789");
     const char *over = "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n0123456789a";
     refused("11 bytes to /small", over, strlen(over), "HTTP/1.1 413 ");
     const char *ch = "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -967,7 +949,7 @@ static void test_traversal(void **state)
     }
     char *body;
     get_file("/follow/evil", NULL, &body);
-    contains(body, "\r\n\r\nsecret\n");
+    h_contains(body, "\r\n\r\nsecret\n");
 }
 
 static void test_static(void **state)
@@ -976,19 +958,19 @@ static void test_static(void **state)
     char *out;
     /* index, type, length, validators */
     assert_int_equal(get_file("/files/", NULL, &out), 200);
-    contains(out, "Content-Type: text/html; charset=utf-8\r\n");
-    contains(out, "\r\n\r\n<h1>home</h1>\n");
+    h_contains(out, "Content-Type: text/html; charset=utf-8\r\n");
+    h_contains(out, "\r\n\r\n<h1>home</h1>\n");
     assert_int_equal(get_file("/files/docs/", NULL, &out), 200);
-    contains(out, "<p>docs</p>");
+    h_contains(out, "<p>docs</p>");
     assert_int_equal(get_file("/files/docs?x=1", NULL, &out), 301);
-    contains(out, "Location: /files/docs/?x=1\r\n");
+    h_contains(out, "Location: /files/docs/?x=1\r\n");
     assert_int_equal(get_file("/files/sub/", NULL, &out), 403);   /* no index */
     assert_int_equal(get_file("/files/style.css", NULL, &out), 200);
-    contains(out, "Content-Type: text/css; charset=utf-8\r\n");
+    h_contains(out, "Content-Type: text/css; charset=utf-8\r\n");
     assert_int_equal(get_file("/files/sub/t.txt", NULL, &out), 200);
-    contains(out, "Content-Length: 16\r\n");
-    contains(out, "Accept-Ranges: bytes\r\n");
-    contains(out, "\r\n\r\n" T_TXT);
+    h_contains(out, "Content-Length: 16\r\n");
+    h_contains(out, "Accept-Ranges: bytes\r\n");
+    h_contains(out, "\r\n\r\n" T_TXT);
     char etag[64] = "", lastmod[64] = "";
     char *e = strstr(out, "ETag: "), *l = strstr(out, "Last-Modified: ");
     assert_non_null(e);
@@ -1000,7 +982,7 @@ static void test_static(void **state)
     snprintf(h, sizeof h, "If-None-Match: \"x\", %s\r\n", etag);
     assert_int_equal(get_file("/files/sub/t.txt", h, &out), 304);
     lacks(out, T_TXT);
-    contains(out, etag);
+    h_contains(out, etag);
     snprintf(h, sizeof h, "If-None-Match: W/%s\r\n", etag);
     assert_int_equal(get_file("/files/sub/t.txt", h, &out), 304);
     assert_int_equal(get_file("/files/sub/t.txt", "If-None-Match: \"other\"\r\n", &out), 200);
@@ -1010,17 +992,17 @@ static void test_static(void **state)
                               "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT\r\n", &out), 200);
     /* ranges */
     assert_int_equal(get_file("/files/sub/t.txt", "Range: bytes=2-5\r\n", &out), 206);
-    contains(out, "Content-Range: bytes 2-5/16\r\n");
-    contains(out, "Content-Length: 4\r\n");
+    h_contains(out, "Content-Range: bytes 2-5/16\r\n");
+    h_contains(out, "Content-Length: 4\r\n");
     assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\n2345");
     assert_int_equal(get_file("/files/sub/t.txt", "Range: bytes=-3\r\n", &out), 206);
     assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\ndef");
     assert_int_equal(get_file("/files/sub/t.txt", "Range: bytes=10-\r\n", &out), 206);
     assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\nabcdef");
     assert_int_equal(get_file("/files/sub/t.txt", "Range: bytes=14-100\r\n", &out), 206);
-    contains(out, "Content-Range: bytes 14-15/16\r\n");
+    h_contains(out, "Content-Range: bytes 14-15/16\r\n");
     assert_int_equal(get_file("/files/sub/t.txt", "Range: bytes=16-\r\n", &out), 416);
-    contains(out, "Content-Range: bytes */16\r\n");
+    h_contains(out, "Content-Range: bytes */16\r\n");
     assert_int_equal(get_file("/files/sub/t.txt", "Range: bytes=0-1,4-5\r\n", &out), 200);
     assert_int_equal(get_file("/files/sub/t.txt", "Range: bytes=1-2\r\nIf-Range: \"old\"\r\n",
                               &out), 200);
@@ -1028,15 +1010,15 @@ static void test_static(void **state)
     assert_int_equal(get_file("/files/sub/t.txt", h, &out), 206);
     /* HEAD, curl's ranges, res:send_file */
     const char *c1[] = { "curl", "-s", "-I", at("/files/sub/t.txt"), NULL };
-    out = client(c1, NULL);
-    contains(out, "Content-Length: 16\r\n");
+    out = h_client(c1, NULL);
+    h_contains(out, "Content-Length: 16\r\n");
     free(out);
     const char *c2[] = { "curl", "-s", "-r", "0-3", at("/files/sub/t.txt"), NULL };
-    out = client(c2, NULL);
+    out = h_client(c2, NULL);
     assert_string_equal(out, "0123");
     free(out);
     const char *c3[] = { "curl", "-s", at("/sendfile"), NULL };
-    out = client(c3, NULL);
+    out = h_client(c3, NULL);
     assert_string_equal(out, T_TXT);
     free(out);
     /* a big file, whole, in ranges and by HEAD, on one connection */
@@ -1057,12 +1039,12 @@ static void test_static(void **state)
         "r = c.getresponse()\n"
         "print(r.status, r.getheader('Content-Length'), r.read())\n";
     const char *argv[] = { "python3", "-c", py, port, NULL };
-    out = client(argv, NULL);
+    out = h_client(argv, NULL);
     assert_string_equal(out, "200 3145728 b''\n");
     free(out);
     const char *c4[] = { "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
                          at("/files/sub/t.txt"), NULL };
-    out = client(c4, NULL);
+    out = h_client(c4, NULL);
     assert_string_equal(out, "404");   /* a GET route: no POST there */
     free(out);
 }
@@ -1134,12 +1116,12 @@ static void test_static_cache(void **state)
     long t1 = mono_ms();
     if (t1 - t0 < 900) {   /* else too slow a machine to see it */
         assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\none\n");
-        contains(out, etag);
+        h_contains(out, etag);
         char h[128];
         snprintf(h, sizeof h, "If-None-Match: %s\r\n", etag);
         assert_int_equal(get_file("/cached/a.txt", h, &out), 304);
         assert_int_equal(get_file("/cached/a.txt", "Range: bytes=1-2\r\n", &out), 206);
-        contains(out, "Content-Range: bytes 1-2/4\r\n");
+        h_contains(out, "Content-Range: bytes 1-2/4\r\n");
         assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\nne");
     } else {
         print_message("a request took %ld ms: the stale check skipped\n", t1 - t0);
@@ -1150,7 +1132,7 @@ static void test_static_cache(void **state)
     usleep(1100000);
     assert_int_equal(get_file("/cached/a.txt", NULL, &out), 200);
     assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\ntwo!!\n");
-    contains(out, "Content-Length: 6\r\n");
+    h_contains(out, "Content-Length: 6\r\n");
     lacks(out, etag);
     assert_int_equal(get_file("/cached/a.txt", "Range: bytes=-2\r\n", &out), 206);
     assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\n!\n");
@@ -1196,7 +1178,7 @@ static void test_static_cache(void **state)
         "body = got[got.index(b'\\r\\n\\r\\n') + 4:]\n"
         "print(len(body), body == want)\n";
     const char *argv[] = { "python3", "-c", py, port, NULL };
-    out = client(argv, NULL);
+    out = h_client(argv, NULL);
     assert_string_equal(out, "3145728 True\n");
     free(out);
     assert_int_equal(cache_fds_become(2), 2);
@@ -1237,14 +1219,14 @@ static void test_static_cache(void **state)
             "print(got.decode().replace('\\r', ''), end)\n";
         long sent_at = mono_ms();   /* the request within valid? */
         const char *kav[] = { "python3", "-c", ka, port, names[i], NULL };
-        out = client(kav, NULL);
+        out = h_client(kav, NULL);
         if (sent_at - t0 > 900) {
             print_message("%s: too slow to see the cached stat\n", names[i]);
             free(out);
             continue;
         }
-        contains(out, lens[i]);
-        contains(out, "\n\nshort\n eof\n");
+        h_contains(out, lens[i]);
+        h_contains(out, "\n\nshort\n eof\n");
         free(out);
     }
 }
