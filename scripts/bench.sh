@@ -68,14 +68,16 @@ start() {
   note_cmd taskset -c $SCPU "$@"
   taskset -c $SCPU "${argv[@]}" >>"$log" 2>&1 & pid=$!
   for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+    "$ready" "$PORT" && return 0
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.05
   done
-  echo "bench: '$*' did not start; its output:" >&2
+  echo "bench: '$*' did not start ($ready); its output:" >&2
   tail -20 "$log" >&2
   exit 1
 }
+ready=tcp_ready              # how start knows the server is up
+tcp_ready() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 nginx_worker() { pgrep -P "$pid" | head -1; }   # it holds the connections
 
@@ -439,21 +441,12 @@ bench_idle() {
 # flight, every answer checked: the default Lua echo (on_datagram
 # replying) against a C recvmmsg/sendmmsg echo; then DNS queries to
 # examples/dns.lua, from udpgen --dns and from dnsperf when Debian has it.
-start_udp() { # start_udp CMD...: like start, waiting until it answers a datagram
-  PORT=$((PORT + 1))
-  local argv=("${@//\$PORT/$PORT}") out
-  note_cmd taskset -c $SCPU "$@"
-  taskset -c $SCPU "${argv[@]}" >>"$log" 2>&1 & pid=$!
-  for _ in $(seq 100); do
-    out=$(build/udpgen -p "$PORT" -c 1 -w 1 -d 0.05 -W 0 $udp_probe 2>/dev/null || true)
-    [[ "$out" == "dgrams 0 "* || -z "$out" ]] || return 0
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "bench: '$*' did not answer datagrams; its output:" >&2
-  tail -20 "$log" >&2
-  exit 1
+udp_ready() { # it answers a datagram (a DNS question with udp_probe=--dns)
+  local out
+  out=$(build/udpgen -p "$1" -c 1 -w 1 -d 0.05 -W 0 $udp_probe 2>/dev/null || true)
+  [[ "$out" != "dgrams 0 "* && -n "$out" ]]
 }
+start_udp() { ready=udp_ready start "$@"; }
 udp_probe=
 udp_record() { # udp_record KEY ARGS...: udpgen's rate and the server's CPU
   local out
