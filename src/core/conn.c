@@ -118,11 +118,9 @@ void conn_mark(struct conn_table *t, struct conn *c)
         c->flags |= CF_DIRTY;
 }
 
-int conn_send(struct conn_table *t, struct conn *c, const void *p, size_t n)
+/* What conn_send and conn_give do once the bytes are queued. */
+static int queued(struct conn_table *t, struct conn *c, int ret)
 {
-    if (c->state != CONN_OPEN && c->state != CONN_CONNECTING)
-        return -EPIPE;
-    int ret = sendq_append(&c->q, p, n);
     if (ret)
         return ret;
     /* a peer that does not read cannot make us queue without bound:
@@ -131,6 +129,23 @@ int conn_send(struct conn_table *t, struct conn *c, const void *p, size_t n)
         c->flags |= CF_HWM;
     conn_mark(t, c);
     return 0;
+}
+
+int conn_send(struct conn_table *t, struct conn *c, const void *p, size_t n)
+{
+    if (c->state != CONN_OPEN && c->state != CONN_CONNECTING)
+        return -EPIPE;
+    return queued(t, c, sendq_append(&c->q, p, n));
+}
+
+int conn_give(struct conn_table *t, struct conn *c, void *buf, size_t cap,
+              size_t n)
+{
+    if (c->state != CONN_OPEN && c->state != CONN_CONNECTING) {
+        free(buf);
+        return -EPIPE;
+    }
+    return queued(t, c, sendq_give(&c->q, buf, cap, n));
 }
 
 void conn_pause(struct conn_table *t, struct conn *c)

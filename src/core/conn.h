@@ -53,6 +53,7 @@ enum conn_flags {
     CF_LINGER      = 1 << 17, /* closing: output gone, writing shut down,
                                  reading and dropping until the peer closes */
     CF_DRAIN_TIMER = 1 << 18, /* closing: a send-timeout entry is queued */
+    CF_CORK        = 1 << 19, /* open: the output waits for more (core_cork) */
 };
 
 #define CF_READ_PAUSED (CF_PAUSED | CF_HWM)
@@ -142,6 +143,11 @@ void conn_mark(struct conn_table *t, struct conn *c);
 /* Queue bytes to send (also while connecting). Past the high-water mark
  * reading pauses. Returns 0, -EPIPE once closing, or -ENOMEM. */
 int conn_send(struct conn_table *t, struct conn *c, const void *p, size_t n);
+/* The same for the n bytes at the start of buf (malloc'd, cap bytes),
+ * which c's queue takes over without a copy when it can (sendq_give);
+ * buf is the queue's, or freed, whatever the result. */
+int conn_give(struct conn_table *t, struct conn *c, void *buf, size_t cap,
+              size_t n);
 
 /* Begin closing c (no-op if already closing, except that an abort
  * overrides a graceful close). */

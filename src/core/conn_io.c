@@ -315,6 +315,8 @@ static void start_send(struct core *k, struct conn *c)
 {
     const void *p;
     size_t n;
+    if ((c->flags & CF_CORK) && c->state == CONN_OPEN)
+        return;
     if (sendq_busy(&c->q) || !sendq_next(&c->q, &p, &n))
         return;
     /* a send of part of the queue (capped, or with bytes queued behind

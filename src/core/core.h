@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -306,6 +307,35 @@ static inline int core_send(struct core *k, struct conn *c, const void *p,
         return c->tp->ops->send(k, c, p, n);
     }
     return conn_send(&k->conns, c, p, n);
+}
+
+/* core_send of the n bytes at the start of buf, a malloc'd block of cap
+ * bytes that the core takes over: on a plain connection they are sent
+ * from buf itself when nothing else waits (no copy), through the
+ * transport otherwise. buf is the core's whatever the result. */
+static inline int core_give(struct core *k, struct conn *c, void *buf,
+                            size_t cap, size_t n)
+{
+    if (c->tp) {
+        int ret = core_send(k, c, buf, n);
+        free(buf);
+        return ret;
+    }
+    return conn_give(&k->conns, c, buf, cap, n);
+}
+
+/* Hold c's output back (on), as TCP_CORK would, for more that is about
+ * to come: a response's head waits for the first part of its body, so
+ * that both go in one send and the peer is not woken for the head
+ * alone. Off sends what waits. A close sends it too. */
+static inline void core_cork(struct core *k, struct conn *c, bool on)
+{
+    if (on) {
+        c->flags |= CF_CORK;
+    } else if (c->flags & CF_CORK) {
+        c->flags &= ~CF_CORK;
+        conn_mark(&k->conns, c);
+    }
 }
 
 /* Close c after its output is sent, or at once (abort). */

@@ -96,6 +96,20 @@ int sendq_append(struct sendq *q, const void *data, size_t len)
     return 0;
 }
 
+int sendq_give(struct sendq *q, void *buf, size_t cap, size_t len)
+{
+    if (q->pd_len || len == 0) {
+        int ret = sendq_append(q, buf, len);
+        free(buf);
+        return ret;
+    }
+    buf_put(q->pend, q->pd_cap);
+    q->pend = buf;
+    q->pd_cap = cap;
+    q->pd_len = len;
+    return 0;
+}
+
 bool sendq_next(struct sendq *q, const void **data, size_t *len)
 {
     assert(!q->busy);

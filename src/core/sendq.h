@@ -25,6 +25,13 @@ struct sendq {
 /* Queue len bytes (copied). Returns 0 or -ENOMEM. */
 int sendq_append(struct sendq *q, const void *data, size_t len);
 
+/* Queue the len bytes at the start of buf, a malloc'd block of cap
+ * bytes, which the queue takes over: with nothing else pending, buf
+ * itself becomes the buffer they go out from (no copy); else they are
+ * copied after what is pending, and buf is freed. Either way the caller
+ * no longer owns buf, even on failure. Returns 0 or -ENOMEM. */
+int sendq_give(struct sendq *q, void *buf, size_t cap, size_t len);
+
 /* Bytes queued and not yet acknowledged by a send completion. */
 static inline size_t sendq_pending(const struct sendq *q)
 {

@@ -1,10 +1,12 @@
 /* lua_sendfile.c - sock:send_file(file_or_path [, offset [, length]]):
  * a file's bytes to the connection without passing them through Lua.
  *
- * The default way: reads through the ring into one chunk buffer (the
- * size of the high-water mark), whose bytes go straight into the
- * connection's send queue by core_send, so through the transport when
- * there is one (TLS encrypts them on their way). The same backpressure
+ * The default way: reads through the ring into a chunk buffer (the
+ * size of the high-water mark), which the connection's send queue takes
+ * over (core_give): on plain TCP the bytes are sent from where they were
+ * read, with no copy in user space, and the next chunk gets a buffer of
+ * its own; with a transport they go through it (TLS encrypts them on
+ * their way). The same backpressure
  * as sock:send: the next chunk is read while the output is at or below
  * the high-water mark, and the job waits for the drained event while it
  * is above, so a slow reader holds at most about two chunks of the
@@ -77,10 +79,20 @@ static void job_free(struct lua_sendfile *j)
 }
 
 /* The wait ends: resume the writer with the bytes sent, or nil, err. */
+/* The first chunk is queued, or the job is over: what waited for it
+ * goes out (job_start corked the connection). */
+static void uncork(struct lua_sendfile *j)
+{
+    struct conn *c = j->s ? j->s->c : NULL;
+    if (c)
+        core_cork(j->h->k, c, false);
+}
+
 static void end(struct lua_sendfile *j, const char *err)
 {
     struct lua_sock *s = j->s;
     struct lua_host *h = j->h;
+    uncork(j);
     lua_State *co = s->writer;
     s->writer = NULL;
     s->sf = NULL;
@@ -102,6 +114,7 @@ void lua_sendfile_detach(struct lua_sock *s)
     struct lua_sendfile *j = s->sf;
     if (!j)
         return;
+    uncork(j);
     s->sf = NULL;
     j->s = NULL;
     if (!j->busy)
@@ -129,9 +142,14 @@ static void on_data(struct core *k, struct fs_req *r, int res)
         end(j, strerror(-res));
         return;
     }
-    if (!j->splice && res > 0 && (!c || core_send(k, c, j->buf, (size_t)res))) {
-        end(j, "closed");
-        return;
+    if (!j->splice && res > 0) {
+        char *buf = j->buf;
+        j->buf = NULL; /* the queue's now, or freed */
+        if (!c || core_give(k, c, buf, j->cap, (size_t)res)) {
+            end(j, "closed");
+            return;
+        }
+        uncork(j);
     }
     if (j->splice && c) {
         c->active = k->now;
@@ -158,6 +176,8 @@ static int submit(struct lua_sendfile *j, size_t n)
     if (r && j->splice)
         ret = fs_splice(k, r, j->f, (int64_t)j->off, n, j->pipe[1], j->pipe[0],
                         j->sock);
+    else if (r && !j->buf && !(j->buf = malloc(j->cap)))
+        ret = -ENOMEM;
     else if (r)
         ret = fs_read_into(k, r, j->f, j->buf, n, (int64_t)j->off);
     if (ret)
@@ -281,8 +301,6 @@ static struct lua_sendfile *job_new(struct lua_host *h, struct lua_sock *s,
         j->cap = hw < (16u << 10) ? 16u << 10 : hw > (1u << 20) ? 1u << 20 : hw;
         if (j->left < j->cap)
             j->cap = (size_t)j->left;
-        if (!(j->buf = malloc(j->cap)))
-            *err = -ENOMEM;
     }
     if (*err) {
         job_free(j);
@@ -295,6 +313,12 @@ static struct lua_sendfile *job_new(struct lua_host *h, struct lua_sock *s,
 static int job_start(struct lua_sendfile *j, struct fs_file *f, const char *path)
 {
     struct core *k = j->h->k;
+    struct conn *c = j->s->c;
+    /* what was sent before (an HTTP head, say) goes with the first chunk,
+     * unless part of it is already on its way */
+    if (!j->splice && sendq_pending(&c->q) && !sendq_busy(&c->q) &&
+        !(c->flags & CF_HWM)) /* (above the mark the job waits for a drain) */
+        core_cork(k, c, true);
     if (f) {
         j->f = f;
         fs_hold(f);
@@ -347,6 +371,7 @@ int lua_sendfile(lua_State *L)
     s->writer = L;
     s->sf = j;
     if ((ret = job_start(j, f, is_file ? NULL : lua_tostring(L, 2)))) {
+        uncork(j);
         s->writer = NULL;
         s->sf = NULL;
         job_free(j);

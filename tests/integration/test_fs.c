@@ -797,6 +797,79 @@ static const char race_lua[] =
     "  sock:receive('*a')\n"
     "end\n";
 
+/* Each request line "PATH HEADLEN": HEADLEN bytes of 'h' by sock:send,
+ * then the file by send_file, then "\nsent=N\n" or "\nerr=E\n". */
+static const char head_lua[] =
+    "return function(sock)\n"
+    "  while true do\n"
+    "    local line = sock:receive('*l')\n"
+    "    if not line then return end\n"
+    "    local path, hl = line:match('^(%S+) (%d+)$')\n"
+    "    sock:send(string.rep('h', tonumber(hl)))\n"
+    "    local n, err = sock:send_file(path)\n"
+    "    sock:send(n and ('\\nsent=' .. n .. '\\n') or ('\\nerr=' .. err .. '\\n'))\n"
+    "  end\n"
+    "end\n";
+
+/* Ask for PATH after a head of hl bytes; the first read must hold more
+ * than the head when first_more (the head waited for the file's first
+ * chunk, as an HTTP head does), then all of it must come, intact. */
+static void fetch_with_head(int fd, const char *p, size_t hl, const char *data,
+                            size_t size, bool first_more)
+{
+    char req[512];
+    snprintf(req, sizeof req, "%s %zu\n", p, hl);
+    h_send_all(fd, req, strlen(req));
+    size_t want = hl + size, got = 0;
+    char *buf = malloc(want);
+    struct pollfd pf = { .fd = fd, .events = POLLIN };
+    assert_int_equal(poll(&pf, 1, H_WAIT_MS), 1);
+    ssize_t n = recv(fd, buf, want, 0);
+    assert_true(n > 0);
+    got = (size_t)n;
+    if (first_more && got <= hl)
+        fail_msg("the head (%zu bytes) came alone: %zu bytes", hl, got);
+    got += h_recv_exact(fd, buf + got, want - got, H_WAIT_MS);
+    assert_int_equal(got, want);
+    for (size_t i = 0; i < hl; i++)
+        if (buf[i] != 'h')
+            fail_msg("head byte %zu is %d", i, buf[i]);
+    assert_memory_equal(buf + hl, data, size);
+    free(buf);
+    assert_string_equal(h_line(fd, H_WAIT_MS), "");
+    char trailer[64];
+    snprintf(trailer, sizeof trailer, "sent=%zu", size);
+    assert_string_equal(h_line(fd, H_WAIT_MS), trailer);
+}
+
+/* What was sent just before a send_file goes with its first chunk, in
+ * one send (a head is not sent alone); a failed send_file still sends
+ * it; and a head above the high-water mark, which is not held, comes
+ * whole before the file. */
+static void test_send_file_head(void **state)
+{
+    (void)state;
+    size_t size = 200000;
+    char *data;
+    char *p = random_file("data", size, &data);
+    struct h_server s;
+    char *path = h_serve(&s, head_lua, NULL, NULL);
+    int fd = h_connect(s.port, false);
+    for (int i = 0; i < 5; i++)
+        fetch_with_head(fd, p, 100, data, size, true);
+    const char bad[] = "/nonexistent 100\n";
+    h_send_all(fd, bad, strlen(bad));
+    char head[100];
+    assert_int_equal(h_recv_exact(fd, head, sizeof head, H_WAIT_MS), sizeof head);
+    assert_string_equal(h_line(fd, H_WAIT_MS), "");
+    assert_string_equal(h_line(fd, H_WAIT_MS), "err=No such file or directory");
+    fetch_with_head(fd, p, 300000, data, size, false);
+    close(fd);
+    h_finish(&s, path);
+    free(p);
+    free(data);
+}
+
 static void make_cold(const char *p, size_t size, bool fill);
 
 /* A resets its connection while a splice of a cold file is on its way;
@@ -996,6 +1069,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_send_file_backpressure, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file_peer_gone, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file_tls, mk_dir, rm_dir),
+        cmocka_unit_test_setup_teardown(test_send_file_head, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file_timeout_progress, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_send_file_splice_fd_reuse, mk_dir, rm_dir),
         cmocka_unit_test_setup_teardown(test_read_stall, mk_dir, rm_dir),

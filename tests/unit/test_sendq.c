@@ -83,6 +83,38 @@ static void test_append_while_busy(void **state)
     free(big);
 }
 
+/* A given buffer is sent from where it is when nothing waits before it
+ * (no copy); behind queued bytes it is copied after them, in order; and
+ * the appends after it go behind it. */
+static void test_give(void **state)
+{
+    struct sendq *q = *state;
+    const void *p;
+    size_t n;
+    char *a = malloc(65536);
+    memset(a, 'a', 65536);
+    assert_int_equal(sendq_give(q, a, 65536, 65532), 0);
+    assert_int_equal(sendq_append(q, "tail", 4), 0);
+    assert_true(sendq_next(q, &p, &n));
+    assert_ptr_equal(p, a); /* the bytes were not moved */
+    assert_int_equal(n, 65536);
+    assert_memory_equal((const char *)p + 65532, "tail", 4);
+    char *b = malloc(4096);
+    memset(b, 'b', 4096);
+    assert_int_equal(sendq_append(q, "head", 4), 0);
+    assert_int_equal(sendq_give(q, b, 4096, 4096), 0); /* b is freed */
+    assert_int_equal(sendq_pending(q), 65536 + 4 + 4096);
+    sendq_done(q, n);
+    assert_true(sendq_next(q, &p, &n));
+    assert_int_equal(n, 4 + 4096);
+    assert_memory_equal(p, "head", 4);
+    for (size_t i = 4; i < n; i++)
+        assert_int_equal(((const char *)p)[i], 'b');
+    sendq_done(q, n);
+    assert_int_equal(sendq_give(q, malloc(16), 16, 0), 0); /* nothing */
+    assert_int_equal(sendq_pending(q), 0);
+}
+
 /* A short send resumes from the next unsent byte. */
 static void test_short_sends(void **state)
 {
@@ -189,6 +221,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_empty, setup, teardown),
         cmocka_unit_test_setup_teardown(test_coalesce, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_while_busy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_give, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_sends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model, setup, teardown),
