@@ -98,16 +98,21 @@ cpu_per_req() {
 }
 # wrk_record KEY SERVER_PID ERRORS ARGS...: wrk -t1 -c50 for WRK_SECS with
 # ARGS; fails if its output matches the grep pattern ERRORS, else records
-# KEY.rps and KEY.cpu (the server's CPU µs per request)
+# KEY.rps, KEY.cpu (the server's CPU µs per request) and KEY.wrk (wrk's:
+# when it nears 1e6 / requests/s, wrk's core is what limits the rate)
 wrk_record() {
-  local key=$1 spid=$2 bad=$3 out t0; shift 3
+  local key=$1 spid=$2 bad=$3 out t0 n wt; shift 3
   t0=$(ticks "$spid")
-  out=$(client wrk -t1 -c50 -d"${WRK_SECS}s" "$@")
+  out=$( { TIMEFORMAT='%U %S'; time client wrk -t1 -c50 -d"${WRK_SECS}s" "$@"; } \
+         2>"$work/wrk.time")
   if grep -q "$bad" <<<"$out"; then
     echo "bench: $key: errors: $out" >&2; exit 1
   fi
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  wt=$(tail -n1 "$work/wrk.time")
   record "$key.rps" "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
-  record "$key.cpu" "$(cpu_per_req "$spid" "$t0" "$(awk '/requests in/ {print $1}' <<<"$out")")"
+  record "$key.cpu" "$(cpu_per_req "$spid" "$t0" "$n")"
+  record "$key.wrk" "$(awk -v n="$n" '{ printf "%.2f", ($1 + $2) * 1e6 / n }' <<<"$wt")"
 }
 median() { # median KEY: the median of the values recorded under KEY, or -
   [ -s "$work/$1" ] || { echo -; return; }
@@ -893,6 +898,8 @@ table_files() {
   echo "| 1 MiB file, MiB/s | $m | $v | $r | ≥ 1.0 | $(meets "$r" '>=' 1.0) |"
   m=$(median files.1m.moonring.cpu); v=$(median files.1m.nginx.cpu)
   echo "| 1 MiB file, CPU µs per request | $m | $v | $(ratio "$m" "$v") | | |"
+  m=$(median files.1m.moonring.wrk); v=$(median files.1m.nginx.wrk)
+  echo "| 1 MiB file, wrk's CPU µs per request | $m | $v | $(ratio "$m" "$v") | | |"
 }
 
 table_mixed() {
