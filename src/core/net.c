@@ -187,3 +187,12 @@ int net_port(int fd)
         net_addr_text(&ss, sl, host, sizeof host, &port);
     return port;
 }
+
+unsigned net_mss(int fd)
+{
+    int mss = 0;
+    socklen_t len = sizeof mss;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, &len) || mss <= 0)
+        return 0;
+    return (unsigned)mss;
+}

@@ -18,6 +18,9 @@ int net_bind_udp(const char *addr, int port, int reuseport, char *err,
 /* The port a socket is bound to (0 for a Unix socket). */
 int net_port(int fd);
 
+/* A TCP socket's segment size (its MSS), or 0: not TCP, or unknown. */
+unsigned net_mss(int fd);
+
 /* "127.0.0.1:7000", "[::1]:7000" or "unix:/path" for a bound socket. */
 void net_sockname(int fd, char *out, size_t len);
 
