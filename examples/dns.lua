@@ -45,7 +45,11 @@ local ZONE = {
   ["txt.example.test"] = { TXT = { "hello", "world with spaces" } },
 }
 if arg and arg[1] then ZONE = assert(dofile(arg[1])) end
-local IDLE = tonumber(arg and arg[2]) or 10
+local IDLE = 10                         -- seconds a TCP connection may idle
+if arg and arg[2] then
+  IDLE = tonumber(arg[2])
+  assert(IDLE and IDLE > 0, "IDLE: a number of seconds expected, not " .. arg[2])
+end
 
 local T_A, T_AAAA, T_TXT, T_ANY = 1, 28, 16, 255
 local NAMES = { [T_A] = "A", [T_AAAA] = "AAAA", [T_TXT] = "TXT" }
