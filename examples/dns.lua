@@ -1,7 +1,8 @@
--- dns.lua: an authoritative DNS server over UDP, answering A, AAAA and
--- TXT questions from a Lua table.
---   moonring -l udp://127.0.0.1:5353 examples/dns.lua [ZONE.lua]
+-- dns.lua: an authoritative DNS server over UDP and TCP, answering A,
+-- AAAA and TXT questions from a Lua table.
+--   moonring -l udp://127.0.0.1:5353 -l tcp://127.0.0.1:5353 examples/dns.lua [ZONE.lua [IDLE]]
 --   dig @127.0.0.1 -p 5353 www.example.test A
+--   dig +tcp @127.0.0.1 -p 5353 www.example.test A
 --
 -- ZONE.lua, when given, returns a table like ZONE below (names lowercase,
 -- without the final dot). A name in the table with no record of the type
@@ -15,10 +16,23 @@
 -- name past 255, a compression pointer in the question, a question cut
 -- short, a truncated datagram) gets FORMERR with its id, an opcode other
 -- than QUERY gets NOTIMP, a class other than IN (or ANY) REFUSED. An
--- EDNS OPT record in the additional section is ignored: answers stay
--- within 512 bytes (records that would not fit are left out and TC is
--- set).
+-- EDNS OPT record in the additional section is ignored: answers over
+-- UDP stay within 512 bytes (records that would not fit are left out and
+-- TC is set), so that a resolver asks again over TCP.
+--
+-- Over TCP (RFC 7766) each message has a 2-byte big-endian length in
+-- front (RFC 1035 4.2.2), and a connection may carry several queries,
+-- pipelined: they are answered in order, with the same code as over UDP,
+-- but an answer may be up to 65,535 bytes and TC is never set (records
+-- past that are left out). A message that would get no answer over UDP
+-- (shorter than a header, a length of 0, a response) closes the
+-- connection instead, after the answers before it; a connection with
+-- nothing in or out for IDLE seconds (10) is closed. What one client can
+-- make the server hold is bounded: one message (65,535 bytes) and one
+-- read of input, and output up to the high-water mark plus one answer:
+-- past the mark, the queries already read wait for on_drain.
 local bit = require "bit"
+local framing = require "moonring.framing"
 local band, bor, rshift, lshift = bit.band, bit.bor, bit.rshift, bit.lshift
 local byte, char, sub, lower = string.byte, string.char, string.sub, string.lower
 
@@ -31,10 +45,18 @@ local ZONE = {
   ["txt.example.test"] = { TXT = { "hello", "world with spaces" } },
 }
 if arg and arg[1] then ZONE = assert(dofile(arg[1])) end
+local IDLE = 10                         -- seconds a TCP connection may idle
+if arg and arg[2] then
+  IDLE = tonumber(arg[2])
+  assert(IDLE and IDLE > 0, "IDLE: a number of seconds expected, not " .. arg[2])
+end
 
 local T_A, T_AAAA, T_TXT, T_ANY = 1, 28, 16, 255
 local NAMES = { [T_A] = "A", [T_AAAA] = "AAAA", [T_TXT] = "TXT" }
 local NOERROR, FORMERR, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 3, 4, 5
+-- How long an answer may be, and whether what is left out sets TC.
+local UDP = { max = 512, tc = true }
+local TCP = { max = 65535, tc = false }
 
 local function u16(n) return char(band(rshift(n, 8), 255), band(n, 255)) end
 local function u32(n)
@@ -115,7 +137,9 @@ local function header(id, flags, rcode, qd, an)
   return u16(id) .. char(hi, rcode) .. u16(qd) .. u16(an) .. u16(0) .. u16(0)
 end
 
-local function answer(q)
+-- The answer to the query q over transport (UDP or TCP); nil when q gets
+-- none (shorter than a header, or a response).
+local function answer(q, transport)
   if #q < 12 then return nil end
   local id = byte(q, 1) * 256 + byte(q, 2)
   local flags = byte(q, 3)
@@ -139,13 +163,33 @@ local function answer(q)
     for _, rdata in ipairs(recs[t] or {}) do
       -- the name is a pointer to the question's (offset 12)
       local rr = "\192\12" .. u16(t) .. u16(1) .. u32(TTL) .. u16(#rdata) .. rdata
-      if size + #rr > 512 then tc = true; break end
+      if size + #rr > transport.max then tc = transport.tc; break end
       out[#out + 1], an, size = rr, an + 1, size + #rr
     end
   end
   local h = header(id, flags, NOERROR, 1, an)
   if tc then h = sub(h, 1, 2) .. char(bor(byte(h, 3), 2)) .. sub(h, 4) end
   return h .. question .. table.concat(out)
+end
+
+-- Answer the queries conn's decoder holds, in order, until none is
+-- whole, the output queue passes the high-water mark (then on_drain goes
+-- on: a burst of small queries for large answers must not queue without
+-- bound), or one gets no answer (then the connection is closed).
+local function serve(conn)
+  local dec = conn.dns
+  while not conn.dns_blocked and not conn.dns_done do
+    local q = dec:next()
+    if not q then
+      -- a frame past 65,535 cannot be (the length is 2 bytes), but the
+      -- decoder's error is not ignored either
+      if dec.err then conn.dns_done = true; conn:close() end
+      return
+    end
+    local reply = answer(q, TCP)
+    if not reply then conn.dns_done = true; conn:close(); return end
+    if conn:send(u16(#reply), reply) == false then conn.dns_blocked = true end
+  end
 end
 
 return {
@@ -157,9 +201,20 @@ return {
       end
       return
     end
-    local reply = answer(data)
+    local reply = answer(data, UDP)
     if reply then dgram:reply(reply) end
   end,
-  -- nothing for TCP: queries over TCP are not served
-  on_data = function(conn) conn:close() end,
+  on_open = function(conn)
+    conn.dns = framing.length(2, 65535)
+    conn:set_timeout(IDLE)
+  end,
+  on_data = function(conn, data)
+    if conn.dns_done then return end
+    conn.dns:push(data)
+    serve(conn)
+  end,
+  on_drain = function(conn)
+    conn.dns_blocked = false
+    serve(conn)
+  end,
 }

@@ -1,7 +1,8 @@
 /* test_udp.c - datagrams end to end: udp:// listeners and on_datagram,
  * dgram's methods, truncation, a steady rate with nothing lost, a flood
  * beside a TCP client's latency, two workers, mr.udp against a Python
- * peer, examples/dns.lua under dig and random datagrams, and
+ * peer, examples/dns.lua under dig and random datagrams, and over TCP
+ * (pipelined, malformed, idle, a client that does not read), and
  * examples/statsd.lua's aggregation. */
 #include "harness.h"
 
@@ -631,6 +632,387 @@ static void test_dns_fuzz(void **state)
     h_finish(&s, NULL);
 }
 
+/* ---- examples/dns.lua over TCP ---- */
+
+/* A zone for the TCP tests: big.example.test's 12 TXT records pass 512
+ * bytes (83 bytes each on the wire), huge.example.test's 230 take 61 KB. */
+static const char dns_zone[] =
+    "local big, huge = {}, {}\n"
+    "for i = 1, 12 do big[i] = ('record %02d '):format(i) .. ('x'):rep(60) end\n"
+    "for i = 1, 230 do huge[i] = ('%03d'):format(i) .. ('y'):rep(250) end\n"
+    "return {\n"
+    "  ['example.test'] = { A = { '192.0.2.1' }, AAAA = { '2001:db8::1' } },\n"
+    "  ['www.example.test'] = { A = { '192.0.2.10', '192.0.2.11' } },\n"
+    "  ['big.example.test'] = { TXT = big },\n"
+    "  ['huge.example.test'] = { TXT = huge },\n"
+    "}\n";
+
+struct dns_srv {
+    struct h_server s;
+    int tcp, udp;
+    char *zone;
+};
+
+/* dns.lua on a TCP and a UDP listener, with the zone above and this idle
+ * timeout (seconds, as text). */
+static void start_dns_tcp(struct dns_srv *d, const char *idle)
+{
+    d->zone = h_write_file(NULL, "zone.lua", dns_zone);
+    const char *const argv[] = { "-l", "tcp://127.0.0.1:0", "-l", "udp://127.0.0.1:0",
+                                 "examples/dns.lua", d->zone, idle, NULL };
+    start(&d->s, argv);
+    d->tcp = d->s.port;
+    const char *u = strstr(d->s.log, ", 127.0.0.1:"); /* the second listener */
+    assert_non_null(u);
+    d->udp = atoi(u + strlen(", 127.0.0.1:"));
+    assert_true(d->udp > 0);
+}
+
+static void finish_dns_tcp(struct dns_srv *d)
+{
+    assert_int_equal(h_log_count(&d->s, "failed"), 0);
+    char *dir = h_dirname(d->zone);
+    unlink(d->zone);
+    rmdir(dir);
+    free(dir);
+    h_finish(&d->s, d->zone);
+}
+
+/* dig's answer and comments for name and type, with one more option. */
+static char *dig_opt(int port, const char *name, const char *type, const char *opt)
+{
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    const char *const argv[] = { "dig", "+tries=1", "+time=3", "+ignore", "@127.0.0.1",
+                                 "-p", p, name, type, "+noall", "+answer", "+comments",
+                                 opt, NULL };
+    char *out = NULL;
+    int st = h_exec(argv, NULL, &out, H_WAIT_MS, false);
+    if (st == -1)
+        skip();
+    assert_int_equal(st, 0);
+    return out;
+}
+
+/* The flags dig shows, as ";; flags: qr aa rd;" (static). */
+static const char *dig_flags(const char *out)
+{
+    static char line[128];
+    const char *f = strstr(out, ";; flags:");
+    assert_non_null(f);
+    size_t n = strcspn(f + 3, ";") + 4; /* up to the ';' after the flags */
+    snprintf(line, sizeof line, "%.*s", (int)n, f);
+    return line;
+}
+
+static int count(const char *out, const char *needle)
+{
+    int n = 0;
+    for (const char *p = strstr(out, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+static void test_dns_tcp_dig(void **state)
+{
+    (void)state;
+    struct dns_srv d;
+    start_dns_tcp(&d, NULL);
+    char *out = dig_opt(d.tcp, "www.example.test", "A", "+tcp");
+    assert_non_null(strstr(out, "status: NOERROR"));
+    assert_string_equal(dig_flags(out), ";; flags: qr aa rd;");
+    assert_non_null(strstr(out, "www.example.test.\t300\tIN\tA\t192.0.2.10"));
+    assert_non_null(strstr(out, "www.example.test.\t300\tIN\tA\t192.0.2.11"));
+    free(out);
+    out = dig_opt(d.tcp, "EXAMPLE.test", "AAAA", "+tcp");
+    assert_non_null(strstr(out, "\t300\tIN\tAAAA\t2001:db8::1"));
+    free(out);
+    out = dig_opt(d.tcp, "nope.example.test", "A", "+tcp");
+    assert_non_null(strstr(out, "status: NXDOMAIN"));
+    free(out);
+
+    /* past 512 bytes: over UDP, TC and some records; over TCP, all */
+    out = dig_opt(d.udp, "big.example.test", "TXT", "+notcp");
+    assert_string_equal(dig_flags(out), ";; flags: qr aa tc rd;");
+    int some = count(out, "\tIN\tTXT\t\"record ");
+    assert_true(some > 0 && some < 12);
+    free(out);
+    out = dig_opt(d.tcp, "big.example.test", "TXT", "+tcp");
+    assert_string_equal(dig_flags(out), ";; flags: qr aa rd;");
+    assert_non_null(strstr(out, "ANSWER: 12,"));
+    for (int i = 1; i <= 12; i++) {
+        char rec[64];
+        snprintf(rec, sizeof rec, "\tIN\tTXT\t\"record %02d xxxx", i);
+        assert_non_null(strstr(out, rec));
+    }
+    free(out);
+    out = dig_opt(d.tcp, "huge.example.test", "TXT", "+tcp");
+    assert_string_equal(dig_flags(out), ";; flags: qr aa rd;");
+    assert_non_null(strstr(out, "ANSWER: 230,"));
+    assert_int_equal(count(out, "\tIN\tTXT\t\""), 230);
+    assert_non_null(strstr(out, "\t\"230yyyy"));
+    free(out);
+    finish_dns_tcp(&d);
+}
+
+/* A query for name (dotted) and type with this id, with its 2-byte length
+ * in front, at p; its length with the prefix. */
+static size_t tcp_query(unsigned char *p, unsigned id, const char *name, unsigned type)
+{
+    unsigned char *q = p + 2;
+    static const unsigned char flags[] = { 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0 };
+    q[0] = (unsigned char)(id >> 8);
+    q[1] = (unsigned char)id;
+    memcpy(q + 2, flags, sizeof flags);
+    size_t n = 12;
+    while (*name) {
+        size_t len = strcspn(name, ".");
+        q[n++] = (unsigned char)len;
+        memcpy(q + n, name, len);
+        n += len;
+        name += len + (name[len] == '.');
+    }
+    q[n++] = 0;
+    q[n++] = (unsigned char)(type >> 8);
+    q[n++] = (unsigned char)type;
+    q[n++] = 0;
+    q[n++] = 1;
+    p[0] = (unsigned char)(n >> 8);
+    p[1] = (unsigned char)n;
+    return n + 2;
+}
+
+/* One length-prefixed answer from fd into a (cap bytes): its length, or
+ * -1 when the connection ends or nothing comes within ms. */
+static ssize_t tcp_answer(int fd, unsigned char *a, size_t cap, int ms)
+{
+    unsigned char len[2];
+    if (h_recv_exact(fd, len, 2, ms) != 2)
+        return -1;
+    size_t n = (size_t)len[0] << 8 | len[1];
+    assert_true(n <= cap);
+    assert_int_equal(h_recv_exact(fd, a, n, ms), n);
+    return (ssize_t)n;
+}
+
+/* Three queries pipelined, in one write and cut at odd places: three
+ * answers in order, each byte for byte the one UDP gives. */
+static void test_dns_tcp_pipelined(void **state)
+{
+    (void)state;
+    struct dns_srv d;
+    start_dns_tcp(&d, NULL);
+    unsigned char all[300];
+    size_t len[3], n = 0;
+    n += len[0] = tcp_query(all + n, 0x0101, "www.example.test", 1);
+    n += len[1] = tcp_query(all + n, 0x0202, "example.test", 28);
+    n += len[2] = tcp_query(all + n, 0x0303, "nope.example.test", 1);
+
+    /* what UDP answers to each */
+    unsigned char want[3][600];
+    ssize_t wlen[3];
+    int u = udp_to(d.udp, false);
+    for (size_t i = 0, off = 0; i < 3; off += len[i], i++) {
+        wlen[i] = ask(u, all + off + 2, len[i] - 2, want[i], sizeof want[i], H_WAIT_MS);
+        assert_true(wlen[i] >= 12);
+    }
+    close(u);
+    assert_int_equal(want[0][3] & 15, 0);
+    static const unsigned char a11[] = { 192, 0, 2, 11 };
+    assert_memory_equal(want[0] + wlen[0] - 4, a11, 4);
+    assert_int_equal(want[2][3] & 15, 3);
+
+    /* cuts: none; in a length, in a header, between two messages, inside
+     * the second length and the third name; and every byte alone */
+    const size_t cuts[][6] = {
+        { 0 },
+        { 1, len[0] - 3, len[0], len[0] + 1, len[0] + len[1] + 9, 0 },
+    };
+    for (int round = 0; round < 3; round++) {
+        int fd = h_connect(d.tcp, false);
+        size_t from = 0;
+        for (int c = 0; round < 2 && c < 6 && cuts[round][c]; c++) {
+            h_send_all(fd, all + from, cuts[round][c] - from);
+            from = cuts[round][c];
+            h_sleep_ms(20); /* separate reads */
+        }
+        for (; round == 2 && from < n; from++) {
+            h_send_all(fd, all + from, 1);
+            if (from % 8 == 0)
+                h_sleep_ms(2);
+        }
+        h_send_all(fd, all + from, n - from);
+        for (int i = 0; i < 3; i++) {
+            unsigned char a[600];
+            ssize_t got = tcp_answer(fd, a, sizeof a, H_WAIT_MS);
+            assert_int_equal(got, wlen[i]);
+            assert_int_equal(a[0], i + 1);
+            assert_int_equal(a[1], i + 1);
+            assert_memory_equal(a, want[i], (size_t)got);
+        }
+        close(fd);
+    }
+    finish_dns_tcp(&d);
+}
+
+/* rcode of the answer to one TCP message (len bytes of q, without the
+ * prefix) on fd; -1 when the connection closes instead. */
+static int tcp_rcode(int fd, const unsigned char *q, size_t len)
+{
+    unsigned char pre[2] = { (unsigned char)(len >> 8), (unsigned char)len };
+    h_send_all(fd, pre, 2);
+    h_send_all(fd, q, len);
+    unsigned char a[600];
+    ssize_t got = tcp_answer(fd, a, sizeof a, H_WAIT_MS);
+    if (got < 0) {
+        assert_true(h_wait_closed(fd, H_WAIT_MS));
+        return -1;
+    }
+    assert_true(got >= 12);
+    assert_int_equal(a[0], q[0]);
+    assert_int_equal(a[1], q[1]);
+    assert_true(a[2] & 0x80);
+    assert_false(a[2] & 0x02); /* never TC over TCP */
+    return a[3] & 15;
+}
+
+/* Malformed messages over TCP: FORMERR (NOTIMP, REFUSED) with the id and
+ * the connection goes on; no id to answer, or a response: the connection
+ * closes after the answers before it; random bytes: never an error. */
+static void test_dns_tcp_malformed(void **state)
+{
+    (void)state;
+    struct dns_srv d;
+    start_dns_tcp(&d, NULL);
+    unsigned char m[300], *q = m + 2;
+    size_t n = tcp_query(m, 0x1234, "example.test", 1) - 2;
+    int fd = h_connect(d.tcp, false);
+    assert_int_equal(tcp_rcode(fd, q, n), 0);
+    q[5] = 0;
+    assert_int_equal(tcp_rcode(fd, q, n), 1);     /* no question: FORMERR */
+    q[5] = 2;
+    assert_int_equal(tcp_rcode(fd, q, n), 1);     /* two */
+    q[5] = 1;
+    assert_int_equal(tcp_rcode(fd, q, n - 3), 1); /* cut short */
+    assert_int_equal(tcp_rcode(fd, q, 12), 1);    /* a header alone */
+    q[12] = 0xc0;
+    assert_int_equal(tcp_rcode(fd, q, n), 1);     /* a pointer */
+    q[12] = 64;
+    assert_int_equal(tcp_rcode(fd, q, n), 1);     /* a label too long */
+    q[12] = 7;
+    q[2] = 2 << 3;
+    assert_int_equal(tcp_rcode(fd, q, n), 4);     /* opcode STATUS: NOTIMP */
+    q[2] = 1;
+    q[n - 1] = 3;
+    assert_int_equal(tcp_rcode(fd, q, n), 5);     /* class CHAOS: REFUSED */
+    q[n - 1] = 1;
+    assert_int_equal(tcp_rcode(fd, q, n), 0);     /* and the connection goes on */
+    close(fd);
+
+    fd = h_connect(d.tcp, false);
+    assert_int_equal(tcp_rcode(fd, q, 0), -1);    /* a length of 0 */
+    close(fd);
+    fd = h_connect(d.tcp, false);
+    assert_int_equal(tcp_rcode(fd, q, 11), -1);   /* short of a header */
+    close(fd);
+    fd = h_connect(d.tcp, false);
+    q[2] |= 0x80;
+    assert_int_equal(tcp_rcode(fd, q, n), -1);    /* a response */
+    q[2] &= 0x7f;
+    close(fd);
+
+    /* pipelined: answered, then one too short, then one never answered */
+    unsigned char all[300];
+    size_t k = tcp_query(all, 0x0a0a, "example.test", 1);
+    all[k++] = 0;
+    all[k++] = 5;
+    memcpy(all + k, "short", 5);
+    k += 5;
+    k += tcp_query(all + k, 0x0b0b, "example.test", 1);
+    fd = h_connect(d.tcp, false);
+    h_send_all(fd, all, k);
+    unsigned char a[600];
+    assert_true(tcp_answer(fd, a, sizeof a, H_WAIT_MS) >= 12);
+    assert_int_equal(a[0], 0x0a);
+    assert_true(h_wait_closed(fd, H_WAIT_MS));
+    close(fd);
+
+    /* random bytes on 200 connections, seeded */
+    unsigned char junk[1024];
+    for (unsigned i = 0; i < 200; i++) {
+        size_t len = 1 + i * 37 % sizeof junk;
+        h_fill_random(junk, len, 20261202 + i);
+        if (i % 2) { /* a plausible length in front */
+            junk[0] = 0;
+            junk[1] = (unsigned char)(len > 2 ? len - 2 : 0);
+        }
+        fd = h_connect(d.tcp, false);
+        h_send_all(fd, junk, len);
+        close(fd);
+    }
+    fd = h_connect(d.tcp, false);
+    assert_int_equal(tcp_rcode(fd, q, n), 0);
+    close(fd);
+    finish_dns_tcp(&d);
+}
+
+/* A connection idle for IDLE seconds is closed, also one that stopped
+ * in the middle of a message. */
+static void test_dns_tcp_idle(void **state)
+{
+    (void)state;
+    struct dns_srv d;
+    start_dns_tcp(&d, "1");
+    int fd = h_connect(d.tcp, false), half = h_connect(d.tcp, false);
+    unsigned char m[300];
+    size_t n = tcp_query(m, 0x4242, "example.test", 1);
+    assert_int_equal(tcp_rcode(fd, m + 2, n - 2), 0);
+    h_send_all(half, m, n - 5);
+    uint64_t t = now_us();
+    assert_true(h_wait_closed(fd, 5000));
+    assert_true(h_wait_closed(half, 5000));
+    uint64_t took = now_us() - t;
+    assert_true(took > 800 * 1000); /* not at once */
+    close(fd);
+    close(half);
+    finish_dns_tcp(&d);
+}
+
+/* 800 pipelined queries for 61 KB each, from a client that does not read
+ * yet: the server queues up to the high-water mark, not 48 MB, and once
+ * the client reads every answer comes, in order and whole. */
+static void test_dns_tcp_backpressure(void **state)
+{
+    (void)state;
+    struct dns_srv d;
+    start_dns_tcp(&d, NULL);
+    enum { N = 800 };
+    static unsigned char all[N * 40];
+    size_t n = 0;
+    for (unsigned i = 0; i < N; i++)
+        n += tcp_query(all + n, i, "huge.example.test", 16);
+    int fd = h_connect(d.tcp, false);
+    int small = 64 << 10;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    long rss0 = h_rss_kib(d.s.pid);
+    h_send_all(fd, all, n);
+    h_sleep_ms(500);
+    long grown = h_rss_kib(d.s.pid) - rss0;
+    print_message("dns over TCP: %u queries for 61 KB unread; server RSS grew %ld KiB\n",
+                  (unsigned)N, grown);
+    if (grown > 16 * 1024)
+        fail_msg("server RSS grew by %ld KiB", grown);
+    static unsigned char a[65535];
+    for (unsigned i = 0; i < N; i++) {
+        ssize_t got = tcp_answer(fd, a, sizeof a, H_WAIT_MS);
+        assert_true(got > 60000);
+        assert_int_equal(a[0] << 8 | a[1], i);
+        assert_int_equal(a[6] << 8 | a[7], 230); /* ANCOUNT */
+    }
+    close(fd);
+    finish_dns_tcp(&d);
+}
+
 /* ---- examples/statsd.lua ---- */
 
 static void send_metrics(int port)
@@ -719,6 +1101,11 @@ int main(void)
         cmocka_unit_test(test_dns_dig),
         cmocka_unit_test(test_dns_malformed),
         cmocka_unit_test(test_dns_fuzz),
+        cmocka_unit_test(test_dns_tcp_dig),
+        cmocka_unit_test(test_dns_tcp_pipelined),
+        cmocka_unit_test(test_dns_tcp_malformed),
+        cmocka_unit_test(test_dns_tcp_idle),
+        cmocka_unit_test(test_dns_tcp_backpressure),
         cmocka_unit_test(test_statsd_log),
         cmocka_unit_test(test_statsd_backend),
     };
