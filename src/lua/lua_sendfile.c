@@ -86,7 +86,6 @@ static void job_free(struct lua_sendfile *j)
     free(j);
 }
 
-/* The wait ends: resume the writer with the bytes sent, or nil, err. */
 /* The first chunk is queued, or the job is over: what waited for it
  * goes out (job_start corked the connection). */
 static void uncork(struct lua_sendfile *j)
@@ -96,6 +95,7 @@ static void uncork(struct lua_sendfile *j)
         core_cork(j->h->k, c, false);
 }
 
+/* The wait ends: resume the writer with the bytes sent, or nil, err. */
 static void end(struct lua_sendfile *j, const char *err)
 {
     struct lua_sock *s = j->s;
