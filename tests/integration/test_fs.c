@@ -566,6 +566,15 @@ static char *random_file(const char *name, size_t n, char **data)
     return p;
 }
 
+/* The line a send_file case ends with: "\nsent=N\n". */
+static void expect_sent(int fd, size_t n)
+{
+    assert_string_equal(h_line(fd, H_WAIT_MS), "");
+    char trailer[64];
+    snprintf(trailer, sizeof trailer, "sent=%zu", n);
+    assert_string_equal(h_line(fd, H_WAIT_MS), trailer);
+}
+
 /* Ask for one range and check its bytes (by their SHA-256) and count. */
 static void fetch_range(int fd, const char *mode, const char *path,
                         const char *data, size_t size, size_t off, long len)
@@ -583,10 +592,7 @@ static void fetch_range(int fd, const char *mode, const char *path,
     if (strcmp(a, b))
         fail_msg("%s %zu %ld: sha256 %s, wanted %s", mode, off, len, a, b);
     free(got);
-    assert_string_equal(h_line(fd, H_WAIT_MS), "");
-    char trailer[64];
-    snprintf(trailer, sizeof trailer, "sent=%zu", want);
-    assert_string_equal(h_line(fd, H_WAIT_MS), trailer);
+    expect_sent(fd, want);
 }
 
 /* A 3 MB file by path, by file object and by splice, whole and in
@@ -836,10 +842,7 @@ static void fetch_with_head(int fd, const char *p, size_t hl, const char *data,
             fail_msg("head byte %zu is %d", i, buf[i]);
     assert_memory_equal(buf + hl, data, size);
     free(buf);
-    assert_string_equal(h_line(fd, H_WAIT_MS), "");
-    char trailer[64];
-    snprintf(trailer, sizeof trailer, "sent=%zu", size);
-    assert_string_equal(h_line(fd, H_WAIT_MS), trailer);
+    expect_sent(fd, size);
 }
 
 /* What was sent just before a send_file goes with its first chunk, in
